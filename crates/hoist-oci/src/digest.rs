@@ -1,0 +1,192 @@
+//! Content digests (`sha256:<hex>`), the identity of everything in a store or registry.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest as _, Sha256};
+
+/// A validated `algorithm:encoded` digest. Only `sha256` is produced; other algorithms are
+/// carried through when they fit the OCI grammar so foreign manifests still round-trip.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest {
+    repr: String,
+    colon: usize,
+}
+
+/// Why a string is not a digest.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DigestError {
+    #[error("invalid digest {0:?}: expected algorithm:hex")]
+    Format(String),
+    #[error("invalid checksum digest length in {0:?}")]
+    Length(String),
+    #[error("invalid checksum digest format in {0:?}")]
+    Hex(String),
+}
+
+impl Digest {
+    /// The sha256 digest of `bytes`.
+    #[must_use]
+    pub fn sha256_of(bytes: &[u8]) -> Self {
+        Self::from_sha256(Sha256::digest(bytes).into())
+    }
+
+    /// Wraps a raw sha256 hash.
+    #[must_use]
+    pub fn from_sha256(hash: [u8; 32]) -> Self {
+        Self { repr: format!("sha256:{}", hex::encode(hash)), colon: 6 }
+    }
+
+    /// The algorithm part, e.g. `sha256`.
+    #[must_use]
+    pub fn algorithm(&self) -> &str {
+        &self.repr[..self.colon]
+    }
+
+    /// The encoded part (lower-case hex for sha256).
+    #[must_use]
+    pub fn hex(&self) -> &str {
+        &self.repr[self.colon + 1..]
+    }
+
+    /// The whole `algorithm:encoded` string.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.repr
+    }
+
+    /// The first 12 hex characters, as docker shows image ids.
+    #[must_use]
+    pub fn short(&self) -> &str {
+        let hex = self.hex();
+        &hex[..hex.len().min(12)]
+    }
+}
+
+impl FromStr for Digest {
+    type Err = DigestError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let Some(colon) = s.find(':') else {
+            return Err(DigestError::Format(s.to_owned()));
+        };
+        let (alg, enc) = (&s[..colon], &s[colon + 1..]);
+        // OCI grammar: algorithm-component ([a-z0-9]+) joined by [+._-]; encoded [a-zA-Z0-9=_-]+.
+        let alg_ok = !alg.is_empty()
+            && alg.split(['+', '.', '_', '-']).all(|c| {
+                !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            });
+        let enc_ok = !enc.is_empty()
+            && enc.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'));
+        if !alg_ok || !enc_ok {
+            return Err(DigestError::Format(s.to_owned()));
+        }
+        let want = match alg {
+            "sha256" => Some(64),
+            "sha384" => Some(96),
+            "sha512" => Some(128),
+            _ => None,
+        };
+        if let Some(want) = want {
+            if enc.len() != want {
+                return Err(DigestError::Length(s.to_owned()));
+            }
+            if !enc.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                return Err(DigestError::Hex(s.to_owned()));
+            }
+        }
+        Ok(Self { repr: s.to_owned(), colon })
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.repr)
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({})", self.repr)
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.repr)
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A sha256 hasher that yields a [`Digest`]; used wherever bytes stream past.
+#[derive(Default, Clone)]
+pub struct Sha256Hasher {
+    inner: Sha256,
+    len: u64,
+}
+
+impl Sha256Hasher {
+    /// A fresh hasher.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds bytes.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.inner.update(bytes);
+        self.len += bytes.len() as u64;
+    }
+
+    /// Bytes fed so far.
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether nothing was fed.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The digest of everything fed.
+    #[must_use]
+    pub fn finish(self) -> Digest {
+        Digest::from_sha256(self.inner.finalize().into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_sha256() {
+        assert_eq!(
+            Digest::sha256_of(b"").as_str(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn parse_rules() {
+        let d: Digest =
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse().unwrap();
+        assert_eq!(d.short(), "e3b0c44298fc");
+        assert!("sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"
+            .parse::<Digest>()
+            .is_err());
+        assert!("sha256:abc".parse::<Digest>().is_err());
+        assert!("sha256+b64u:LCa0a2j_xo_5m0U8HTBBNBNCLXBkg7-g-YpeiGJm564".parse::<Digest>().is_ok());
+        assert!("nocolon".parse::<Digest>().is_err());
+        assert!(":abc".parse::<Digest>().is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! Rendering of Dockerfile errors (placeholder until the frontend lands).
