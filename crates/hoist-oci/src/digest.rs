@@ -35,7 +35,10 @@ impl Digest {
     /// Wraps a raw sha256 hash.
     #[must_use]
     pub fn from_sha256(hash: [u8; 32]) -> Self {
-        Self { repr: format!("sha256:{}", hex::encode(hash)), colon: 6 }
+        Self {
+            repr: format!("sha256:{}", hex::encode(hash)),
+            colon: 6,
+        }
     }
 
     /// The algorithm part, e.g. `sha256`.
@@ -75,10 +78,14 @@ impl FromStr for Digest {
         // OCI grammar: algorithm-component ([a-z0-9]+) joined by [+._-]; encoded [a-zA-Z0-9=_-]+.
         let alg_ok = !alg.is_empty()
             && alg.split(['+', '.', '_', '-']).all(|c| {
-                !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                !c.is_empty()
+                    && c.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
             });
         let enc_ok = !enc.is_empty()
-            && enc.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'));
+            && enc
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'));
         if !alg_ok || !enc_ok {
             return Err(DigestError::Format(s.to_owned()));
         }
@@ -92,11 +99,17 @@ impl FromStr for Digest {
             if enc.len() != want {
                 return Err(DigestError::Length(s.to_owned()));
             }
-            if !enc.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            if !enc
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
                 return Err(DigestError::Hex(s.to_owned()));
             }
         }
-        Ok(Self { repr: s.to_owned(), colon })
+        Ok(Self {
+            repr: s.to_owned(),
+            colon,
+        })
     }
 }
 
@@ -178,14 +191,21 @@ mod tests {
 
     #[test]
     fn parse_rules() {
-        let d: Digest =
-            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse().unwrap();
+        let d: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            .parse()
+            .unwrap();
         assert_eq!(d.short(), "e3b0c44298fc");
-        assert!("sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"
-            .parse::<Digest>()
-            .is_err());
+        assert!(
+            "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"
+                .parse::<Digest>()
+                .is_err()
+        );
         assert!("sha256:abc".parse::<Digest>().is_err());
-        assert!("sha256+b64u:LCa0a2j_xo_5m0U8HTBBNBNCLXBkg7-g-YpeiGJm564".parse::<Digest>().is_ok());
+        assert!(
+            "sha256+b64u:LCa0a2j_xo_5m0U8HTBBNBNCLXBkg7-g-YpeiGJm564"
+                .parse::<Digest>()
+                .is_ok()
+        );
         assert!("nocolon".parse::<Digest>().is_err());
         assert!(":abc".parse::<Digest>().is_err());
     }
