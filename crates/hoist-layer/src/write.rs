@@ -1,0 +1,528 @@
+//! directory → deterministic tar.
+//!
+//! The walk visits each directory's names in bytewise order and emits a directory before its
+//! contents, so the same tree always yields the same bytes (and so the same diff_id). Headers
+//! follow what BuildKit/containerd produce with Go's `archive/tar`: USTAR, PAX records only
+//! when needed (long names, big ids, xattrs), numeric uid/gid with empty uname/gname, mtime in
+//! whole seconds, permission bits including setuid/setgid/sticky, names relative without `./`
+//! and directories ending in `/`.
+//!
+//! In overlay mode (an upper dir) overlayfs' markers are translated: a char device 0/0 becomes
+//! an empty `.wh.<name>` file, emitted before its siblings; a directory carrying
+//! `trusted.overlay.opaque=y` is followed immediately by `<dir>/.wh..wh..opq`.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
+
+use hoist_oci::Digest;
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Stat};
+use rustix::io::Errno;
+use tar::{EntryType, Header};
+
+use crate::apply::list_dir;
+use crate::error::LayerError;
+use crate::hashing::HashingWriter;
+use crate::{OPAQUE_MARKER, WHITEOUT_PREFIX};
+
+const BLOCK: usize = 512;
+const COPY_BUF: usize = 128 * 1024;
+/// Largest value a 7-digit octal uid/gid field holds; beyond it a PAX record carries it.
+const MAX_ID: u64 = 0o7_777_777;
+/// Largest size an 11-digit octal field holds.
+const MAX_SIZE: u64 = 0o77_777_777_777;
+
+/// Options for [`write_layer`] and [`write_tree`].
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// Clamp mtimes newer than this Unix time (BuildKit's `SOURCE_DATE_EPOCH` with
+    /// `rewrite-timestamp`).
+    pub clamp_mtime: Option<u64>,
+}
+
+/// What a written layer is: its uncompressed digest and length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerSummary {
+    /// sha256 of the tar bytes written, i.e. the layer's diff_id.
+    pub diff_id: Digest,
+    /// Bytes written.
+    pub size: u64,
+    /// Tar entries written (PAX headers not counted).
+    pub entries: u64,
+}
+
+/// Writes the overlay upper dir `upper` as a layer tar to `out`, translating overlay
+/// whiteouts and opaque directories (see the module docs).
+///
+/// The tar is hashed on its way to `out`, so the returned [`LayerSummary::diff_id`] needs no
+/// second pass; wrap `out` in a compressor (and a [`HashingWriter`]) to get the blob too.
+/// `out` is flushed but not closed.
+pub fn write_layer<W: Write>(
+    upper: &Path,
+    out: W,
+    opts: &WriteOptions,
+) -> Result<LayerSummary, LayerError> {
+    write(upper, out, opts, true)
+}
+
+/// Writes the plain directory `dir` as a tar, with no whiteout translation (char devices and
+/// xattrs are archived as they are).
+pub fn write_tree<W: Write>(
+    dir: &Path,
+    out: W,
+    opts: &WriteOptions,
+) -> Result<LayerSummary, LayerError> {
+    write(dir, out, opts, false)
+}
+
+fn write<W: Write>(
+    dir: &Path,
+    out: W,
+    opts: &WriteOptions,
+    overlay: bool,
+) -> Result<LayerSummary, LayerError> {
+    let root = rfs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| LayerError::OpenRoot {
+        path: dir.to_path_buf(),
+        source: e.into(),
+    })?;
+    let mut writer = TarWriter {
+        out: BufWriter::with_capacity(COPY_BUF, HashingWriter::new(out)),
+        overlay,
+        clamp: opts.clamp_mtime,
+        links: HashMap::new(),
+        buf: vec![0; COPY_BUF],
+        entries: 0,
+    };
+    writer.walk(root.as_fd(), b"")?;
+    writer.put(&[0; 2 * BLOCK])?;
+    let entries = writer.entries;
+    let hashing = writer
+        .out
+        .into_inner()
+        .map_err(|e| LayerError::WriteArchive {
+            source: e.into_error(),
+        })?;
+    let (mut out, diff_id, size) = hashing.finish();
+    out.flush()
+        .map_err(|source| LayerError::WriteArchive { source })?;
+    Ok(LayerSummary {
+        diff_id,
+        size,
+        entries,
+    })
+}
+
+/// One tar member to emit.
+struct Member<'a> {
+    kind: EntryType,
+    path: &'a [u8],
+    link: &'a [u8],
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: u64,
+    size: u64,
+    dev: (u32, u32),
+    xattrs: &'a [(Vec<u8>, Vec<u8>)],
+}
+
+struct TarWriter<W: Write> {
+    out: BufWriter<HashingWriter<W>>,
+    overlay: bool,
+    clamp: Option<u64>,
+    /// (dev, inode) → first path, for hardlinks within the layer.
+    links: HashMap<(u64, u64), Vec<u8>>,
+    buf: Vec<u8>,
+    entries: u64,
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn os(bytes: &[u8]) -> &std::ffi::OsStr {
+    std::os::unix::ffi::OsStrExt::from_bytes(bytes)
+}
+
+fn is_whiteout(st: &Stat) -> bool {
+    FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == 0
+}
+
+fn walk_err(path: &[u8], op: &'static str) -> impl Fn(Errno) -> LayerError {
+    let path = lossy(path);
+    move |e| LayerError::Walk {
+        path: path.clone(),
+        op,
+        source: e.into(),
+    }
+}
+
+fn concat(a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(a.len() + b.len() + 1);
+    v.extend_from_slice(a);
+    v.extend_from_slice(b);
+    v
+}
+
+/// All xattrs of `name` in `dir` (not following it), sorted by name.
+fn read_xattrs(dir: BorrowedFd<'_>, name: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Errno> {
+    let mut path = format!("/proc/self/fd/{}/", std::os::fd::AsRawFd::as_raw_fd(&dir)).into_bytes();
+    path.extend_from_slice(name);
+    let path = os(&path);
+    let mut list = vec![0u8; 1024];
+    let len = loop {
+        match rfs::llistxattr(path, &mut list[..]) {
+            Ok(len) => break len,
+            Err(Errno::RANGE) => list.resize(rfs::llistxattr_query(path)?.max(list.len() * 2), 0),
+            Err(Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        }
+    };
+    let mut out = Vec::new();
+    let mut value = vec![0u8; 256];
+    for key in list[..len].split(|&b| b == 0).filter(|k| !k.is_empty()) {
+        let n = loop {
+            match rfs::lgetxattr(path, os(key), &mut value[..]) {
+                Ok(n) => break n,
+                Err(Errno::RANGE) => {
+                    let want = rfs::lgetxattr_query(path, os(key))?;
+                    value.resize(want.max(value.len() * 2), 0);
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        out.push((key.to_vec(), value[..n].to_vec()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Xattrs that describe the host or the overlay mount, not the content.
+fn is_private_xattr(key: &[u8]) -> bool {
+    key.starts_with(b"trusted.overlay.")
+        || key.starts_with(b"user.overlay.")
+        || key == b"security.selinux"
+}
+
+fn has_xattr(xattrs: &[(Vec<u8>, Vec<u8>)], key: &[u8], value: Option<&[u8]>) -> bool {
+    xattrs
+        .iter()
+        .any(|(k, v)| k == key && value.is_none_or(|want| v == want))
+}
+
+/// One PAX record: `<len> <key>=<value>\n`, where `<len>` counts itself.
+fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    let base = key.len() + value.len() + 3;
+    let mut len = base + 1;
+    loop {
+        let total = base + len.to_string().len();
+        if total == len {
+            break;
+        }
+        len = total;
+    }
+    out.extend_from_slice(len.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(key);
+    out.push(b'=');
+    out.extend_from_slice(value);
+    out.push(b'\n');
+}
+
+impl<W: Write> TarWriter<W> {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), LayerError> {
+        self.out
+            .write_all(bytes)
+            .map_err(|source| LayerError::WriteArchive { source })
+    }
+
+    fn pad(&mut self, size: u64) -> Result<(), LayerError> {
+        let rem = (size % BLOCK as u64) as usize;
+        if rem != 0 {
+            self.put(&[0; BLOCK][..BLOCK - rem])?;
+        }
+        Ok(())
+    }
+
+    fn mtime(&self, st: &Stat) -> u64 {
+        let secs = u64::try_from(st.st_mtime).unwrap_or(0);
+        self.clamp.map_or(secs, |clamp| secs.min(clamp))
+    }
+
+    fn walk(&mut self, dir: BorrowedFd<'_>, rel: &[u8]) -> Result<(), LayerError> {
+        let mut names = list_dir(dir).map_err(|e| LayerError::Walk {
+            path: lossy(rel),
+            op: "list directory",
+            source: e,
+        })?;
+        names.sort();
+        let mut items = Vec::with_capacity(names.len());
+        for name in names {
+            let path = concat(rel, &name);
+            let st = rfs::statat(dir, os(&name), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(walk_err(&path, "stat"))?;
+            items.push((name, path, st));
+        }
+        // Whiteouts before their siblings, as the OCI spec asks of writers.
+        if self.overlay {
+            for (name, _, st) in items.iter().filter(|(_, _, st)| is_whiteout(st)) {
+                let path = concat(rel, &concat(WHITEOUT_PREFIX.as_bytes(), name));
+                self.marker(&path, self.mtime(st))?;
+            }
+        }
+        for (name, path, st) in &items {
+            if self.overlay && is_whiteout(st) {
+                continue;
+            }
+            if name.starts_with(WHITEOUT_PREFIX.as_bytes()) {
+                return Err(LayerError::ReservedName { path: lossy(path) });
+            }
+            self.member(dir, name, path, st)?;
+        }
+        Ok(())
+    }
+
+    /// An empty whiteout or opaque-marker file.
+    fn marker(&mut self, path: &[u8], mtime: u64) -> Result<(), LayerError> {
+        self.header(&Member {
+            kind: EntryType::Regular,
+            path,
+            link: b"",
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime,
+            size: 0,
+            dev: (0, 0),
+            xattrs: &[],
+        })
+    }
+
+    fn member(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+        path: &[u8],
+        st: &Stat,
+    ) -> Result<(), LayerError> {
+        let file_type = FileType::from_raw_mode(st.st_mode);
+        if matches!(file_type, FileType::Socket | FileType::Unknown) {
+            // Sockets are not content; docker skips them too.
+            return Ok(());
+        }
+        let all_xattrs = read_xattrs(dir, name).map_err(walk_err(path, "read xattrs"))?;
+        for feature in [
+            b"trusted.overlay.redirect".as_slice(),
+            b"trusted.overlay.metacopy",
+        ] {
+            if self.overlay && has_xattr(&all_xattrs, feature, None) {
+                return Err(LayerError::OverlayFeature {
+                    path: lossy(path),
+                    xattr: lossy(feature),
+                });
+            }
+        }
+        let opaque = self.overlay
+            && file_type == FileType::Directory
+            && (has_xattr(&all_xattrs, b"trusted.overlay.opaque", Some(b"y"))
+                || has_xattr(&all_xattrs, b"user.overlay.opaque", Some(b"y")));
+        let xattrs: Vec<_> = all_xattrs
+            .into_iter()
+            .filter(|(k, _)| !is_private_xattr(k))
+            .collect();
+
+        let mut member = Member {
+            kind: EntryType::Regular,
+            path,
+            link: b"",
+            mode: st.st_mode & 0o7777,
+            uid: u64::from(st.st_uid),
+            gid: u64::from(st.st_gid),
+            mtime: self.mtime(st),
+            size: 0,
+            dev: (0, 0),
+            xattrs: &xattrs,
+        };
+
+        if file_type != FileType::Directory && st.st_nlink > 1 {
+            let key = (st.st_dev, st.st_ino);
+            if let Some(first) = self.links.get(&key).cloned() {
+                member.kind = EntryType::Link;
+                member.link = &first;
+                return self.header(&member);
+            }
+            self.links.insert(key, path.to_vec());
+        }
+
+        match file_type {
+            FileType::Directory => {
+                let dir_path = concat(path, b"/");
+                member.kind = EntryType::Directory;
+                member.path = &dir_path;
+                self.header(&member)?;
+                if opaque {
+                    let marker = concat(&dir_path, OPAQUE_MARKER.as_bytes());
+                    self.marker(&marker, member.mtime)?;
+                }
+                let child = rfs::openat(
+                    dir,
+                    os(name),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(walk_err(path, "open directory"))?;
+                self.walk(child.as_fd(), &dir_path)
+            }
+            FileType::RegularFile => {
+                let size = u64::try_from(st.st_size).unwrap_or(0);
+                member.size = size;
+                let fd = rfs::openat(
+                    dir,
+                    os(name),
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(walk_err(path, "open file"))?;
+                self.header(&member)?;
+                self.copy_exact(File::from(fd), size, path)?;
+                self.pad(size)
+            }
+            FileType::Symlink => {
+                let target = rfs::readlinkat(dir, os(name), Vec::new())
+                    .map_err(walk_err(path, "read symlink"))?;
+                member.kind = EntryType::Symlink;
+                member.link = target.as_bytes();
+                self.header(&member)
+            }
+            FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo => {
+                member.kind = match file_type {
+                    FileType::CharacterDevice => EntryType::Char,
+                    FileType::BlockDevice => EntryType::Block,
+                    _ => EntryType::Fifo,
+                };
+                if file_type != FileType::Fifo {
+                    member.dev = (rfs::major(st.st_rdev), rfs::minor(st.st_rdev));
+                }
+                self.header(&member)
+            }
+            FileType::Socket | FileType::Unknown => Ok(()),
+        }
+    }
+
+    /// Copies exactly `size` bytes: a file that shrank would corrupt the archive, one that
+    /// grew is cut at the size its header already announced.
+    fn copy_exact(&mut self, file: File, size: u64, path: &[u8]) -> Result<(), LayerError> {
+        let mut reader = file.take(size);
+        let mut done = 0u64;
+        loop {
+            let n = match reader.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(LayerError::Walk {
+                        path: lossy(path),
+                        op: "read file",
+                        source,
+                    });
+                }
+            };
+            self.out
+                .write_all(&self.buf[..n])
+                .map_err(|source| LayerError::WriteArchive { source })?;
+            done += n as u64;
+        }
+        if done != size {
+            return Err(LayerError::FileChanged {
+                path: lossy(path),
+                expected: size,
+                actual: done,
+            });
+        }
+        Ok(())
+    }
+
+    fn header(&mut self, m: &Member<'_>) -> Result<(), LayerError> {
+        let mut pax = Vec::<(Vec<u8>, Vec<u8>)>::new();
+        if m.path.len() > 100 {
+            pax.push((b"path".to_vec(), m.path.to_vec()));
+        }
+        if m.link.len() > 100 {
+            pax.push((b"linkpath".to_vec(), m.link.to_vec()));
+        }
+        if m.uid > MAX_ID {
+            pax.push((b"uid".to_vec(), m.uid.to_string().into_bytes()));
+        }
+        if m.gid > MAX_ID {
+            pax.push((b"gid".to_vec(), m.gid.to_string().into_bytes()));
+        }
+        if m.size > MAX_SIZE {
+            pax.push((b"size".to_vec(), m.size.to_string().into_bytes()));
+        }
+        for (key, value) in m.xattrs {
+            pax.push((concat(b"SCHILY.xattr.", key), value.clone()));
+        }
+        if !pax.is_empty() {
+            pax.sort();
+            let mut data = Vec::new();
+            for (key, value) in &pax {
+                pax_record(&mut data, key, value);
+            }
+            // Go's naming: <dir>/PaxHeaders.0/<base>.
+            let trimmed = m.path.strip_suffix(b"/").unwrap_or(m.path);
+            let split = trimmed
+                .iter()
+                .rposition(|&b| b == b'/')
+                .map_or(0, |i| i + 1);
+            let name = [&trimmed[..split], b"PaxHeaders.0/", &trimmed[split..]].concat();
+            let mut h = Header::new_ustar();
+            set_bytes(&mut h.as_mut_bytes()[..100], &name);
+            h.set_entry_type(EntryType::XHeader);
+            h.set_mode(0);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_size(data.len() as u64);
+            h.set_cksum();
+            self.put(h.as_bytes())?;
+            self.put(&data)?;
+            self.pad(data.len() as u64)?;
+        }
+
+        let mut h = Header::new_ustar();
+        set_bytes(&mut h.as_mut_bytes()[..100], m.path);
+        set_bytes(&mut h.as_mut_bytes()[157..257], m.link);
+        h.set_entry_type(m.kind);
+        h.set_mode(m.mode);
+        h.set_uid(m.uid.min(MAX_ID));
+        h.set_gid(m.gid.min(MAX_ID));
+        h.set_mtime(m.mtime);
+        h.set_size(m.size.min(MAX_SIZE));
+        if matches!(m.kind, EntryType::Char | EntryType::Block) {
+            let fail = |source| LayerError::Walk {
+                path: lossy(m.path),
+                op: "encode device",
+                source,
+            };
+            h.set_device_major(m.dev.0).map_err(fail)?;
+            h.set_device_minor(m.dev.1).map_err(fail)?;
+        }
+        h.set_cksum();
+        self.put(h.as_bytes())?;
+        self.entries += 1;
+        Ok(())
+    }
+}
+
+/// Copies `value` into a fixed header field, truncating (a PAX record carries the full one).
+fn set_bytes(field: &mut [u8], value: &[u8]) {
+    let n = value.len().min(field.len());
+    field[..n].copy_from_slice(&value[..n]);
+}
