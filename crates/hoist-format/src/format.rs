@@ -143,7 +143,7 @@ pub fn render<T: Serialize>(
     rows: &[T],
     out: &mut dyn Write,
 ) -> Result<(), Error> {
-    let template = Template::parse(format.template_text())?.strict_fields();
+    let template = Template::parse_rows(format.template_text())?;
     let mut body = String::new();
     for (index, row) in rows.iter().enumerate() {
         let data = gotmpl::to_value(row).map_err(|error| Error::Data {

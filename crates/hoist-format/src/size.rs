@@ -148,4 +148,68 @@ mod tests {
             );
         }
     }
+
+    /// go-units' `TestHumanSize` and `TestBytesSize`.
+    #[test]
+    fn go_units_tables() {
+        const KB: f64 = 1000.0;
+        const MB: f64 = 1000.0 * KB;
+        const GB: f64 = 1000.0 * MB;
+        const TB: f64 = 1000.0 * GB;
+        const PB: f64 = 1000.0 * TB;
+        const KIB: f64 = 1024.0;
+        const MIB: f64 = 1024.0 * KIB;
+        const GIB: f64 = 1024.0 * MIB;
+        const TIB: f64 = 1024.0 * GIB;
+        const PIB: f64 = 1024.0 * TIB;
+        for (size, expected) in [
+            (1000.0, "1kB"),
+            (1024.0, "1.024kB"),
+            (1_000_000.0, "1MB"),
+            (1_048_576.0, "1.049MB"),
+            (2.0 * MB, "2MB"),
+            (3.42 * GB, "3.42GB"),
+            (5.372 * TB, "5.372TB"),
+            (2.22 * PB, "2.22PB"),
+            (10_000_000_000_000.0 * PB, "1e+04YB"),
+        ] {
+            assert_eq!(human_size(size), expected, "HumanSize({size})");
+        }
+        for (size, expected) in [
+            (1024.0, "1KiB"),
+            (1024.0 * 1024.0, "1MiB"),
+            (2.0 * MIB, "2MiB"),
+            (3.42 * GIB, "3.42GiB"),
+            (5.372 * TIB, "5.372TiB"),
+            (2.22 * PIB, "2.22PiB"),
+            (KIB * KIB * KIB * KIB * KIB * PIB, "1.049e+06YiB"),
+        ] {
+            assert_eq!(bytes_size(size), expected, "BytesSize({size})");
+        }
+    }
+
+    /// Image and layer sizes as `docker images` / `docker history` show them.
+    #[test]
+    fn docker_image_sizes() {
+        for (bytes, expected) in [
+            (0_u64, "0B"),
+            (999, "999B"),
+            (1000, "1kB"),
+            (1125, "1.12kB"), // an exact tie rounds to even, like Go
+            (999_499, "999kB"),
+            (999_500, "1e+03kB"),
+            (999_999, "1e+03kB"),
+            (1_000_000, "1MB"),
+            (4_261_550, "4.26MB"),
+            (7_800_000, "7.8MB"),
+            (213_000_000, "213MB"),
+            (1_089_000_000, "1.09GB"),
+        ] {
+            assert_eq!(
+                human_size_with_precision(bytes as f64, 3),
+                expected,
+                "{bytes} bytes"
+            );
+        }
+    }
 }

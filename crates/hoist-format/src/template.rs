@@ -45,13 +45,26 @@ impl std::fmt::Debug for Template {
 
 impl Template {
     /// Parses `text` as is (no `table`/`\t` preprocessing; see
-    /// [`crate::Format`] for that). A missing field prints `<no value>`, as
-    /// for Go maps; use [`strict_fields`](Self::strict_fields) for docker's
-    /// typed row contexts.
+    /// [`crate::Format`] for that), for data with Go map semantics: a
+    /// missing field prints `<no value>`. This is what `inspect` needs.
     pub fn parse(text: &str) -> Result<Self, Error> {
+        Self::parse_with(text, false)
+    }
+
+    /// Parses `text` for docker's typed row contexts (`images`, `history`):
+    /// a field the row lacks is an error rather than `<no value>`, and
+    /// `{{json .}}` on the whole row escapes `<`, `>`, `&` as `\u003c`…,
+    /// because docker's rows marshal themselves with `json.Marshal`.
+    pub fn parse_rows(text: &str) -> Result<Self, Error> {
+        let mut template = Self::parse_with(text, true)?;
+        template.rows = template.rows.missing_key(MissingKey::Error);
+        Ok(template)
+    }
+
+    fn parse_with(text: &str, rows_escape_html: bool) -> Result<Self, Error> {
         check_functions(text)?;
         let rows = gotmpl::Template::new("")
-            .funcs(docker_functions())
+            .funcs(docker_functions(rows_escape_html))
             .parse(text)
             .map_err(parse_error)?;
         let header = gotmpl::Template::new("")
@@ -59,14 +72,6 @@ impl Template {
             .parse(text)
             .map_err(parse_error)?;
         Ok(Self { rows, header })
-    }
-
-    /// Makes a missing field an error, as docker's row types do (`{{.Nope}}`
-    /// on an image fails instead of printing `<no value>`).
-    #[must_use]
-    pub fn strict_fields(mut self) -> Self {
-        self.rows = self.rows.missing_key(MissingKey::Error);
-        self
     }
 
     /// Renders one row.
@@ -210,14 +215,15 @@ fn insert(
     map.insert(name.to_owned(), Arc::new(function));
 }
 
-/// Docker's `templates.basicFunctions`.
-fn docker_functions() -> FuncMap {
+/// Docker's `templates.basicFunctions`. With `rows_escape_html`, a map
+/// (in row data, only ever the row itself) is encoded with HTML escaping.
+fn docker_functions(rows_escape_html: bool) -> FuncMap {
     let mut map = FuncMap::new();
-    insert(&mut map, "json", |args| {
+    insert(&mut map, "json", move |args| {
         arity("json", args, 1)?;
         let value = to_json(&args[0]).map_err(|message| function_error("json", message))?;
         let style = Style {
-            escape_html: false,
+            escape_html: rows_escape_html && matches!(args[0], Value::Map(_)),
             indent: None,
         };
         json::encode(&value, style)
@@ -466,8 +472,8 @@ mod tests {
     }
 
     #[test]
-    fn strict_fields_reject_unknown_fields() {
-        let template = Template::parse("{{.Nope}}").unwrap().strict_fields();
+    fn rows_reject_unknown_fields() {
+        let template = Template::parse_rows("{{.Nope}}").unwrap();
         let error = template.execute(&gotmpl::to_value(&serde_json::json!({"ID": "x"})).unwrap());
         assert_eq!(
             error.unwrap_err().to_string(),
