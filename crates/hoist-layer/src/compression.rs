@@ -38,10 +38,7 @@ impl Compression {
     }
 
     /// Wraps `reader` (positioned at the start of the compressed stream) in this decoder.
-    pub fn decoder<'a, R: Read + Send + 'a>(
-        self,
-        reader: R,
-    ) -> io::Result<Box<dyn Read + Send + 'a>> {
+    pub fn decoder<'a, R: Read + 'a>(self, reader: R) -> io::Result<Box<dyn Read + 'a>> {
         Ok(match self {
             Self::None => Box::new(reader),
             Self::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
@@ -68,7 +65,7 @@ pub fn sniff<R: Read>(mut reader: R) -> io::Result<(Compression, Sniffed<R>)> {
 }
 
 /// Detects the compression of `reader` and returns the decompressed stream.
-pub fn decompress<'a, R: Read + Send + 'a>(reader: R) -> io::Result<Box<dyn Read + Send + 'a>> {
+pub fn decompress<'a, R: Read + 'a>(reader: R) -> io::Result<Box<dyn Read + 'a>> {
     let (compression, reader) = sniff(reader)?;
     compression.decoder(reader)
 }

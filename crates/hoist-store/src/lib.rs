@@ -1,1 +1,919 @@
-//! hoist-store
+//! hoist-store: the local content-addressed image store — atomic blobs, unpacked layer
+//! snapshots, refs and image records, locking, garbage collection, and docker/OCI archives.
+//!
+//! # Layout
+//!
+//! ```text
+//! <root>/                      --root, HOIST_ROOT, /var/lib/hoist (root) or $XDG_DATA_HOME/hoist
+//!   v1/                        format version: a future layout lives beside, never on top
+//!     lock                     flock: shared while a process uses the store, exclusive to sweep
+//!     meta.db                  SQLite (WAL): layers, layer blobs, images, tags, repo digests
+//!     blobs/sha256/<hex>       immutable content: configs, manifests, layer blobs as received
+//!     snapshots/<n>/           one unpacked layer each, usable as an overlayfs lowerdir
+//!     tmp/                     staging on the same filesystem, for atomic renames
+//! ```
+//!
+//! # Why SQLite
+//!
+//! Refs, image records and layer mappings change together (an import adds a layer, its blob and
+//! an image in one step; `rmi` removes a tag and maybe the image). A transactional store makes
+//! each such change all-or-nothing across processes without a daemon, and WAL mode lets readers
+//! (`images`, `history`) run while another process writes. Plain JSON files with renames would
+//! need our own multi-file journal for the same guarantee.
+//!
+//! # Crash safety
+//!
+//! Content is written first (temp file → hash → verify → fsync → rename), records second, in a
+//! transaction. A crash leaves unreferenced files, which [`Store::gc`] removes; it never leaves a
+//! record that points at missing or partial content.
+
+mod archive;
+mod blob;
+mod error;
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use hoist_oci::{Digest, ImageConfig, Reference, media};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+pub use archive::{LoadedImage, save_archive};
+pub use blob::BlobWriter;
+use error::IoContext;
+pub use error::StoreError;
+
+const FORMAT: &str = "v1";
+
+/// A layer the store holds, unpacked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// sha256 of the uncompressed tar.
+    pub diff_id: Digest,
+    /// Bytes of file content in the layer (what docker reports as a layer's size).
+    pub size: u64,
+    /// Bytes of the uncompressed tar.
+    pub tar_size: u64,
+    snapshot: i64,
+}
+
+/// An image the store holds, with its names.
+#[derive(Debug, Clone)]
+pub struct ImageRecord {
+    /// The config digest (docker's image id).
+    pub id: Digest,
+    /// The manifest, when one was pulled or written.
+    pub manifest: Option<Digest>,
+    /// Creation time from the config.
+    pub created: Option<jiff::Timestamp>,
+    /// Sum of the layer sizes.
+    pub size: u64,
+    /// Tags pointing at it, canonical.
+    pub tags: Vec<Reference>,
+    /// `repo@digest` names pointing at it.
+    pub digests: Vec<Reference>,
+    /// When it was last tagged.
+    pub last_tag_time: Option<jiff::Timestamp>,
+}
+
+/// What a sweep removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GcStats {
+    /// Blob files removed.
+    pub blobs: u64,
+    /// Snapshots removed.
+    pub snapshots: u64,
+    /// Bytes freed (blobs and snapshot content).
+    pub bytes: u64,
+    /// True when another process used the store, so files were left for a later sweep.
+    pub deferred: bool,
+}
+
+/// What removing an image did.
+#[derive(Debug, Default, Clone)]
+pub struct Removal {
+    /// Names removed.
+    pub untagged: Vec<Reference>,
+    /// The image id, when the image itself was deleted.
+    pub deleted: Option<Digest>,
+    /// Chain ids of layers deleted with it.
+    pub deleted_layers: Vec<Digest>,
+}
+
+/// Why an image cannot be removed without `-f`.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoveError {
+    #[error(
+        "conflict: unable to delete {0} (must be forced) - image is referenced in multiple repositories"
+    )]
+    MultipleRepositories(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The open store. One per process; cheap to share by reference across threads.
+pub struct Store {
+    dir: PathBuf,
+    db: Mutex<Connection>,
+    lock: File,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> jiff::Timestamp {
+    jiff::Timestamp::now()
+}
+
+impl Store {
+    /// The default location: `/var/lib/hoist` as root, else `$XDG_DATA_HOME/hoist`
+    /// (`~/.local/share/hoist`).
+    #[must_use]
+    pub fn default_root() -> PathBuf {
+        if rustix::process::geteuid().is_root() {
+            return PathBuf::from("/var/lib/hoist");
+        }
+        if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+            return PathBuf::from(x).join("hoist");
+        }
+        let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
+        PathBuf::from(home).join(".local/share/hoist")
+    }
+
+    /// Opens (creating if needed) the store under `root`.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        let dir = root.join(FORMAT);
+        for sub in ["blobs/sha256", "snapshots", "tmp"] {
+            fs::create_dir_all(dir.join(sub)).ctx("creating", dir.join(sub))?;
+        }
+        let lock_path = dir.join("lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .ctx("opening", &lock_path)?;
+        lock.lock_shared().ctx("locking", &lock_path)?;
+        let db = Connection::open(dir.join("meta.db"))?;
+        db.busy_timeout(std::time::Duration::from_secs(60))?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", "NORMAL")?;
+        db.execute_batch(SCHEMA)?;
+        Ok(Self {
+            dir,
+            db: Mutex::new(db),
+            lock,
+        })
+    }
+
+    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (it rolls back).
+        self.db
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn blobs_dir(&self) -> PathBuf {
+        self.dir.join("blobs/sha256")
+    }
+
+    /// The staging directory (same filesystem as the content).
+    #[must_use]
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
+
+    /// The file of a blob (which may not exist).
+    #[must_use]
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.blobs_dir().join(digest.hex())
+    }
+
+    /// Whether a blob is present.
+    #[must_use]
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        digest.algorithm() == "sha256" && self.blob_path(digest).is_file()
+    }
+
+    /// Opens a blob for streaming.
+    pub fn open_blob(&self, digest: &Digest) -> Result<File, StoreError> {
+        if digest.algorithm() != "sha256" {
+            return Err(StoreError::MissingBlob(digest.clone()));
+        }
+        let path = self.blob_path(digest);
+        File::open(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::MissingBlob(digest.clone()),
+            _ => StoreError::Io {
+                context: "opening",
+                path,
+                source: e,
+            },
+        })
+    }
+
+    /// Reads a small blob (config, manifest) whole.
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        let mut buf = Vec::new();
+        self.open_blob(digest)?
+            .read_to_end(&mut buf)
+            .ctx("reading", self.blob_path(digest))?;
+        Ok(buf)
+    }
+
+    /// Starts writing a blob.
+    pub fn blob_writer(&self) -> Result<BlobWriter, StoreError> {
+        BlobWriter::new(&self.tmp_dir(), &self.blobs_dir())
+    }
+
+    /// Writes a small blob.
+    pub fn write_blob(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
+        let mut w = self.blob_writer()?;
+        io::Write::write_all(&mut w, bytes).ctx("writing", self.tmp_dir())?;
+        Ok(w.commit(None)?.0)
+    }
+
+    /// Stores a layer blob as it comes (compressed or not), unpacking it into a snapshot and
+    /// computing its diff id in the same pass. `expected` verifies the blob's digest.
+    pub fn import_layer(
+        &self,
+        raw: &mut dyn Read,
+        expected: Option<&Digest>,
+    ) -> Result<LayerInfo, StoreError> {
+        let mut blob = self.blob_writer()?;
+        let staging = tempfile::Builder::new()
+            .prefix("snap-")
+            .tempdir_in(self.tmp_dir())
+            .ctx("creating a staging dir in", self.tmp_dir())?;
+        let root = staging.path().join("root");
+        fs::create_dir(&root).ctx("creating", &root)?;
+        let read_err = |e| StoreError::Io {
+            context: "reading a layer into",
+            path: root.clone(),
+            source: e,
+        };
+        let (diff_id, tar_size, size, encoding) = {
+            let mut tee = Tee {
+                inner: raw,
+                copy: &mut blob,
+            };
+            let (encoding, sniffed) = hoist_layer::sniff(&mut tee).map_err(read_err)?;
+            let decoded = encoding
+                .decoder(io::BufReader::with_capacity(256 * 1024, sniffed))
+                .map_err(read_err)?;
+            let mut hashing = hoist_layer::HashingReader::new(decoded);
+            let opts = hoist_layer::ApplyOptions {
+                whiteouts: hoist_layer::WhiteoutMode::Overlay,
+                ..hoist_layer::ApplyOptions::default()
+            };
+            let stats = hoist_layer::apply_layer(&mut hashing, &root, &opts)?;
+            // The tar's end-of-archive padding belongs to the diff id too.
+            io::copy(&mut hashing, &mut io::sink()).map_err(read_err)?;
+            let (decoded, diff_id, tar_size) = hashing.finish();
+            drop(decoded);
+            io::copy(&mut tee, &mut io::sink()).map_err(read_err)?;
+            (diff_id, tar_size, stats.bytes, encoding)
+        };
+        let (blob_digest, blob_size) = blob.commit(expected)?;
+        let media_type = match encoding {
+            hoist_layer::Compression::None => media::DOCKER_LAYER_TAR,
+            hoist_layer::Compression::Gzip => media::DOCKER_LAYER_GZIP,
+            hoist_layer::Compression::Zstd => media::OCI_LAYER_ZSTD,
+            // Other encodings are stored as received but not pushable as-is.
+            _ => "application/octet-stream",
+        };
+        self.commit_layer(
+            &diff_id,
+            size,
+            tar_size,
+            &root,
+            &blob_digest,
+            media_type,
+            blob_size,
+        )
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one row of each table")]
+    fn commit_layer(
+        &self,
+        diff_id: &Digest,
+        size: u64,
+        tar_size: u64,
+        unpacked: &Path,
+        blob: &Digest,
+        media_type: &str,
+        blob_size: u64,
+    ) -> Result<LayerInfo, StoreError> {
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO layer_blobs (digest, diff_id, media_type, size) VALUES (?1, ?2, ?3, ?4)",
+            params![blob.as_str(), diff_id.as_str(), media_type, blob_size as i64],
+        )?;
+        let existing = layer_row(&tx, diff_id)?;
+        let info = if let Some(info) = existing {
+            info
+        } else {
+            let n: i64 = tx.query_row(
+                "SELECT COALESCE(MAX(snapshot), 0) + 1 FROM layers",
+                [],
+                |r| r.get(0),
+            )?;
+            let dest = self.dir.join("snapshots").join(n.to_string());
+            // Left by a crash between rename and commit: nothing references it.
+            if dest.exists() {
+                fs::remove_dir_all(&dest).ctx("removing", &dest)?;
+            }
+            fs::rename(unpacked, &dest).ctx("renaming a snapshot to", &dest)?;
+            tx.execute(
+                "INSERT INTO layers (diff_id, snapshot, size, tar_size) VALUES (?1, ?2, ?3, ?4)",
+                params![diff_id.as_str(), n, size as i64, tar_size as i64],
+            )?;
+            LayerInfo {
+                diff_id: diff_id.clone(),
+                size,
+                tar_size,
+                snapshot: n,
+            }
+        };
+        tx.commit()?;
+        Ok(info)
+    }
+
+    /// A layer by diff id.
+    pub fn layer(&self, diff_id: &Digest) -> Result<Option<LayerInfo>, StoreError> {
+        Ok(layer_row(&self.db(), diff_id)?)
+    }
+
+    /// The directory holding a layer unpacked (an overlayfs lowerdir).
+    #[must_use]
+    pub fn snapshot_dir(&self, layer: &LayerInfo) -> PathBuf {
+        self.dir.join("snapshots").join(layer.snapshot.to_string())
+    }
+
+    /// Blobs known to hold a layer: (digest, media type, size).
+    pub fn layer_blobs(&self, diff_id: &Digest) -> Result<Vec<(Digest, String, u64)>, StoreError> {
+        let db = self.db();
+        let mut stmt = db.prepare(
+            "SELECT digest, media_type, size FROM layer_blobs WHERE diff_id = ?1 ORDER BY media_type",
+        )?;
+        let rows = stmt.query_map([diff_id.as_str()], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (d, m, s) = row?;
+            if let Ok(d) = d.parse::<Digest>() {
+                if self.has_blob(&d) {
+                    out.push((d, m, s as u64));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The uncompressed tar of a layer, streamed.
+    pub fn layer_tar(&self, diff_id: &Digest) -> Result<Box<dyn Read>, StoreError> {
+        let blobs = self.layer_blobs(diff_id)?;
+        // Prefer a blob that needs no decompression.
+        let pick = blobs
+            .iter()
+            .find(|(d, _, _)| d == diff_id)
+            .or_else(|| blobs.first())
+            .ok_or_else(|| StoreError::MissingLayer(diff_id.clone()))?;
+        let file = io::BufReader::with_capacity(256 * 1024, self.open_blob(&pick.0)?);
+        hoist_layer::decompress(file).ctx("reading", self.blob_path(&pick.0))
+    }
+
+    /// Records an image whose config bytes are given; every layer must already be stored.
+    /// Returns the image id (the config digest).
+    pub fn put_image(
+        &self,
+        config_bytes: &[u8],
+        manifest: Option<&Digest>,
+    ) -> Result<Digest, StoreError> {
+        let config: ImageConfig =
+            serde_json::from_slice(config_bytes).map_err(|source| StoreError::Json {
+                what: "image config".into(),
+                source,
+            })?;
+        let id = self.write_blob(config_bytes)?;
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut size = 0u64;
+        for diff_id in &config.rootfs.diff_ids {
+            let layer = layer_row(&tx, diff_id)?
+                .ok_or_else(|| StoreError::MissingLayer(diff_id.clone()))?;
+            size += layer.size;
+        }
+        let created = config.created_at().map_or(0, |t| t.as_second());
+        tx.execute(
+            "INSERT INTO images (id, manifest, created, size, added) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(id) DO UPDATE SET manifest = COALESCE(excluded.manifest, images.manifest)",
+            params![
+                id.as_str(),
+                manifest.map(Digest::as_str),
+                created,
+                size as i64,
+                now().as_second()
+            ],
+        )?;
+        tx.execute("DELETE FROM image_layers WHERE image = ?1", [id.as_str()])?;
+        for (i, diff_id) in config.rootfs.diff_ids.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO image_layers (image, idx, diff_id) VALUES (?1, ?2, ?3)",
+                params![id.as_str(), i as i64, diff_id.as_str()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// The parsed config of an image.
+    pub fn config(&self, id: &Digest) -> Result<ImageConfig, StoreError> {
+        let bytes = self.read_blob(id)?;
+        serde_json::from_slice(&bytes).map_err(|source| StoreError::Json {
+            what: format!("image config {id}"),
+            source,
+        })
+    }
+
+    /// Points `name` (tag defaulted to `latest`) at an image.
+    pub fn tag(&self, name: &Reference, id: &Digest) -> Result<(), StoreError> {
+        let name = name.clone().with_default_tag();
+        let db = self.db();
+        let ts = now().to_string();
+        if name.digest().is_some() {
+            db.execute(
+                "INSERT INTO repo_digests (name, image) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET image = excluded.image",
+                params![name.to_string(), id.as_str()],
+            )?;
+        } else {
+            db.execute(
+                "INSERT INTO tags (name, image) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET image = excluded.image",
+                params![name.to_string(), id.as_str()],
+            )?;
+        }
+        db.execute(
+            "UPDATE images SET last_tag_time = ?2 WHERE id = ?1",
+            params![id.as_str(), ts],
+        )?;
+        Ok(())
+    }
+
+    /// Finds an image the way docker does: full or short id, `name[:tag]`, `name@digest`.
+    pub fn resolve(&self, name: &str) -> Result<Digest, StoreError> {
+        let not_found = || {
+            let shown = match Reference::parse(name) {
+                Ok(r) => r.with_default_tag().familiar(),
+                Err(_) => name.to_owned(),
+            };
+            StoreError::NoSuchImage(shown)
+        };
+        let db = self.db();
+        let exists = |id: &str| -> Result<bool, StoreError> {
+            Ok(db
+                .query_row("SELECT 1 FROM images WHERE id = ?1", [id], |_| Ok(()))
+                .optional()?
+                .is_some())
+        };
+        if let Ok(d) = name.parse::<Digest>() {
+            return if exists(d.as_str())? {
+                Ok(d)
+            } else {
+                Err(not_found())
+            };
+        }
+        let is_hex = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if is_hex && name.len() == 64 {
+            let id = format!("sha256:{name}");
+            return if exists(&id)? {
+                id.parse().map_err(|_| not_found())
+            } else {
+                Err(not_found())
+            };
+        }
+        if let Ok(r) = Reference::parse(name) {
+            let r = r.with_default_tag();
+            let table = if r.digest().is_some() {
+                "repo_digests"
+            } else {
+                "tags"
+            };
+            let hit: Option<String> = db
+                .query_row(
+                    &format!("SELECT image FROM {table} WHERE name = ?1"),
+                    [r.to_string()],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if let Some(id) = hit {
+                return id.parse().map_err(|_| not_found());
+            }
+            // A digest reference also finds the image whose manifest has that digest.
+            if let Some(d) = r.digest() {
+                let hit: Option<String> = db
+                    .query_row(
+                        "SELECT id FROM images WHERE manifest = ?1",
+                        [d.as_str()],
+                        |row| row.get(0),
+                    )
+                    .optional()?;
+                if let Some(id) = hit {
+                    return id.parse().map_err(|_| not_found());
+                }
+            }
+        }
+        if is_hex {
+            let mut stmt = db.prepare("SELECT id FROM images WHERE id LIKE ?1 LIMIT 2")?;
+            let ids: Vec<String> = stmt
+                .query_map([format!("sha256:{name}%")], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            if ids.len() == 1 {
+                return ids[0].parse().map_err(|_| not_found());
+            }
+        }
+        Err(not_found())
+    }
+
+    /// Every image, newest first.
+    pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
+        let db = self.db();
+        let mut stmt =
+            db.prepare("SELECT id, manifest, created, size, last_tag_time FROM images ORDER BY created DESC, added DESC")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Option<String>>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, manifest, created, size, ltt) = row?;
+            let Ok(id) = id.parse::<Digest>() else {
+                continue;
+            };
+            out.push(ImageRecord {
+                manifest: manifest.and_then(|m| m.parse().ok()),
+                created: (created != 0)
+                    .then(|| jiff::Timestamp::from_second(created).ok())
+                    .flatten(),
+                size: size as u64,
+                tags: names(&db, "tags", &id)?,
+                digests: names(&db, "repo_digests", &id)?,
+                last_tag_time: ltt.and_then(|t| t.parse().ok()),
+                id,
+            });
+        }
+        Ok(out)
+    }
+
+    /// One image's record.
+    pub fn image(&self, id: &Digest) -> Result<ImageRecord, StoreError> {
+        self.images()?
+            .into_iter()
+            .find(|i| &i.id == id)
+            .ok_or_else(|| StoreError::NoSuchImage(id.to_string()))
+    }
+
+    /// Removes a name, and the image when no name is left (docker's `rmi`).
+    /// `by_name` is the reference the user typed when it was a name rather than an id.
+    pub fn remove(&self, target: &str, force: bool) -> Result<Removal, RemoveError> {
+        let id = self.resolve(target)?;
+        let by_name = Reference::parse(target)
+            .ok()
+            .map(Reference::with_default_tag)
+            .filter(|r| self.db_has_name(r).unwrap_or(false));
+        let mut removal = Removal::default();
+        let mut db = self.db();
+        let tx = db
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(StoreError::from)?;
+        let tags = names(&tx, "tags", &id)?;
+        let digests = names(&tx, "repo_digests", &id)?;
+        if let Some(name) = by_name {
+            let table = if name.digest().is_some() {
+                "repo_digests"
+            } else {
+                "tags"
+            };
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE name = ?1"),
+                [name.to_string()],
+            )
+            .map_err(StoreError::from)?;
+            removal.untagged.push(name.clone());
+            let left = tags.len() + digests.len() - 1;
+            // Removing the last tag also drops the repo digests of that repository (docker).
+            let only_digests_left = name.digest().is_none()
+                && tags.len() == 1
+                && digests.iter().all(|d| d.repository() == name.repository());
+            if left > 0 && !only_digests_left {
+                tx.commit().map_err(StoreError::from)?;
+                return Ok(removal);
+            }
+            for d in &digests {
+                tx.execute("DELETE FROM repo_digests WHERE name = ?1", [d.to_string()])
+                    .map_err(StoreError::from)?;
+                removal.untagged.push(d.clone());
+            }
+        } else {
+            let repos: std::collections::BTreeSet<String> =
+                tags.iter().map(Reference::repository).collect();
+            if repos.len() > 1 && !force {
+                return Err(RemoveError::MultipleRepositories(id.short().to_owned()));
+            }
+            for t in tags.iter().chain(&digests) {
+                let table = if t.digest().is_some() {
+                    "repo_digests"
+                } else {
+                    "tags"
+                };
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE name = ?1"),
+                    [t.to_string()],
+                )
+                .map_err(StoreError::from)?;
+                removal.untagged.push(t.clone());
+            }
+        }
+        let layers: Vec<String> = {
+            let mut stmt = tx
+                .prepare("SELECT diff_id FROM image_layers WHERE image = ?1 ORDER BY idx")
+                .map_err(StoreError::from)?;
+            stmt.query_map([id.as_str()], |r| r.get(0))
+                .map_err(StoreError::from)?
+                .collect::<Result<_, _>>()
+                .map_err(StoreError::from)?
+        };
+        tx.execute("DELETE FROM image_layers WHERE image = ?1", [id.as_str()])
+            .map_err(StoreError::from)?;
+        tx.execute("DELETE FROM images WHERE id = ?1", [id.as_str()])
+            .map_err(StoreError::from)?;
+        // Layers nobody else uses go, reported top-down by chain id like docker.
+        let mut chain: Vec<Digest> = Vec::new();
+        for l in &layers {
+            let prev = chain.last().map(|c| c.as_str().to_owned());
+            let next = match prev {
+                None => l
+                    .parse()
+                    .map_err(|_| StoreError::Archive(format!("bad diff id {l}")))?,
+                Some(p) => Digest::sha256_of(format!("{p} {l}").as_bytes()),
+            };
+            chain.push(next);
+        }
+        for (l, c) in layers.iter().zip(&chain).rev() {
+            let used: bool = tx
+                .query_row(
+                    "SELECT 1 FROM image_layers WHERE diff_id = ?1 LIMIT 1",
+                    [l],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(StoreError::from)?
+                .is_some();
+            if !used {
+                tx.execute("DELETE FROM layers WHERE diff_id = ?1", [l])
+                    .map_err(StoreError::from)?;
+                tx.execute("DELETE FROM layer_blobs WHERE diff_id = ?1", [l])
+                    .map_err(StoreError::from)?;
+                removal.deleted_layers.push(c.clone());
+            }
+        }
+        tx.commit().map_err(StoreError::from)?;
+        removal.deleted = Some(id);
+        Ok(removal)
+    }
+
+    fn db_has_name(&self, r: &Reference) -> Result<bool, StoreError> {
+        let table = if r.digest().is_some() {
+            "repo_digests"
+        } else {
+            "tags"
+        };
+        let db = self.db();
+        Ok(db
+            .query_row(
+                &format!("SELECT 1 FROM {table} WHERE name = ?1"),
+                [r.to_string()],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Removes images with no name (dangling), or every image no name... `all` removes every
+    /// image without a tag or that is unused; returns what each removal did.
+    pub fn prune(&self, all: bool) -> Result<Vec<Removal>, StoreError> {
+        let mut out = Vec::new();
+        for img in self.images()? {
+            if img.tags.is_empty() || all {
+                match self.remove(img.id.as_str(), true) {
+                    Ok(r) => out.push(r),
+                    Err(RemoveError::Store(e)) => return Err(e),
+                    Err(RemoveError::MultipleRepositories(_)) => {}
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes blobs and snapshots that no record references. Needs the store to itself: when
+    /// another process has it open, the sweep is deferred (records are already consistent).
+    pub fn gc(&self) -> Result<GcStats, StoreError> {
+        let mut stats = GcStats::default();
+        let lock_path = self.dir.join("lock");
+        match self.lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                // The conversion may have dropped our shared lock; take it back.
+                self.lock.lock_shared().ctx("locking", &lock_path)?;
+                stats.deferred = true;
+                return Ok(stats);
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::Io {
+                    context: "locking",
+                    path: lock_path,
+                    source: e,
+                });
+            }
+        }
+        let result = self.sweep(&mut stats);
+        self.lock.lock_shared().ctx("locking", &lock_path)?;
+        result.map(|()| stats)
+    }
+
+    fn sweep(&self, stats: &mut GcStats) -> Result<(), StoreError> {
+        let db = self.db();
+        let mut live = std::collections::HashSet::new();
+        let mut live_snaps = std::collections::HashSet::new();
+        {
+            let mut stmt = db.prepare("SELECT id, manifest FROM images")?;
+            for row in stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+            })? {
+                let (id, m) = row?;
+                live.insert(id);
+                live.extend(m);
+            }
+            let mut stmt = db.prepare("SELECT digest FROM layer_blobs")?;
+            for row in stmt.query_map([], |r| r.get::<_, String>(0))? {
+                live.insert(row?);
+            }
+            let mut stmt = db.prepare("SELECT snapshot FROM layers")?;
+            for row in stmt.query_map([], |r| r.get::<_, i64>(0))? {
+                live_snaps.insert(row?.to_string());
+            }
+        }
+        drop(db);
+        let blobs = self.blobs_dir();
+        for entry in fs::read_dir(&blobs).ctx("reading", &blobs)? {
+            let entry = entry.ctx("reading", &blobs)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !live.contains(&format!("sha256:{name}")) {
+                stats.bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+                fs::remove_file(entry.path()).ctx("removing", entry.path())?;
+                stats.blobs += 1;
+            }
+        }
+        let snaps = self.dir.join("snapshots");
+        for entry in fs::read_dir(&snaps).ctx("reading", &snaps)? {
+            let entry = entry.ctx("reading", &snaps)?;
+            if !live_snaps.contains(&entry.file_name().to_string_lossy().into_owned()) {
+                stats.bytes += dir_size(&entry.path());
+                fs::remove_dir_all(entry.path()).ctx("removing", entry.path())?;
+                stats.snapshots += 1;
+            }
+        }
+        // Nobody else has the store open, so everything staged is a leftover.
+        let tmp = self.tmp_dir();
+        for entry in fs::read_dir(&tmp).ctx("reading", &tmp)? {
+            let entry = entry.ctx("reading", &tmp)?;
+            let p = entry.path();
+            let r = if p.is_dir() {
+                fs::remove_dir_all(&p)
+            } else {
+                fs::remove_file(&p)
+            };
+            r.ctx("removing", &p)?;
+        }
+        Ok(())
+    }
+}
+
+fn dir_size(p: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![p.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map(|m| m.len()).unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+fn layer_row(db: &Connection, diff_id: &Digest) -> Result<Option<LayerInfo>, rusqlite::Error> {
+    db.query_row(
+        "SELECT snapshot, size, tar_size FROM layers WHERE diff_id = ?1",
+        [diff_id.as_str()],
+        |r| {
+            Ok(LayerInfo {
+                diff_id: diff_id.clone(),
+                snapshot: r.get(0)?,
+                size: r.get::<_, i64>(1)? as u64,
+                tar_size: r.get::<_, i64>(2)? as u64,
+            })
+        },
+    )
+    .optional()
+}
+
+fn names(db: &Connection, table: &str, id: &Digest) -> Result<Vec<Reference>, StoreError> {
+    let mut stmt = db.prepare(&format!(
+        "SELECT name FROM {table} WHERE image = ?1 ORDER BY name"
+    ))?;
+    let rows = stmt.query_map([id.as_str()], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for r in rows {
+        if let Ok(r) = Reference::parse(&r?) {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// Copies what is read into a second writer (the blob being kept) as it passes.
+struct Tee<'a, W: io::Write> {
+    inner: &'a mut dyn Read,
+    copy: &'a mut W,
+}
+
+impl<W: io::Write> Read for Tee<'_, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.copy.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS layers (
+    diff_id  TEXT PRIMARY KEY,
+    snapshot INTEGER NOT NULL UNIQUE,
+    size     INTEGER NOT NULL,
+    tar_size INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS layer_blobs (
+    digest     TEXT PRIMARY KEY,
+    diff_id    TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    size       INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS layer_blobs_diff ON layer_blobs (diff_id);
+CREATE TABLE IF NOT EXISTS images (
+    id            TEXT PRIMARY KEY,
+    manifest      TEXT,
+    created       INTEGER NOT NULL,
+    size          INTEGER NOT NULL,
+    added         INTEGER NOT NULL,
+    last_tag_time TEXT
+);
+CREATE TABLE IF NOT EXISTS image_layers (
+    image   TEXT NOT NULL,
+    idx     INTEGER NOT NULL,
+    diff_id TEXT NOT NULL,
+    PRIMARY KEY (image, idx)
+);
+CREATE INDEX IF NOT EXISTS image_layers_diff ON image_layers (diff_id);
+CREATE TABLE IF NOT EXISTS tags (
+    name  TEXT PRIMARY KEY,
+    image TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS repo_digests (
+    name  TEXT PRIMARY KEY,
+    image TEXT NOT NULL
+);
+";

@@ -1,5 +1,37 @@
 //! The `hoist` binary: command line, printing and the one error renderer.
 
+mod cli;
+mod commands;
 mod diagnostic;
+mod glob;
 
-fn main() {}
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match commands::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            let mut stderr = std::io::stderr().lock();
+            // Errors that carry their own rendering (Dockerfile snippets) print as they are.
+            let _ = writeln!(stderr, "Error: {}", render_chain(&err));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `outer: cause: root cause`, skipping causes already spelled out by their parent.
+fn render_chain(err: &anyhow::Error) -> String {
+    let mut out = err.to_string();
+    for cause in err.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
+}

@@ -1,0 +1,182 @@
+//! The command line, in docker's shape.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hoist",
+    version,
+    about = "A daemonless, Docker-compatible image builder",
+    disable_help_subcommand = true
+)]
+pub(crate) struct Cli {
+    /// Store location (default: /var/lib/hoist as root, $XDG_DATA_HOME/hoist otherwise)
+    #[arg(long, global = true, env = "HOIST_ROOT", value_name = "DIR")]
+    pub(crate) root: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// List images
+    #[command(visible_alias = "image-ls")]
+    Images(ImagesArgs),
+    /// Show the history of an image
+    History(HistoryArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag(TagArgs),
+    /// Remove one or more images
+    Rmi(RmiArgs),
+    /// Return low-level information on images
+    Inspect(InspectArgs),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(ImportArgs),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default)
+    Save(SaveArgs),
+    /// Load an image from a tar archive or STDIN
+    Load(LoadArgs),
+    /// Manage images
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ImageCommand {
+    /// List images
+    #[command(alias = "list")]
+    Ls(ImagesArgs),
+    /// Show the history of an image
+    History(HistoryArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag(TagArgs),
+    /// Remove one or more images
+    #[command(alias = "remove")]
+    Rm(RmiArgs),
+    /// Display detailed information on one or more images
+    Inspect(InspectArgs),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(ImportArgs),
+    /// Save one or more images to a tar archive
+    Save(SaveArgs),
+    /// Load an image from a tar archive or STDIN
+    Load(LoadArgs),
+    /// Remove unused images
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ImagesArgs {
+    /// Show all images (default hides intermediate images)
+    #[arg(short, long)]
+    pub(crate) all: bool,
+    /// Only show image IDs
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+    /// Show digests
+    #[arg(long)]
+    pub(crate) digests: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    pub(crate) no_trunc: bool,
+    /// Filter output based on conditions provided
+    #[arg(short, long = "filter", value_name = "filter")]
+    pub(crate) filters: Vec<String>,
+    /// Format output using a custom template ('table', 'table TEMPLATE', 'json', 'TEMPLATE')
+    #[arg(long)]
+    pub(crate) format: Option<String>,
+    /// REPOSITORY[:TAG]
+    pub(crate) repository: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct HistoryArgs {
+    /// Print sizes and dates in human readable format
+    #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub(crate) human: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    pub(crate) no_trunc: bool,
+    /// Only show image IDs
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+    /// Format output using a custom template
+    #[arg(long)]
+    pub(crate) format: Option<String>,
+    pub(crate) image: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TagArgs {
+    pub(crate) source: String,
+    pub(crate) target: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RmiArgs {
+    /// Force removal of the image
+    #[arg(short, long)]
+    pub(crate) force: bool,
+    #[arg(required = true)]
+    pub(crate) images: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InspectArgs {
+    /// Format output using a custom template
+    #[arg(short, long)]
+    pub(crate) format: Option<String>,
+    #[arg(required = true)]
+    pub(crate) images: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ImportArgs {
+    /// Apply Dockerfile instruction to the created image
+    #[arg(short, long = "change")]
+    pub(crate) changes: Vec<String>,
+    /// Set commit message for imported image
+    #[arg(short, long)]
+    pub(crate) message: Option<String>,
+    /// Set platform if server is multi-platform capable
+    #[arg(long)]
+    pub(crate) platform: Option<String>,
+    /// file or - for STDIN
+    pub(crate) file: String,
+    /// REPOSITORY[:TAG]
+    pub(crate) reference: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SaveArgs {
+    /// Write to a file, instead of STDOUT
+    #[arg(short, long)]
+    pub(crate) output: Option<PathBuf>,
+    #[arg(required = true)]
+    pub(crate) images: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LoadArgs {
+    /// Read from tar archive file, instead of STDIN
+    #[arg(short, long)]
+    pub(crate) input: Option<PathBuf>,
+    /// Suppress the load output
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PruneArgs {
+    /// Remove all unused images, not just dangling ones
+    #[arg(short, long)]
+    pub(crate) all: bool,
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    pub(crate) force: bool,
+}

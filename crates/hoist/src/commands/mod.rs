@@ -1,0 +1,77 @@
+//! One module per verb; each takes its parsed arguments and the store, prints to stdout, and
+//! returns an error for `main` to render.
+
+mod changes;
+mod history;
+mod images;
+mod import;
+mod inspect;
+mod rmi;
+mod save_load;
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use hoist_store::Store;
+
+use crate::cli::{Cli, Command, ImageCommand};
+
+pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
+    let root = cli.root.clone().unwrap_or_else(Store::default_root);
+    let open =
+        || Store::open(&root).with_context(|| format!("opening the store at {}", root.display()));
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    match cli.command {
+        Command::Images(a)
+        | Command::Image {
+            command: ImageCommand::Ls(a),
+        } => images::run(&open()?, &a, &mut out)?,
+        Command::History(a)
+        | Command::Image {
+            command: ImageCommand::History(a),
+        } => {
+            history::run(&open()?, &a, &mut out)?;
+        }
+        Command::Tag(a)
+        | Command::Image {
+            command: ImageCommand::Tag(a),
+        } => rmi::tag(&open()?, &a)?,
+        Command::Rmi(a)
+        | Command::Image {
+            command: ImageCommand::Rm(a),
+        } => {
+            return rmi::rmi(&open()?, &a, &mut out);
+        }
+        Command::Image {
+            command: ImageCommand::Prune(a),
+        } => rmi::prune(&open()?, &a, &mut out)?,
+        Command::Inspect(a)
+        | Command::Image {
+            command: ImageCommand::Inspect(a),
+        } => {
+            return inspect::run(&open()?, &a, &mut out);
+        }
+        Command::Import(a)
+        | Command::Image {
+            command: ImageCommand::Import(a),
+        } => {
+            import::run(&open()?, &a, &mut out)?;
+        }
+        Command::Save(a)
+        | Command::Image {
+            command: ImageCommand::Save(a),
+        } => {
+            save_load::save(&open()?, &a, &mut out)?;
+        }
+        Command::Load(a)
+        | Command::Image {
+            command: ImageCommand::Load(a),
+        } => {
+            save_load::load(&open()?, &a, &mut out)?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
