@@ -112,11 +112,79 @@ fn execute_error(error: TemplateError) -> Error {
 fn check_functions(text: &str) -> Result<(), Error> {
     let parser = Parser::new(text, "{{", "}}").map_err(parse_error)?;
     let (tree, defines) = parser.parse().map_err(parse_error)?;
+    check_blocks(text)?;
     check_list(&tree)?;
     for define in &defines {
         check_list(&define.body)?;
     }
     Ok(())
+}
+
+/// gotmpl accepts a stray `{{end}}` or `{{else}}` and an unclosed `{{if}}`;
+/// Go rejects them, so match `{{…}}` keywords up here.
+fn check_blocks(text: &str) -> Result<(), Error> {
+    let mut open: Vec<&str> = Vec::new();
+    let mut line = 1;
+    let mut rest = text;
+    let error = |line: usize, message: &str| Error::Parse {
+        message: format!("template: :{line}: {message}"),
+    };
+    while let Some(start) = rest.find("{{") {
+        line += rest[..start].matches('\n').count();
+        let action = &rest[start + 2..];
+        let length = action_length(action);
+        let body = &action[..length.min(action.len())];
+        rest = action.get(length + 2..).unwrap_or("");
+        let keyword = body
+            .trim_start_matches('-')
+            .trim_start()
+            .split(|c: char| c.is_whitespace() || c == '-' || c == '(')
+            .next()
+            .unwrap_or("");
+        match keyword {
+            "if" | "range" | "with" | "define" | "block" => open.push(keyword),
+            "end" if open.pop().is_none() => return Err(error(line, "unexpected {{end}}")),
+            "else" if !matches!(open.last(), Some(&("if" | "range" | "with"))) => {
+                return Err(error(line, "unexpected {{else}}"));
+            }
+            _ => {}
+        }
+        line += body.matches('\n').count();
+    }
+    if open.is_empty() {
+        Ok(())
+    } else {
+        Err(error(line, "unexpected EOF"))
+    }
+}
+
+/// Byte length of an action's body up to its closing `}}`, skipping quoted
+/// strings and comments that may contain `}}`.
+fn action_length(action: &str) -> usize {
+    let bytes = action.as_bytes();
+    let mut index = 0;
+    while index < bytes.len() {
+        match bytes[index] {
+            b'}' if bytes.get(index + 1) == Some(&b'}') => return index,
+            quote @ (b'"' | b'\'' | b'`') => {
+                index += 1;
+                while index < bytes.len() && bytes[index] != quote {
+                    if bytes[index] == b'\\' && quote != b'`' {
+                        index += 1;
+                    }
+                    index += 1;
+                }
+            }
+            b'/' if bytes.get(index + 1) == Some(&b'*') => {
+                index = action[index..]
+                    .find("*/")
+                    .map_or(bytes.len(), |end| index + end + 1);
+            }
+            _ => {}
+        }
+        index += 1;
+    }
+    bytes.len()
 }
 
 fn check_list(list: &ListNode) -> Result<(), Error> {
@@ -469,6 +537,41 @@ mod tests {
             error.to_string(),
             "template parsing error: template: :1: unclosed action"
         );
+    }
+
+    #[test]
+    fn unbalanced_blocks_are_rejected_like_go() {
+        for (text, message) in [
+            ("{{end}}", "template: :1: unexpected {{end}}"),
+            ("{{else}}", "template: :1: unexpected {{else}}"),
+            ("{{if .A}}x", "template: :1: unexpected EOF"),
+            (
+                "{{range .A}}\n{{end}}{{end}}",
+                "template: :2: unexpected {{end}}",
+            ),
+        ] {
+            let error = Template::parse(text).unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                format!("template parsing error: {message}")
+            );
+        }
+        for text in [
+            "{{if .A}}a{{else if .B}}b{{else}}c{{end}}",
+            "{{- range .A -}}{{.}}{{- end -}}",
+            "{{with .A}}{{\"}}\"}}{{end}}",
+            "{{/* {{end}} */}}",
+            "{{define \"x\"}}y{{end}}{{template \"x\"}}",
+            "{{ end_of_line }}",
+        ] {
+            let result = Template::parse(text);
+            assert!(
+                !result
+                    .as_ref()
+                    .is_err_and(|error| error.to_string().contains("unexpected")),
+                "{text}: {result:?}"
+            );
+        }
     }
 
     #[test]
