@@ -198,7 +198,14 @@ fn remove_all(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
 /// Names in a directory, without `.` and `..`.
 pub(crate) fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
     let mut names = Vec::new();
-    let mut reader = rfs::Dir::read_from(dir)?;
+    // Dir::read_from rejects O_PATH fds; a fresh readable fd of the same directory works.
+    let fd = rfs::openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut reader = rfs::Dir::new(fd)?;
     while let Some(entry) = reader.read() {
         let entry = entry?;
         let name = entry.file_name().to_bytes();
