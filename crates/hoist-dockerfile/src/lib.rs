@@ -11,9 +11,11 @@
 
 pub mod directives;
 mod error;
+mod flags;
 pub mod ignore;
 pub mod instructions;
 pub mod lower;
+pub mod mount;
 mod parser;
 mod quote;
 pub mod shell;
