@@ -27,6 +27,7 @@ use rustix::process::{Gid, Uid};
 
 use crate::error::{EscapeReason, LayerError};
 use crate::names::{NameError, join, normalize};
+use crate::reader::{Entry, TarReader};
 use crate::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 
 /// Copy buffer for file contents; files stream through it, never whole.
@@ -114,15 +115,14 @@ pub fn apply_layer(
     })?;
     let mut applier = Applier::new(root_fd, opts);
     let read_err = |source| LayerError::ReadArchive { source };
-    let mut archive = tar::Archive::new(tar);
-    for entry in archive.entries().map_err(read_err)? {
-        let mut entry = entry.map_err(read_err)?;
+    let mut reader = TarReader::new(tar);
+    while let Some(entry) = reader.next_entry().map_err(read_err)? {
         applier.stats.entries += 1;
-        applier.entry(&mut entry)?;
+        applier.entry(&entry, &mut reader)?;
     }
     applier.set_dir_times()?;
     // Go's writers pad to a record size; drain so wrapping hashers see the whole stream.
-    io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(read_err)?;
+    io::copy(&mut reader.into_inner(), &mut io::sink()).map_err(read_err)?;
     Ok(applier.stats)
 }
 
@@ -235,14 +235,9 @@ impl<'a> Applier<'a> {
         }
     }
 
-    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), LayerError> {
-        let raw = entry.path_bytes().into_owned();
-        let kind = entry.header().entry_type();
-        if kind.is_pax_global_extensions() {
-            return Ok(());
-        }
-        let name = lossy(&raw);
-        let parts = normalize(&raw).map_err(|e| match e {
+    fn entry<R: Read>(&mut self, entry: &Entry, data: &mut TarReader<R>) -> Result<(), LayerError> {
+        let name = lossy(&entry.path);
+        let parts = normalize(&entry.path).map_err(|e| match e {
             NameError::Escapes => LayerError::Escape {
                 entry: name.clone(),
                 reason: EscapeReason::ParentDir,
@@ -269,6 +264,12 @@ impl<'a> Applier<'a> {
         if let Some(hidden) = last.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
             return self.whiteout(&name, &parent, hidden);
         }
+        if entry.sparse {
+            return Err(LayerError::UnsupportedType {
+                entry: name,
+                kind: 'S',
+            });
+        }
 
         let meta = self.meta(entry, &name)?;
         let dir = self.open_parent(&name, &parent)?;
@@ -281,9 +282,8 @@ impl<'a> Applier<'a> {
                 source: e.into(),
             }
         };
-        use tar::EntryType as T;
-        match kind {
-            T::Regular | T::Continuous | T::GNUSparse => {
+        match entry.kind {
+            b'0' => {
                 self.make_room(&name, dir, &last, false)?;
                 let fd = rfs::openat(
                     dir,
@@ -297,33 +297,32 @@ impl<'a> Applier<'a> {
                 )
                 .map_err(apply("create file"))?;
                 let mut file = File::from(fd);
-                self.copy(&name, entry, &mut file)?;
+                self.copy(&name, data, &mut file)?;
                 drop(file);
                 self.set_attrs(&name, dir, &last, &path, &meta, FileType::RegularFile)?;
             }
-            T::Directory => {
+            b'5' => {
                 if !self.make_room(&name, dir, &last, true)? {
                     rfs::mkdirat(dir, os(&last), Mode::from_raw_mode(0o700))
                         .map_err(apply("create directory"))?;
                 }
                 self.set_attrs(&name, dir, &last, &path, &meta, FileType::Directory)?;
             }
-            T::Symlink => {
-                let target = entry.link_name_bytes().unwrap_or_default().into_owned();
+            b'2' => {
                 self.make_room(&name, dir, &last, false)?;
-                rfs::symlinkat(os(&target), dir, os(&last)).map_err(apply("create symlink"))?;
+                rfs::symlinkat(os(&entry.link), dir, os(&last)).map_err(apply("create symlink"))?;
                 self.set_attrs(&name, dir, &last, &path, &meta, FileType::Symlink)?;
             }
-            T::Link => {
-                let target = entry.link_name_bytes().unwrap_or_default().into_owned();
-                self.hardlink(&name, dir, &last, &path, &target)?;
+            b'1' => {
+                self.hardlink(&name, dir, &last, &path, &entry.link)?;
             }
-            T::Char | T::Block | T::Fifo => {
-                let (file_type, dev) = match kind {
-                    T::Char => (FileType::CharacterDevice, device(entry, &name)?),
-                    T::Block => (FileType::BlockDevice, device(entry, &name)?),
-                    _ => (FileType::Fifo, 0),
+            b'3' | b'4' | b'6' => {
+                let file_type = match entry.kind {
+                    b'3' => FileType::CharacterDevice,
+                    b'4' => FileType::BlockDevice,
+                    _ => FileType::Fifo,
                 };
+                let dev = rfs::makedev(entry.dev_major, entry.dev_minor);
                 self.make_room(&name, dir, &last, false)?;
                 match rfs::mknodat(dir, os(&last), file_type, Mode::from_raw_mode(0o600), dev) {
                     Ok(()) => {}
@@ -341,7 +340,7 @@ impl<'a> Applier<'a> {
             other => {
                 return Err(LayerError::UnsupportedType {
                     entry: name,
-                    kind: char::from(other.as_byte()),
+                    kind: char::from(other),
                 });
             }
         }
@@ -349,45 +348,23 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
-    fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>, name: &str) -> Result<Meta, LayerError> {
-        let header_err = |source| LayerError::Apply {
+    fn meta(&self, entry: &Entry, name: &str) -> Result<Meta, LayerError> {
+        let range = || LayerError::Apply {
             entry: name.to_owned(),
             op: "read header",
-            source,
+            source: io::Error::new(io::ErrorKind::InvalidData, "uid or gid out of range"),
         };
-        let header = entry.header();
-        // The tar crate already folded PAX uid/gid into the header.
-        let range = |_| header_err(io::Error::other("uid or gid out of range"));
-        let uid = u32::try_from(header.uid().map_err(header_err)?).map_err(range)?;
-        let gid = u32::try_from(header.gid().map_err(header_err)?).map_err(range)?;
-        let mode = header.mode().map_err(header_err)? & 0o7777;
-        let secs = header.mtime().map_err(header_err)?;
-        let mut mtime = Timespec {
-            tv_sec: i64::try_from(secs).unwrap_or(i64::MAX),
-            tv_nsec: 0,
-        };
-        let mut xattrs = Vec::new();
-        if let Some(pax) = entry.pax_extensions().map_err(header_err)? {
-            for ext in pax {
-                let ext = ext.map_err(header_err)?;
-                let key = ext.key_bytes();
-                if key == b"mtime" {
-                    if let Some(t) = parse_pax_time(ext.value_bytes()) {
-                        mtime = t;
-                    }
-                } else if let Some(xattr) = key.strip_prefix(b"SCHILY.xattr.") {
-                    if self.keep_xattr(xattr) {
-                        xattrs.push((xattr.to_vec(), ext.value_bytes().to_vec()));
-                    }
-                }
-            }
-        }
         Ok(Meta {
-            uid,
-            gid,
-            mode,
-            mtime,
-            xattrs,
+            uid: u32::try_from(entry.uid).map_err(|_| range())?,
+            gid: u32::try_from(entry.gid).map_err(|_| range())?,
+            mode: entry.mode,
+            mtime: entry.mtime,
+            xattrs: entry
+                .xattrs
+                .iter()
+                .filter(|(key, _)| self.keep_xattr(key))
+                .cloned()
+                .collect(),
         })
     }
 
@@ -819,34 +796,4 @@ fn resolve_error(entry: &str, e: Errno, reason: EscapeReason, op: &'static str) 
             source: e.into(),
         },
     }
-}
-
-fn device<R: Read>(entry: &tar::Entry<'_, R>, name: &str) -> Result<rfs::Dev, LayerError> {
-    let header = entry.header();
-    let fail = |source| LayerError::Apply {
-        entry: name.to_owned(),
-        op: "read header",
-        source,
-    };
-    let major = header.device_major().map_err(fail)?.unwrap_or(0);
-    let minor = header.device_minor().map_err(fail)?.unwrap_or(0);
-    Ok(rfs::makedev(major, minor))
-}
-
-/// Parses a PAX time (`1700000000.123456789`, possibly negative) into a timespec.
-fn parse_pax_time(value: &[u8]) -> Option<Timespec> {
-    let text = std::str::from_utf8(value).ok()?;
-    let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
-    let tv_sec: i64 = secs.parse().ok()?;
-    let digits: String = frac.chars().take(9).collect();
-    if !digits.chars().all(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    let tv_nsec = if digits.is_empty() {
-        0
-    } else {
-        format!("{digits:0<9}").parse().ok()?
-    };
-    // Negative times with fractions count down from the second; rare enough to round.
-    Some(Timespec { tv_sec, tv_nsec })
 }

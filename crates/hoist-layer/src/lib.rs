@@ -20,6 +20,7 @@ mod compression;
 mod error;
 mod hashing;
 mod names;
+mod reader;
 mod write;
 
 pub use apply::{ApplyOptions, ApplyStats, DevicePolicy, WhiteoutMode, apply_layer};

@@ -160,3 +160,51 @@ fn clamp_mtime_rewrites_newer_times_only() {
         .collect();
     assert_eq!(times, [("new".to_owned(), 1_000), ("old".to_owned(), 100)]);
 }
+
+/// PAX records are length-prefixed, so values may hold newlines; the tar crate's reader
+/// splits on them, which is why hoist-layer parses tar itself.
+#[test]
+fn newlines_in_long_names_and_xattr_values_survive() {
+    require_root();
+    let src = tempfile::tempdir().unwrap();
+    let name = format!("{}\n{}", "a".repeat(80), "b".repeat(80));
+    std::fs::write(src.path().join(&name), b"x").unwrap();
+    // A capability mask with bits 1 and 3 has a 0x0a byte.
+    let cap = [
+        1, 0, 0, 2, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    set_xattr(&src.path().join(&name), "security.capability", &cap);
+    let mut tar = Vec::new();
+    write_tree(src.path(), &mut tar, &WriteOptions::default()).unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    apply_layer(tar.as_slice(), dst.path(), &ApplyOptions::default()).unwrap();
+    assert_eq!(snapshot(dst.path(), true), snapshot(src.path(), true));
+}
+
+/// Go ignores the size field of header-only entries; so must we, or a symlink could
+/// smuggle entries that docker never sees.
+#[test]
+fn header_only_entries_carry_no_data() {
+    require_root();
+    let mut h = tar::Header::new_ustar();
+    h.as_mut_bytes()[..4].copy_from_slice(b"link");
+    h.as_mut_bytes()[157..163].copy_from_slice(b"target");
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_mode(0o777);
+    h.set_size(512);
+    h.set_cksum();
+    let mut tar = h.as_bytes().to_vec();
+    // What a size-trusting reader would skip as the symlink's "data": a real file header.
+    let mut f = tar::Header::new_ustar();
+    f.as_mut_bytes()[..6].copy_from_slice(b"hidden");
+    f.set_entry_type(tar::EntryType::Regular);
+    f.set_mode(0o644);
+    f.set_size(0);
+    f.set_cksum();
+    tar.extend_from_slice(f.as_bytes());
+    tar.extend_from_slice(&[0; 1024]);
+    let dst = tempfile::tempdir().unwrap();
+    let stats = apply_layer(tar.as_slice(), dst.path(), &ApplyOptions::default()).unwrap();
+    assert_eq!(stats.entries, 2);
+    assert!(dst.path().join("hidden").exists());
+}
