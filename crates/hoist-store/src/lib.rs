@@ -415,7 +415,9 @@ impl Store {
                 .ok_or_else(|| StoreError::MissingLayer(diff_id.clone()))?;
             size += layer.size;
         }
-        let created = config.created_at().map_or(0, |t| t.as_second());
+        let created = config
+            .created_at()
+            .map_or(0, |t| i64::try_from(t.as_nanosecond()).unwrap_or(0));
         tx.execute(
             "INSERT INTO images (id, manifest, created, size, added) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(id) DO UPDATE SET manifest = COALESCE(excluded.manifest, images.manifest)",
@@ -488,7 +490,10 @@ impl Store {
                 .optional()?
                 .is_some())
         };
-        if let Ok(d) = name.parse::<Digest>() {
+        if let Some(d) = name
+            .strip_prefix("sha256:")
+            .and_then(|_| name.parse::<Digest>().ok())
+        {
             return if exists(d.as_str())? {
                 Ok(d)
             } else {
@@ -554,7 +559,7 @@ impl Store {
     pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
         let db = self.db();
         let mut stmt =
-            db.prepare("SELECT id, manifest, created, size, last_tag_time FROM images ORDER BY created DESC, added DESC")?;
+            db.prepare("SELECT id, manifest, created, size, last_tag_time FROM images ORDER BY created DESC, rowid DESC")?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -573,7 +578,7 @@ impl Store {
             out.push(ImageRecord {
                 manifest: manifest.and_then(|m| m.parse().ok()),
                 created: (created != 0)
-                    .then(|| jiff::Timestamp::from_second(created).ok())
+                    .then(|| jiff::Timestamp::from_nanosecond(i128::from(created)).ok())
                     .flatten(),
                 size: size as u64,
                 tags: names(&db, "tags", &id)?,
@@ -896,7 +901,7 @@ CREATE INDEX IF NOT EXISTS layer_blobs_diff ON layer_blobs (diff_id);
 CREATE TABLE IF NOT EXISTS images (
     id            TEXT PRIMARY KEY,
     manifest      TEXT,
-    created       INTEGER NOT NULL,
+    created       INTEGER NOT NULL, -- unix nanoseconds, 0 when unknown
     size          INTEGER NOT NULL,
     added         INTEGER NOT NULL,
     last_tag_time TEXT

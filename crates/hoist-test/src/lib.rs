@@ -1,1 +1,292 @@
-//! hoist-test
+//! hoist-test: fixtures shared by hoist's integration tests — a busybox root filesystem from
+//! Debian's busybox-static, a private dockerd for interop, and filters that make output with ids
+//! and ages stable for snapshots. Everything here fails loudly when a prerequisite is missing:
+//! a skipped interop test must never count as a pass.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The busybox applets the fixture links.
+const APPLETS: &[&str] = &[
+    "sh", "ls", "cat", "echo", "mkdir", "rm", "touch", "chmod", "chown", "ln", "id", "env",
+    "sleep", "true", "false", "test", "stat", "wc", "head", "grep", "sed", "printf", "pwd",
+    "whoami", "hostname",
+];
+
+const PASSWD: &[u8] =
+    b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
+const GROUP: &[u8] = b"root:x:0:\nnogroup:x:65534:\n";
+
+/// Bytes of file content in [`busybox_rootfs_tar`]: what docker reports as the image's size.
+#[must_use]
+pub fn busybox_rootfs_bytes() -> u64 {
+    let bb = fs::metadata(busybox()).expect("busybox").len();
+    bb + PASSWD.len() as u64 + GROUP.len() as u64
+}
+
+fn busybox() -> PathBuf {
+    for p in ["/bin/busybox", "/usr/bin/busybox"] {
+        if Path::new(p).is_file() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("busybox is missing: install Debian's busybox-static (the README's test command does)");
+}
+
+/// Writes a deterministic tarball of a small busybox root filesystem and returns its path.
+pub fn busybox_rootfs_tar(dir: &Path) -> PathBuf {
+    let out = dir.join("busybox-rootfs.tar");
+    let file = fs::File::create(&out).expect("create rootfs tar");
+    let mut tar = tar::Builder::new(file);
+    let mut dir_entry = |name: &str, mode: u32| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(mode);
+        h.set_size(0);
+        h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        tar.append_data(&mut h, name, std::io::empty())
+            .expect("append dir");
+    };
+    for d in ["bin/", "etc/", "tmp/", "root/", "home/", "var/"] {
+        dir_entry(d, if d == "tmp/" { 0o1777 } else { 0o755 });
+    }
+    let file_entry = |tar: &mut tar::Builder<fs::File>, name: &str, data: &[u8], mode: u32| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(mode);
+        h.set_size(data.len() as u64);
+        h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        tar.append_data(&mut h, name, data).expect("append file");
+    };
+    let bb = fs::read(busybox()).expect("read busybox");
+    file_entry(&mut tar, "bin/busybox", &bb, 0o755);
+    file_entry(&mut tar, "etc/passwd", PASSWD, 0o644);
+    file_entry(&mut tar, "etc/group", GROUP, 0o644);
+    for a in APPLETS {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        tar.append_link(&mut h, format!("bin/{a}"), "busybox")
+            .expect("append link");
+    }
+    tar.finish().expect("finish tar");
+    out
+}
+
+/// A private dockerd (Debian's docker.io) with its own data root, stopped on drop.
+pub struct Docker {
+    child: Child,
+    dir: tempfile::TempDir,
+    host: String,
+}
+
+impl Docker {
+    /// Starts dockerd; panics with the reason when it cannot.
+    pub fn start() -> Self {
+        assert!(
+            Path::new("/usr/sbin/dockerd").exists() || which("dockerd"),
+            "dockerd is missing: install Debian's docker.io (the README's test command does)"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("hoist-dockerd-")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let sock = dir.path().join("docker.sock");
+        let log = fs::File::create(dir.path().join("dockerd.log")).expect("log file");
+        let child = Command::new("dockerd")
+            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
+            .arg("--data-root")
+            .arg(dir.path().join("data"))
+            .arg("--exec-root")
+            .arg(dir.path().join("exec"))
+            .arg("--pidfile")
+            .arg(dir.path().join("docker.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", sock.display()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn dockerd");
+        let host = format!("unix://{}", sock.display());
+        let docker = Self { child, dir, host };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ok = docker
+                .cmd()
+                .arg("version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dockerd did not come up: {}",
+                docker.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        docker
+    }
+
+    /// A `docker` command talking to this daemon.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(docker_client());
+        c.env("DOCKER_HOST", &self.host)
+            .env("DOCKER_CONFIG", self.dir.path().join("config"));
+        c
+    }
+
+    /// Runs docker with `args`; panics with its stderr on failure; returns stdout.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = self.cmd().args(args).output().expect("run docker");
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Docker {
+    fn drop(&mut self) {
+        // SIGTERM lets dockerd unmount its data root before the temp dir goes.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn docker_client() -> &'static str {
+    // Debian's client matches Debian's daemon; another client on PATH may be newer.
+    if Path::new("/usr/bin/docker").exists() {
+        "/usr/bin/docker"
+    } else {
+        "docker"
+    }
+}
+
+fn which(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+}
+
+/// Replaces what changes from run to run (ids, digests, ages, dates) with placeholders.
+#[must_use]
+pub fn stable(text: &str) -> String {
+    let rules: &[(&str, &str)] = &[
+        (r"sha256:[0-9a-f]{64}", "sha256:[DIGEST]"),
+        (r"\b[0-9a-f]{64}\b", "[HEX]"),
+        (r"\b[0-9a-f]{12}\b", "[ID]"),
+        (
+            r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?( [+-]\d{4} \w+|Z|[+-]\d\d:\d\d)",
+            "[DATE]",
+        ),
+        (
+            r"(Less than a second|About a minute|\d+ seconds?|\d+ minutes?) ago",
+            "[AGE]",
+        ),
+    ];
+    let mut s = text.to_owned();
+    for (re, with) in rules {
+        s = regex::Regex::new(re)
+            .expect("valid regex")
+            .replace_all(&s, *with)
+            .into_owned();
+    }
+    s
+}
+
+/// Asserts that a command succeeded and returns its stdout.
+pub fn success(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed ({}): {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The creation time of [`fixed_archive`]'s image: far enough back that `docker images` shows
+/// a two-digit number of years for the rest of the century.
+pub const FIXED_CREATED: &str = "2001-02-03T04:05:06Z";
+
+/// Writes a docker-archive (legacy layout) holding one busybox image with a fixed config
+/// (created [`FIXED_CREATED`], CMD sh, an env and a label), tagged with `tags`, so ids and
+/// tables are the same on every run.
+pub fn fixed_archive(dir: &Path, tags: &[&str]) -> PathBuf {
+    let layer_path = busybox_rootfs_tar(dir);
+    let layer = fs::read(&layer_path).expect("read layer");
+    let diff_id = sha256_hex(&layer);
+    let config = format!(
+        concat!(
+            r#"{{"architecture":"amd64","config":{{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"#,
+            r#""Cmd":["sh"],"Labels":{{"org.example.fixture":"yes"}}}},"created":"{created}","#,
+            r#""history":[{{"created":"{created}","created_by":"/bin/sh -c #(nop) ADD file:fixture in / "}},"#,
+            r#"{{"created":"{created}","created_by":"/bin/sh -c #(nop)  CMD [\"sh\"]","empty_layer":true}}],"#,
+            r#""os":"linux","rootfs":{{"type":"layers","diff_ids":["sha256:{diff}"]}}}}"#
+        ),
+        created = FIXED_CREATED,
+        diff = diff_id
+    );
+    let config_hex = sha256_hex(config.as_bytes());
+    let manifest = serde_json::json!([{
+        "Config": format!("{config_hex}.json"),
+        "RepoTags": tags,
+        "Layers": [format!("{diff_id}/layer.tar")],
+    }]);
+    let out = dir.join(format!(
+        "fixed-{}.tar",
+        tags.join("_").replace(['/', ':'], "-")
+    ));
+    let mut tar = tar::Builder::new(fs::File::create(&out).expect("create archive"));
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_size(data.len() as u64);
+        h.set_mtime(981_173_106);
+        tar.append_data(&mut h, name, data).expect("append");
+    };
+    add(&format!("{config_hex}.json"), config.as_bytes());
+    add(&format!("{diff_id}/layer.tar"), &layer);
+    add("manifest.json", manifest.to_string().as_bytes());
+    tar.finish().expect("finish archive");
+    out
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(data))
+}

@@ -137,11 +137,12 @@ fn push_rows(
         .map(|c| hoist_format::go_time_string(c, &jiff::tz::TimeZone::system()))
         .unwrap_or_default();
     let size = hoist_format::human_size_with_precision(img.size as f64, 3);
+    let virtual_size = hoist_format::human_size(img.size as f64);
     let row = |repo: &str, tag: &str, digest: &str| {
         json!({
             "ID": id, "Repository": repo, "Tag": tag, "Digest": digest,
             "CreatedSince": created_since, "CreatedAt": created_at, "Size": size,
-            "Containers": "N/A", "SharedSize": "N/A", "UniqueSize": "N/A", "VirtualSize": size,
+            "Containers": "N/A", "SharedSize": "N/A", "UniqueSize": "N/A", "VirtualSize": virtual_size,
         })
     };
     let mut tags: BTreeMap<String, Vec<String>> = BTreeMap::new();

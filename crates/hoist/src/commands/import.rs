@@ -43,6 +43,7 @@ pub(crate) fn run(store: &Store, args: &ImportArgs, out: &mut dyn Write) -> Resu
         os: platform.os.clone(),
         config: Some(config),
         created: Some(created.clone()),
+        comment: Some(comment.clone()),
         history: vec![History {
             created: Some(created),
             comment: Some(comment),
