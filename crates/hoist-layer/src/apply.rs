@@ -27,7 +27,7 @@ use rustix::process::{Gid, Uid};
 
 use crate::error::{EscapeReason, LayerError};
 use crate::names::{NameError, join, normalize};
-use crate::reader::{Entry, TarReader};
+use crate::reader::{Entry, TarReader, Xattrs};
 use crate::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 
 /// Copy buffer for file contents; files stream through it, never whole.
@@ -132,7 +132,7 @@ struct Meta {
     gid: u32,
     mode: u32,
     mtime: Timespec,
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    xattrs: Xattrs,
 }
 
 struct Applier<'a> {
@@ -140,7 +140,8 @@ struct Applier<'a> {
     opts: &'a ApplyOptions,
     resolve: ResolveFlags,
     is_root: bool,
-    /// Paths this layer created, so an opaque marker late in the tar spares them.
+    /// Paths this layer created, so an opaque marker late in the tar spares them
+    /// (one entry per path of the layer, in [`WhiteoutMode::Apply`] only).
     added: BTreeSet<Vec<u8>>,
     /// Directory mtimes, set at the end.
     dir_times: Vec<(Vec<u8>, Timespec)>,
@@ -344,7 +345,7 @@ impl<'a> Applier<'a> {
                 });
             }
         }
-        self.added.insert(path);
+        self.mark_added(path);
         Ok(())
     }
 
@@ -366,6 +367,14 @@ impl<'a> Applier<'a> {
                 .cloned()
                 .collect(),
         })
+    }
+
+    /// Remembers a path this layer created. Only merged-tree application needs the set
+    /// (opaque markers and whiteouts consult it), so overlay snapshots skip the memory.
+    fn mark_added(&mut self, path: Vec<u8>) {
+        if self.opts.whiteouts == WhiteoutMode::Apply {
+            self.added.insert(path);
+        }
     }
 
     /// Overlay's own xattrs would steer the overlay mount this snapshot may become a layer
@@ -435,7 +444,7 @@ impl<'a> Applier<'a> {
                         AtFlags::empty(),
                     )
                     .map_err(fail("create parent directory"))?;
-                    self.added.insert(sub.clone());
+                    self.mark_added(sub.clone());
                     self.resolve(&sub, OFlags::PATH).map_err(|e| {
                         resolve_error(entry, e, EscapeReason::Symlink, "open parent directory")
                     })?
@@ -616,7 +625,7 @@ impl<'a> Applier<'a> {
             AtFlags::empty(),
         )
         .map_err(|e| link_err(e.into()))?;
-        self.added.insert(path.to_vec());
+        self.mark_added(path.to_vec());
         Ok(())
     }
 
@@ -665,7 +674,7 @@ impl<'a> Applier<'a> {
                     rfs::makedev(0, 0),
                 )
                 .map_err(|e| fail("create overlay whiteout")(e.into()))?;
-                self.added.insert(path);
+                self.mark_added(path);
             }
         }
         self.stats.whiteouts += 1;

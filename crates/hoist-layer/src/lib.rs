@@ -8,6 +8,9 @@
 //! the same bytes for the same tree, so the diff_id is stable and cache keys hold.
 //!
 //! Everything streams: no layer and no file is held in memory, copies use fixed buffers.
+//! Tar is parsed by our own small reader (`reader.rs`) that reads headers exactly as Go's
+//! `archive/tar` does, so hoist never sees a different file list than docker for the same
+//! bytes; the tar crate only formats headers on the writing side.
 //!
 //! - [`apply_layer`]: tar → directory, in one of two [`WhiteoutMode`]s (a merged rootfs, or an
 //!   overlay lowerdir snapshot).

@@ -49,7 +49,8 @@ mod tests {
 
     #[test]
     fn normalises_like_docker() {
-        let cases: &[(&[u8], Result<&[u8], NameError>)] = &[
+        type Case<'a> = (&'a [u8], Result<&'a [u8], NameError>);
+        let cases: &[Case<'_>] = &[
             (b"etc/passwd", Ok(b"etc/passwd")),
             (b"/etc/passwd", Ok(b"etc/passwd")),
             (b"./etc/", Ok(b"etc")),

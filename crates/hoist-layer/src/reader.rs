@@ -13,6 +13,9 @@ use std::io::{self, Read};
 use rustix::fs::Timespec;
 
 const BLOCK: usize = 512;
+
+/// Name/value pairs: xattrs, or PAX records.
+pub(crate) type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 /// Cap on PAX and GNU long-name payloads, as Go's `maxSpecialFileSize`.
 const MAX_SPECIAL: u64 = 1 << 20;
 
@@ -31,7 +34,7 @@ pub(crate) struct Entry {
     pub dev_major: u32,
     pub dev_minor: u32,
     /// `SCHILY.xattr.*` records, in archive order.
-    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub xattrs: Xattrs,
     /// GNU sparse data (typeflag `S` or `GNU.sparse.*` records), which we do not extract.
     pub sparse: bool,
 }
@@ -95,7 +98,7 @@ fn checksum_ok(block: &[u8; BLOCK]) -> io::Result<bool> {
 }
 
 /// PAX records: `<len> <key>=<value>\n`, where `<len>` counts the whole record.
-fn parse_pax(mut data: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+fn parse_pax(mut data: &[u8]) -> io::Result<Xattrs> {
     let bad = || invalid("malformed PAX record");
     let mut out = Vec::new();
     while !data.is_empty() {
@@ -209,7 +212,7 @@ impl<R: Read> TarReader<R> {
         self.skip(self.remaining + self.padding)?;
         self.remaining = 0;
         self.padding = 0;
-        let mut pax: Option<Vec<(Vec<u8>, Vec<u8>)>> = None;
+        let mut pax: Option<Xattrs> = None;
         let mut long_name: Option<Vec<u8>> = None;
         let mut long_link: Option<Vec<u8>> = None;
         let mut block = [0u8; BLOCK];
@@ -253,7 +256,7 @@ impl<R: Read> TarReader<R> {
         &mut self,
         block: &[u8; BLOCK],
         mut size: u64,
-        pax: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+        pax: Option<Xattrs>,
         long_name: Option<Vec<u8>>,
         long_link: Option<Vec<u8>>,
     ) -> io::Result<Entry> {

@@ -25,6 +25,7 @@ use tar::{EntryType, Header};
 use crate::apply::list_dir;
 use crate::error::LayerError;
 use crate::hashing::HashingWriter;
+use crate::reader::Xattrs;
 use crate::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 
 const BLOCK: usize = 512;
@@ -172,7 +173,7 @@ fn concat(a: &[u8], b: &[u8]) -> Vec<u8> {
 }
 
 /// All xattrs of `name` in `dir` (not following it), sorted by name.
-fn read_xattrs(dir: BorrowedFd<'_>, name: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Errno> {
+fn read_xattrs(dir: BorrowedFd<'_>, name: &[u8]) -> Result<Xattrs, Errno> {
     let mut path = format!("/proc/self/fd/{}/", std::os::fd::AsRawFd::as_raw_fd(&dir)).into_bytes();
     path.extend_from_slice(name);
     let path = os(&path);
