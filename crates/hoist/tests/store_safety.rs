@@ -20,7 +20,11 @@ fn raw_entry(out: &mut Vec<u8>, name: &str, kind: tar::EntryType, link: Option<&
         }
     }
     h.set_entry_type(kind);
-    h.set_mode(if kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
+    h.set_mode(if kind == tar::EntryType::Directory {
+        0o755
+    } else {
+        0o644
+    });
     h.set_uid(0);
     h.set_gid(0);
     h.set_mtime(1_700_000_000);
@@ -39,8 +43,16 @@ fn finish(mut out: Vec<u8>) -> Vec<u8> {
 
 fn assert_store_empty(h: &Hoist) {
     assert_eq!(h.ok(&["images", "-a", "-q"]), "");
-    assert_eq!(files_in(&h.root().join("v1/blobs/sha256")), Vec::<String>::new(), "no blob was committed");
-    assert_eq!(files_in(&h.root().join("v1/snapshots")), Vec::<String>::new(), "no snapshot was committed");
+    assert_eq!(
+        files_in(&h.root().join("v1/blobs/sha256")),
+        Vec::<String>::new(),
+        "no blob was committed"
+    );
+    assert_eq!(
+        files_in(&h.root().join("v1/snapshots")),
+        Vec::<String>::new(),
+        "no snapshot was committed"
+    );
 }
 
 #[test]
@@ -51,7 +63,13 @@ fn hostile_layers_are_refused_and_change_nothing() {
         ("dot-dot entry", {
             let mut t = Vec::new();
             raw_entry(&mut t, "ok/", Directory, None, b"");
-            raw_entry(&mut t, &format!("../../../../../../tmp/{marker}"), Regular, None, b"pwned");
+            raw_entry(
+                &mut t,
+                &format!("../../../../../../tmp/{marker}"),
+                Regular,
+                None,
+                b"pwned",
+            );
             finish(t)
         }),
         ("absolute symlink, then a write through it", {
@@ -63,7 +81,13 @@ fn hostile_layers_are_refused_and_change_nothing() {
         ("relative symlink climbing out, then a write through it", {
             let mut t = Vec::new();
             raw_entry(&mut t, "a/", Directory, None, b"");
-            raw_entry(&mut t, "a/up", Symlink, Some("../../../../../../../tmp"), b"");
+            raw_entry(
+                &mut t,
+                "a/up",
+                Symlink,
+                Some("../../../../../../../tmp"),
+                b"",
+            );
             raw_entry(&mut t, &format!("a/up/{marker}"), Regular, None, b"pwned");
             finish(t)
         }),
@@ -74,7 +98,13 @@ fn hostile_layers_are_refused_and_change_nothing() {
         }),
         ("hardlink climbing out", {
             let mut t = Vec::new();
-            raw_entry(&mut t, "passwd", Link, Some("../../../../../../etc/passwd"), b"");
+            raw_entry(
+                &mut t,
+                "passwd",
+                Link,
+                Some("../../../../../../etc/passwd"),
+                b"",
+            );
             finish(t)
         }),
     ];
@@ -84,20 +114,29 @@ fn hostile_layers_are_refused_and_change_nothing() {
         std::fs::write(&path, &bytes).unwrap();
         let err = h.fails(&["import", path.to_str().unwrap(), "evil"]);
         assert!(
-            err.contains("escapes the root") || err.contains("cannot be linked") || err.contains("outside"),
+            err.contains("escapes the root")
+                || err.contains("cannot be linked")
+                || err.contains("outside"),
             "{what}: the error names the escape: {err}"
         );
-        assert!(!Path::new("/tmp").join(&marker).exists(), "{what}: a file was written outside the root");
+        assert!(
+            !Path::new("/tmp").join(&marker).exists(),
+            "{what}: a file was written outside the root"
+        );
         assert_store_empty(&h);
         // Through `load` too: the hostile layer inside a docker archive.
         let mut archive = Vec::new();
         raw_entry(&mut archive, "layer/layer.tar", Regular, None, &bytes);
-        let manifest = br#"[{"Config":"c.json","RepoTags":["evil:latest"],"Layers":["layer/layer.tar"]}]"#;
+        let manifest =
+            br#"[{"Config":"c.json","RepoTags":["evil:latest"],"Layers":["layer/layer.tar"]}]"#;
         raw_entry(&mut archive, "manifest.json", Regular, None, manifest);
         std::fs::write(h.path("evil-archive.tar"), finish(archive)).unwrap();
         let err = h.fails(&["load", "-i", h.path("evil-archive.tar").to_str().unwrap()]);
         assert!(err.starts_with("Error: "), "{what}: {err}");
-        assert!(!Path::new("/tmp").join(&marker).exists(), "{what}: load wrote outside the root");
+        assert!(
+            !Path::new("/tmp").join(&marker).exists(),
+            "{what}: load wrote outside the root"
+        );
         assert_store_empty(&h);
     }
 }
@@ -114,12 +153,24 @@ fn concurrent_tagging_and_importing_lose_nothing() {
             bin = env!("CARGO_BIN_EXE_hoist"),
             root = h.root().display()
         );
-        children.push(std::process::Command::new("sh").arg("-c").arg(script).spawn().unwrap());
+        children.push(
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .spawn()
+                .unwrap(),
+        );
     }
     for i in 0..3 {
         children.push(
             h.cmd()
-                .args(["import", "-m", &format!("import {i}"), rootfs.to_str().unwrap(), &format!("imp{i}")])
+                .args([
+                    "import",
+                    "-m",
+                    &format!("import {i}"),
+                    rootfs.to_str().unwrap(),
+                    &format!("imp{i}"),
+                ])
                 .stdout(Stdio::null())
                 .spawn()
                 .unwrap(),
@@ -131,11 +182,17 @@ fn concurrent_tagging_and_importing_lose_nothing() {
     let names = h.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     for i in 0..6 {
         for j in 1..=5 {
-            assert!(names.contains(&format!("p{i}:t{j}\n")), "p{i}:t{j} lost:\n{names}");
+            assert!(
+                names.contains(&format!("p{i}:t{j}\n")),
+                "p{i}:t{j} lost:\n{names}"
+            );
         }
     }
     for i in 0..3 {
-        assert!(names.contains(&format!("imp{i}:latest\n")), "imp{i} lost:\n{names}");
+        assert!(
+            names.contains(&format!("imp{i}:latest\n")),
+            "imp{i} lost:\n{names}"
+        );
     }
     // The same layer imported four times is stored once.
     assert_eq!(files_in(&h.root().join("v1/snapshots")).len(), 1);
@@ -148,10 +205,18 @@ fn a_killed_import_leaves_the_store_readable_and_nothing_half_written() {
     let blobs_before = files_in(&h.root().join("v1/blobs/sha256"));
     // A large layer fed slowly: half of it, then the process is killed.
     let mut big = Vec::new();
-    let chunk: Vec<u8> = (0..1_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let chunk: Vec<u8> = (0..1_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     raw_entry(&mut big, "big.bin", tar::EntryType::Regular, None, &chunk);
     let big = finish(big);
-    let mut child = h.cmd().args(["import", "-", "half"]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    let mut child = h
+        .cmd()
+        .args(["import", "-", "half"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(&big[..big.len() / 2]).unwrap();
     stdin.flush().unwrap();
@@ -159,23 +224,42 @@ fn a_killed_import_leaves_the_store_readable_and_nothing_half_written() {
     let tmp = h.root().join("v1/tmp");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while files_in(&tmp).is_empty() {
-        assert!(std::time::Instant::now() < deadline, "import never started staging");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "import never started staging"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     std::thread::sleep(std::time::Duration::from_millis(200));
     child.kill().unwrap();
     child.wait().unwrap();
     drop(stdin);
-    assert_eq!(files_in(&h.root().join("v1/blobs/sha256")), blobs_before, "no partial blob is visible");
+    assert_eq!(
+        files_in(&h.root().join("v1/blobs/sha256")),
+        blobs_before,
+        "no partial blob is visible"
+    );
     assert_eq!(h.ok(&["images", "--format", "{{.Repository}}"]), "before\n");
-    assert_eq!(h.ok(&["inspect", "-f", "{{.Id}}", "before"]), format!("{id}\n"));
-    assert!(!files_in(&tmp).is_empty(), "the killed import left its staging files");
+    assert_eq!(
+        h.ok(&["inspect", "-f", "{{.Id}}", "before"]),
+        format!("{id}\n")
+    );
+    assert!(
+        !files_in(&tmp).is_empty(),
+        "the killed import left its staging files"
+    );
     // The next sweep (here through prune) removes the leftovers.
     h.ok(&["image", "prune", "-f"]);
     assert_eq!(files_in(&tmp), Vec::<String>::new());
     assert_eq!(files_in(&h.root().join("v1/snapshots")).len(), 1);
     // And a complete import of the same content works afterwards.
-    let mut child = h.cmd().args(["import", "-", "whole"]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    let mut child = h
+        .cmd()
+        .args(["import", "-", "whole"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     child.stdin.take().unwrap().write_all(&big).unwrap();
     assert!(child.wait().unwrap().success());
     assert!(h.ok(&["images"]).contains("whole"));
