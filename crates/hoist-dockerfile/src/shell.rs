@@ -100,6 +100,7 @@ pub struct Lexer {
     raw_quotes: bool,
     raw_escapes: bool,
     skip_unset: bool,
+    skip_quotes: bool,
 }
 
 impl Lexer {
@@ -110,7 +111,14 @@ impl Lexer {
             raw_quotes: false,
             raw_escapes: false,
             skip_unset: false,
+            skip_quotes: false,
         }
+    }
+
+    /// Treat quotes as ordinary characters (heredoc bodies).
+    pub fn skip_quotes(mut self, yes: bool) -> Self {
+        self.skip_quotes = yes;
+        self
     }
 
     /// Keep quote characters in the output.
@@ -275,12 +283,12 @@ impl Scan<'_> {
                     result.push_str(&value);
                     words.add_raw_string(&value);
                 }
-                '\'' => {
+                '\'' if !self.lexer.skip_quotes => {
                     let value = self.single_quote()?;
                     result.push_str(&value);
                     words.add_raw_string(&value);
                 }
-                '"' => {
+                '"' if !self.lexer.skip_quotes => {
                     let value = self.double_quote()?;
                     result.push_str(&value);
                     words.add_raw_string(&value);
