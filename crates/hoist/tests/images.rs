@@ -431,3 +431,30 @@ fn load_refuses_garbage() {
     let err = h.fails(&["load", "-i", h.path("missing.tar").to_str().unwrap()]);
     assert!(err.contains("missing.tar"), "{err}");
 }
+
+#[test]
+fn import_applies_changes_like_docker() {
+    let h = Hoist::new();
+    let tar = h.rootfs();
+    let tar = tar.to_str().unwrap();
+    h.ok(&[
+        "import", "-c", "ENV A=1 B=\"two words\"", "-c", "ENV C=${A}x", "-c", "EXPOSE 80 53/udp", "-c", "LABEL k=v",
+        "-c", "WORKDIR /app", "-c", "WORKDIR sub", "-c", "USER nobody", "-c", "CMD [\"sh\"]", "-c", "STOPSIGNAL SIGINT",
+        "-c", "VOLUME /data", tar, "changed",
+    ]);
+    let config: serde_json::Value = serde_json::from_str(&h.ok(&["inspect", "-f", "{{json .Config}}", "changed"])).unwrap();
+    assert_eq!(
+        config,
+        serde_json::json!({
+            "Env": ["A=1", "B=two words", "C=1x"], "ExposedPorts": {"53/udp": {}, "80/tcp": {}},
+            "Labels": {"k": "v"}, "WorkingDir": "/app/sub", "User": "nobody", "Cmd": ["sh"],
+            "StopSignal": "SIGINT", "Volumes": {"/data": {}},
+        })
+    );
+    h.ok(&["import", "-c", "CMD [\"x\"]", "-c", "ENTRYPOINT top -b", tar, "ep"]);
+    // Known difference: docker's typed config prints an absent Cmd as `[]`; ours is JSON-shaped.
+    assert_eq!(h.ok(&["inspect", "-f", "{{.Config.Entrypoint}} {{.Config.Cmd}}", "ep"]), "[/bin/sh -c top -b] <no value>\n");
+    assert_eq!(h.fails(&["import", "-c", "RUN echo", tar, "bad"]), "Error: RUN is not a valid change command\n");
+    assert_eq!(h.fails(&["import", "-c", "FROM x", tar, "bad"]), "Error: FROM is not a valid change command\n");
+    assert_eq!(h.ok(&["images", "-q", "bad"]), "", "nothing is imported when a change is refused");
+}
