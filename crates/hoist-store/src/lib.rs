@@ -345,6 +345,25 @@ impl Store {
         Ok(info)
     }
 
+    /// Remembers that `blob` (already committed with [`Store::blob_writer`]) holds the layer
+    /// `diff_id` in another encoding, e.g. the gzip made for a push, so it is made only once.
+    pub fn record_layer_blob(
+        &self,
+        diff_id: &Digest,
+        blob: &Digest,
+        media_type: &str,
+        size: u64,
+    ) -> Result<(), StoreError> {
+        if !self.has_blob(blob) {
+            return Err(StoreError::MissingBlob(blob.clone()));
+        }
+        self.db().execute(
+            "INSERT OR IGNORE INTO layer_blobs (digest, diff_id, media_type, size) VALUES (?1, ?2, ?3, ?4)",
+            params![blob.as_str(), diff_id.as_str(), media_type, size as i64],
+        )?;
+        Ok(())
+    }
+
     /// A layer by diff id.
     pub fn layer(&self, diff_id: &Digest) -> Result<Option<LayerInfo>, StoreError> {
         Ok(layer_row(&self.db(), diff_id)?)
