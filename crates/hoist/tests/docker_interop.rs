@@ -56,18 +56,6 @@ impl Hoist {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// `hoist load` with the archive on stdin.
-    fn load_stdin(&self, archive: &Path) -> String {
-        let file = fs::File::open(archive).expect("open archive");
-        let out = self
-            .cmd()
-            .args(["load", "-i", "-"])
-            .stdin(file)
-            .output()
-            .expect("run hoist load");
-        success(&out)
-    }
-
     fn inspect(&self, image: &str) -> Value {
         first(&self.ok(&["inspect", image]), "hoist inspect")
     }
@@ -124,11 +112,36 @@ fn hoist_history(h: &Hoist, image: &str) -> String {
     h.ok(&["history", "--no-trunc", "--format", HISTORY_FORMAT, image])
 }
 
-/// Asserts that docker and hoist describe one image the same way: id, tags, created, platform,
+/// Mismatches between hoist and docker, gathered so that one difference does not hide the
+/// others; `finish` (or drop at the end of a passing test body) fails the test listing them all.
+#[derive(Default)]
+struct Diffs(Vec<String>);
+
+impl Diffs {
+    fn eq<T: PartialEq + std::fmt::Debug>(&mut self, hoist: T, docker: T, what: &str) {
+        if hoist != docker {
+            self.0.push(format!(
+                "{what}:\n  hoist:            {hoist:?}\n  docker/expected:  {docker:?}"
+            ));
+        }
+    }
+
+    fn finish(self) {
+        assert!(
+            self.0.is_empty(),
+            "{} difference(s) between hoist and docker:\n\n{}",
+            self.0.len(),
+            self.0.join("\n\n")
+        );
+    }
+}
+
+/// Checks that docker and hoist describe one image the same way: id, tags, created, platform,
 /// author, comment, config, layers and history.
-fn assert_same_image(d: &Docker, h: &Hoist, docker_name: &str, hoist_name: &str) {
+fn same_image(diffs: &mut Diffs, d: &Docker, h: &Hoist, docker_name: &str, hoist_name: &str) {
     let dk = docker_inspect(d, docker_name);
     let hs = h.inspect(hoist_name);
+    let what = format!("`hoist inspect {hoist_name}` vs `docker image inspect {docker_name}`");
     for key in [
         "Id",
         "Created",
@@ -139,11 +152,12 @@ fn assert_same_image(d: &Docker, h: &Hoist, docker_name: &str, hoist_name: &str)
         "Os",
         "RootFS",
         "RepoDigests",
+        "Config",
     ] {
-        assert_eq!(
+        diffs.eq(
             compact(&hs[key]),
             compact(&dk[key]),
-            "{key} differs between `hoist inspect {hoist_name}` and `docker image inspect {docker_name}`\nhoist: {hs:#}\ndocker: {dk:#}"
+            &format!("{key} of {what}"),
         );
     }
     let tags = |v: &Value| {
@@ -158,16 +172,11 @@ fn assert_same_image(d: &Docker, h: &Hoist, docker_name: &str, hoist_name: &str)
         t.sort();
         t
     };
-    assert_eq!(tags(&hs), tags(&dk), "RepoTags of {hoist_name}");
-    assert_eq!(
-        compact(&hs["Config"]),
-        compact(&dk["Config"]),
-        "Config differs between `hoist inspect {hoist_name}` and `docker image inspect {docker_name}`"
-    );
-    assert_eq!(
+    diffs.eq(tags(&hs), tags(&dk), &format!("RepoTags of {what}"));
+    diffs.eq(
         hoist_history(h, hoist_name),
         docker_history(d, docker_name),
-        "history of {hoist_name} differs (hoist first, docker second)"
+        &format!("`history --format '{HISTORY_FORMAT}'` of {hoist_name}"),
     );
 }
 
@@ -289,20 +298,27 @@ fn hoist_import_save_runs_in_docker() {
         "{{.Id}}",
         "hoisted/busybox:1.0",
     ]);
-    assert_eq!(
-        docker_id.trim(),
+    let mut diffs = Diffs::default();
+    diffs.eq(
         id,
-        "docker's Id is not hoist's config digest"
+        docker_id.trim(),
+        "`hoist import`'s id vs docker's Id after loading hoist's archive",
     );
-    assert_same_image(&d, &h, "hoisted/busybox:1.0", "hoisted/busybox:1.0");
-    assert_same_image(&d, &h, "second", "second");
+    same_image(
+        &mut diffs,
+        &d,
+        &h,
+        "hoisted/busybox:1.0",
+        "hoisted/busybox:1.0",
+    );
+    same_image(&mut diffs, &d, &h, "second", "second");
 
     // The layer is the tarball as given, as with `docker import`.
     d.run(&["import", rootfs, "docker-imported:1"]);
-    assert_eq!(
-        docker_inspect(&d, "docker-imported:1")["RootFS"],
-        h.inspect("hoisted/busybox:1.0")["RootFS"],
-        "docker import and hoist import of one tarball give different layers"
+    diffs.eq(
+        h.inspect("hoisted/busybox:1.0")["RootFS"].clone(),
+        docker_inspect(&d, "docker-imported:1")["RootFS"].clone(),
+        "layers of `hoist import` and `docker import` of one tarball",
     );
 
     // `hoist save` to stdout piped into `docker load`.
@@ -331,6 +347,7 @@ fn hoist_import_save_runs_in_docker() {
         "echo ok",
     ]);
     assert_eq!(out, "ok\n");
+    diffs.finish();
 }
 
 #[test]
@@ -364,11 +381,13 @@ fn hoist_import_changes_apply_in_docker() {
     d.run(&["load", "-i", archive.to_str().unwrap()]);
     let out = d.run(&["run", "--rm", "--network", "none", "changed:1"]);
     assert_eq!(out, "hello from /tmp\n");
-    assert_eq!(
+    let mut diffs = Diffs::default();
+    diffs.eq(
         compact(&h.inspect("changed:1")["Config"]),
         compact(&docker_inspect(&d, "changed:docker")["Config"]),
-        "hoist import --change and docker import --change give different configs"
+        "Config of `hoist import --change …` vs `docker import --change …`",
     );
+    diffs.finish();
 }
 
 const DOCKERFILE: &str = r#"FROM base:1
@@ -414,11 +433,13 @@ fn docker_build_loads_into_hoist_and_back() {
 
     let archive = h.path("built.tar");
     d.run(&["save", "-o", archive.to_str().unwrap(), "built:1"]);
-    assert_eq!(
-        h.ok(&["load", "-i", archive.to_str().unwrap()]),
-        "Loaded image: built:1\n"
+    let mut diffs = Diffs::default();
+    diffs.eq(
+        h.ok(&["load", "-i", archive.to_str().unwrap()]).as_str(),
+        "Loaded image: built:1\n",
+        "`hoist load` output",
     );
-    assert_same_image(&d, &h, "built:1", "built:1");
+    same_image(&mut diffs, &d, &h, "built:1", "built:1");
     let hs = h.inspect("built:1");
     assert_eq!(
         hs["RootFS"]["Layers"].as_array().map(Vec::len),
@@ -468,19 +489,21 @@ fn docker_build_loads_into_hoist_and_back() {
         d2.run(&["load", "-i", back.to_str().unwrap()]),
         "Loaded image: built:1\n"
     );
-    assert_eq!(
-        docker_inspect(&d2, "built:1")["Id"],
-        hs["Id"],
-        "docker's id for hoist's archive"
+    diffs.eq(
+        &hs["Id"],
+        &docker_inspect(&d2, "built:1")["Id"],
+        "image id in hoist vs in a second docker that loaded hoist's archive",
     );
-    assert_eq!(
+    diffs.eq(
         docker_history(&d2, "built:1"),
-        docker_history(&d, "built:1")
+        docker_history(&d, "built:1"),
+        "docker history after the round trip (round-tripped, original)",
     );
     let after = listing(&d2, "built:1", paths);
-    assert_eq!(
-        after, before,
-        "files differ after docker save → hoist load → hoist save → docker load"
+    diffs.eq(
+        after,
+        before,
+        "files after docker save → hoist load → hoist save → docker load (round-tripped, original)",
     );
     let ran = d2.run(&["run", "--rm", "--network", "none", "built:1"]);
     assert_eq!(ran, "hi\n");
@@ -493,6 +516,7 @@ fn docker_build_loads_into_hoist_and_back() {
         "echo $FOO; pwd; cat /data/hl2 /data/opq/new; test \"$(stat -c %i hl1)\" = \"$(stat -c %i hl2)\" && echo same-inode",
     ]);
     assert_eq!(ran, "bar\n/data\ncontent\nnew\nsame-inode\n");
+    diffs.finish();
 }
 
 #[test]
@@ -521,14 +545,17 @@ fn docker_save_of_several_images_loads_every_tag() {
         "one:also",
     ]);
     let out = h.ok(&["load", "-i", archive.to_str().unwrap()]);
-    assert_eq!(
+    let mut diffs = Diffs::default();
+    diffs.eq(
         loaded_lines(&out),
         [
             "Loaded image: localhost:5000/team/two:v2",
             "Loaded image: one:1",
             "Loaded image: one:also",
-        ],
-        "hoist load said: {out}"
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+        "`hoist load` output (sorted) vs the tags in the archive",
     );
     let fmt = "{{.Repository}}:{{.Tag}} {{.ID}}";
     let mut dk: Vec<String> = d
@@ -543,14 +570,16 @@ fn docker_save_of_several_images_loads_every_tag() {
         .collect();
     dk.sort();
     hs.sort();
-    assert_eq!(hs, dk, "hoist images vs docker images");
-    assert_same_image(&d, &h, "one:also", "one:also");
-    assert_same_image(
+    diffs.eq(hs, dk, &format!("`images --format '{fmt}'` (sorted)"));
+    same_image(&mut diffs, &d, &h, "one:also", "one:also");
+    same_image(
+        &mut diffs,
         &d,
         &h,
         "localhost:5000/team/two:v2",
         "localhost:5000/team/two:v2",
     );
+    diffs.finish();
 }
 
 #[test]
@@ -571,14 +600,38 @@ fn gzipped_docker_save_and_oci_archive_load() {
         .output()
         .expect("gzip");
     success(&out);
-    assert_eq!(
-        h.ok(&["load", "-i", gz.to_str().unwrap()]),
-        "Loaded image: built:1\n"
+    let mut diffs = Diffs::default();
+    diffs.eq(
+        h.ok(&["load", "-i", gz.to_str().unwrap()]).as_str(),
+        "Loaded image: built:1\n",
+        "`hoist load -i FILE.tar.gz` output",
     );
-    assert_same_image(&d, &h, "built:1", "built:1");
-    let h2 = Hoist::new();
-    assert_eq!(h2.load_stdin(&gz), "Loaded image: built:1\n");
-    assert_same_image(&d, &h2, "built:1", "built:1");
+    same_image(&mut diffs, &d, &h, "built:1", "built:1");
+    for args in [&[][..], &["-i", "-"][..]] {
+        let h2 = Hoist::new();
+        let out = h2
+            .cmd()
+            .arg("load")
+            .args(args)
+            .stdin(fs::File::open(&gz).unwrap())
+            .output()
+            .unwrap();
+        diffs.eq(
+            (
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+                out.status.code(),
+            ),
+            ("Loaded image: built:1\n".to_owned(), String::new(), Some(0)),
+            &format!(
+                "`hoist load {}` < FILE.tar.gz: (stdout, stderr, status)",
+                args.join(" ")
+            ),
+        );
+        if out.status.success() {
+            same_image(&mut diffs, &d, &h2, "built:1", "built:1");
+        }
+    }
 
     // A plain OCI image layout archive (gzip layers, OCI config) written by skopeo.
     let oci = h.path("built-oci.tar");
@@ -626,28 +679,29 @@ fn gzipped_docker_save_and_oci_archive_load() {
 
     let h3 = Hoist::new();
     let out = h3.ok(&["load", "-i", oci.to_str().unwrap()]);
-    assert_eq!(out, format!("Loaded image ID: {config_digest}\n"));
+    diffs.eq(
+        out,
+        format!("Loaded image ID: {config_digest}\n"),
+        "`hoist load` of an untagged OCI archive",
+    );
     let hs = h3.inspect(config_digest);
     let dk = docker_inspect(&d, "built:1");
-    assert_eq!(
-        hs["RootFS"], dk["RootFS"],
-        "layers (DiffIDs) of the OCI archive"
-    );
-    assert_eq!(
-        compact(&hs["Config"]),
-        compact(&dk["Config"]),
-        "config of the OCI archive"
-    );
-    assert_eq!(hs["Created"], dk["Created"]);
+    for key in ["RootFS", "Config", "Created", "Architecture", "Os"] {
+        diffs.eq(
+            compact(&hs[key]),
+            compact(&dk[key]),
+            &format!("{key} of skopeo's OCI archive in hoist vs docker's original"),
+        );
+    }
     let strip_id = |s: String| {
         s.lines()
             .map(|l| l.split_once('|').unwrap().1.to_owned())
             .collect::<Vec<_>>()
     };
-    assert_eq!(
+    diffs.eq(
         strip_id(hoist_history(&h3, config_digest)),
         strip_id(docker_history(&d, "built:1")),
-        "history of the OCI archive"
+        "history (without ids) of skopeo's OCI archive in hoist vs docker's original",
     );
 
     // hoist's copy runs in docker with the same files.
@@ -659,8 +713,10 @@ fn gzipped_docker_save_and_oci_archive_load() {
         "Loaded image: fromoci:1\n"
     );
     let paths = "/data /bin";
-    assert_eq!(
+    diffs.eq(
         listing(&d, "fromoci:1", paths),
-        listing(&d, "built:1", paths)
+        listing(&d, "built:1", paths),
+        "files of OCI archive → hoist → docker vs docker's original",
     );
+    diffs.finish();
 }
