@@ -85,6 +85,8 @@ pub struct ApplyStats {
     pub entries: u64,
     /// Bytes of regular-file content written.
     pub bytes: u64,
+    /// Bytes of symlink targets: with `bytes`, what docker counts as a layer's size.
+    pub symlink_bytes: u64,
     /// Whiteouts and opaque markers applied.
     pub whiteouts: u64,
     /// Device entries skipped under [`DevicePolicy::SkipUnpermitted`].
@@ -312,6 +314,7 @@ impl<'a> Applier<'a> {
             b'2' => {
                 self.make_room(&name, dir, &last, false)?;
                 rfs::symlinkat(os(&entry.link), dir, os(&last)).map_err(apply("create symlink"))?;
+                self.stats.symlink_bytes += entry.link.len() as u64;
                 self.set_attrs(&name, dir, &last, &path, &meta, FileType::Symlink)?;
             }
             b'1' => {

@@ -51,7 +51,8 @@ const FORMAT: &str = "v1";
 pub struct LayerInfo {
     /// sha256 of the uncompressed tar.
     pub diff_id: Digest,
-    /// Bytes of file content in the layer (what docker reports as a layer's size).
+    /// Bytes of file content and symlink targets in the layer (what docker reports as a
+    /// layer's size).
     pub size: u64,
     /// Bytes of the uncompressed tar.
     pub tar_size: u64,
@@ -277,7 +278,12 @@ impl Store {
             let (decoded, diff_id, tar_size) = hashing.finish();
             drop(decoded);
             io::copy(&mut tee, &mut io::sink()).map_err(read_err)?;
-            (diff_id, tar_size, stats.bytes, encoding)
+            (
+                diff_id,
+                tar_size,
+                stats.bytes + stats.symlink_bytes,
+                encoding,
+            )
         };
         let (blob_digest, blob_size) = blob.commit(expected)?;
         let media_type = match encoding {

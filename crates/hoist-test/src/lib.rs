@@ -23,7 +23,8 @@ const GROUP: &[u8] = b"root:x:0:\nnogroup:x:65534:\n";
 #[must_use]
 pub fn busybox_rootfs_bytes() -> u64 {
     let bb = fs::metadata(busybox()).expect("busybox").len();
-    bb + PASSWD.len() as u64 + GROUP.len() as u64
+    // Symlinks count with their target's length, as docker's overlay2 size does.
+    bb + PASSWD.len() as u64 + GROUP.len() as u64 + APPLETS.len() as u64 * "busybox".len() as u64
 }
 
 fn busybox() -> PathBuf {
