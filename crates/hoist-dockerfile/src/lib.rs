@@ -26,3 +26,6 @@ pub use parser::{
     parse_json_array, parse_words,
 };
 pub use quote::go_quote;
+
+/// The plan types lowering produces, re-exported so users need one crate.
+pub use hoist_plan;
