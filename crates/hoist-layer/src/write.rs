@@ -52,6 +52,8 @@ pub struct LayerSummary {
     pub size: u64,
     /// Tar entries written (PAX headers not counted).
     pub entries: u64,
+    /// Bytes of file content and symlink targets, hardlinks once: docker's layer size.
+    pub content_bytes: u64,
 }
 
 /// Writes the overlay upper dir `upper` as a layer tar to `out`, translating overlay
@@ -100,10 +102,11 @@ fn write<W: Write>(
         links: HashMap::new(),
         buf: vec![0; COPY_BUF],
         entries: 0,
+        content_bytes: 0,
     };
     writer.walk(root.as_fd(), b"")?;
     writer.put(&[0; 2 * BLOCK])?;
-    let entries = writer.entries;
+    let (entries, content_bytes) = (writer.entries, writer.content_bytes);
     let hashing = writer
         .out
         .into_inner()
@@ -117,6 +120,7 @@ fn write<W: Write>(
         diff_id,
         size,
         entries,
+        content_bytes,
     })
 }
 
@@ -142,6 +146,7 @@ struct TarWriter<W: Write> {
     links: HashMap<(u64, u64), Vec<u8>>,
     buf: Vec<u8>,
     entries: u64,
+    content_bytes: u64,
 }
 
 fn lossy(bytes: &[u8]) -> String {
@@ -392,6 +397,7 @@ impl<W: Write> TarWriter<W> {
                 )
                 .map_err(walk_err(path, "open file"))?;
                 self.header(&member)?;
+                self.content_bytes += size;
                 self.copy_exact(File::from(fd), size, path)?;
                 self.pad(size)
             }
@@ -400,6 +406,7 @@ impl<W: Write> TarWriter<W> {
                     .map_err(walk_err(path, "read symlink"))?;
                 member.kind = EntryType::Symlink;
                 member.link = target.as_bytes();
+                self.content_bytes += member.link.len() as u64;
                 self.header(&member)
             }
             FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo => {

@@ -304,6 +304,67 @@ impl Store {
         )
     }
 
+    /// Makes an overlay upper directory (staged under [`Store::tmp_dir`]) a layer: its
+    /// deterministic tar is hashed on the fly for the diff id, nothing is written but the
+    /// record, and the directory itself becomes the snapshot. When the store already has a
+    /// layer with that diff id, the directory is removed and the existing layer returned.
+    pub fn commit_snapshot(&self, upper: &Path) -> Result<LayerInfo, StoreError> {
+        let summary =
+            hoist_layer::write_layer(upper, io::sink(), &hoist_layer::WriteOptions::default())?;
+        self.commit_unpacked(&summary.diff_id, summary.content_bytes, summary.size, upper)
+    }
+
+    fn commit_unpacked(
+        &self,
+        diff_id: &Digest,
+        size: u64,
+        tar_size: u64,
+        unpacked: &Path,
+    ) -> Result<LayerInfo, StoreError> {
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let info = match layer_row(&tx, diff_id)? {
+            Some(info) => {
+                fs::remove_dir_all(unpacked).ctx("removing", unpacked)?;
+                info
+            }
+            None => self.insert_layer(&tx, diff_id, size, tar_size, unpacked)?,
+        };
+        tx.commit()?;
+        Ok(info)
+    }
+
+    fn insert_layer(
+        &self,
+        tx: &Connection,
+        diff_id: &Digest,
+        size: u64,
+        tar_size: u64,
+        unpacked: &Path,
+    ) -> Result<LayerInfo, StoreError> {
+        let n: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(snapshot), 0) + 1 FROM layers",
+            [],
+            |r| r.get(0),
+        )?;
+        let dest = self.dir.join("snapshots").join(n.to_string());
+        // Left by a crash between rename and commit: nothing references it.
+        if dest.exists() {
+            fs::remove_dir_all(&dest).ctx("removing", &dest)?;
+        }
+        fs::rename(unpacked, &dest).ctx("renaming a snapshot to", &dest)?;
+        tx.execute(
+            "INSERT INTO layers (diff_id, snapshot, size, tar_size) VALUES (?1, ?2, ?3, ?4)",
+            params![diff_id.as_str(), n, size as i64, tar_size as i64],
+        )?;
+        Ok(LayerInfo {
+            diff_id: diff_id.clone(),
+            size,
+            tar_size,
+            snapshot: n,
+        })
+    }
+
     #[expect(clippy::too_many_arguments, reason = "one row of each table")]
     fn commit_layer(
         &self,
@@ -321,31 +382,9 @@ impl Store {
             "INSERT OR IGNORE INTO layer_blobs (digest, diff_id, media_type, size) VALUES (?1, ?2, ?3, ?4)",
             params![blob.as_str(), diff_id.as_str(), media_type, blob_size as i64],
         )?;
-        let existing = layer_row(&tx, diff_id)?;
-        let info = if let Some(info) = existing {
-            info
-        } else {
-            let n: i64 = tx.query_row(
-                "SELECT COALESCE(MAX(snapshot), 0) + 1 FROM layers",
-                [],
-                |r| r.get(0),
-            )?;
-            let dest = self.dir.join("snapshots").join(n.to_string());
-            // Left by a crash between rename and commit: nothing references it.
-            if dest.exists() {
-                fs::remove_dir_all(&dest).ctx("removing", &dest)?;
-            }
-            fs::rename(unpacked, &dest).ctx("renaming a snapshot to", &dest)?;
-            tx.execute(
-                "INSERT INTO layers (diff_id, snapshot, size, tar_size) VALUES (?1, ?2, ?3, ?4)",
-                params![diff_id.as_str(), n, size as i64, tar_size as i64],
-            )?;
-            LayerInfo {
-                diff_id: diff_id.clone(),
-                size,
-                tar_size,
-                snapshot: n,
-            }
+        let info = match layer_row(&tx, diff_id)? {
+            Some(info) => info,
+            None => self.insert_layer(&tx, diff_id, size, tar_size, unpacked)?,
         };
         tx.commit()?;
         Ok(info)
@@ -410,13 +449,30 @@ impl Store {
     pub fn layer_tar(&self, diff_id: &Digest) -> Result<Box<dyn Read>, StoreError> {
         let blobs = self.layer_blobs(diff_id)?;
         // Prefer a blob that needs no decompression.
-        let pick = blobs
+        let Some(pick) = blobs
             .iter()
             .find(|(d, _, _)| d == diff_id)
             .or_else(|| blobs.first())
-            .ok_or_else(|| StoreError::MissingLayer(diff_id.clone()))?;
+        else {
+            // A built layer has no blob: its snapshot regenerates the same bytes.
+            let layer = self
+                .layer(diff_id)?
+                .ok_or_else(|| StoreError::MissingLayer(diff_id.clone()))?;
+            return self.snapshot_tar(&layer);
+        };
         let file = io::BufReader::with_capacity(256 * 1024, self.open_blob(&pick.0)?);
         hoist_layer::decompress(file).ctx("reading", self.blob_path(&pick.0))
+    }
+
+    /// Streams the deterministic tar of a snapshot (built layers keep no tar).
+    fn snapshot_tar(&self, layer: &LayerInfo) -> Result<Box<dyn Read>, StoreError> {
+        let dir = self.snapshot_dir(layer);
+        let (reader, writer) = io::pipe().ctx("making a pipe for", &dir)?;
+        std::thread::spawn(move || {
+            // A failure closes the pipe early; the reader then sees a short tar and fails.
+            let _ = hoist_layer::write_layer(&dir, writer, &hoist_layer::WriteOptions::default());
+        });
+        Ok(Box::new(reader))
     }
 
     /// Records an image whose config bytes are given; every layer must already be stored.
