@@ -22,6 +22,8 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
+    /// Build an image from a Dockerfile
+    Build(BuildArgs),
     /// List images
     #[command(visible_alias = "image-ls")]
     Images(ImagesArgs),
@@ -48,6 +50,8 @@ pub(crate) enum Command {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ImageCommand {
+    /// Build an image from a Dockerfile
+    Build(BuildArgs),
     /// List images
     #[command(alias = "list")]
     Ls(ImagesArgs),
@@ -179,4 +183,49 @@ pub(crate) struct PruneArgs {
     /// Do not prompt for confirmation
     #[arg(short, long)]
     pub(crate) force: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BuildArgs {
+    /// Name and optionally a tag in the "name:tag" format
+    #[arg(short, long = "tag", value_name = "NAME")]
+    pub(crate) tags: Vec<String>,
+    /// Name of the Dockerfile (default: "PATH/Dockerfile"; "-" reads it from stdin)
+    #[arg(short, long)]
+    pub(crate) file: Option<String>,
+    /// Set build-time variables
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    pub(crate) build_args: Vec<String>,
+    /// Set the target build stage to build
+    #[arg(long)]
+    pub(crate) target: Option<String>,
+    /// Set metadata for an image
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub(crate) labels: Vec<String>,
+    /// Set the networking mode for the RUN instructions during build (default, none, host)
+    #[arg(long, default_value = "default")]
+    pub(crate) network: String,
+    /// Add a custom host-to-IP mapping ("host:ip")
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    pub(crate) add_hosts: Vec<String>,
+    /// Write the image ID to the file
+    #[arg(long)]
+    pub(crate) iidfile: Option<std::path::PathBuf>,
+    /// Suppress the build output and print image ID on success
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+    /// Set type of progress output (auto, plain, tty, quiet)
+    #[arg(long, default_value = "auto")]
+    pub(crate) progress: String,
+    /// Set target platform for build
+    #[arg(long)]
+    pub(crate) platform: Option<String>,
+    /// Do not use cache when building the image
+    #[arg(long)]
+    pub(crate) no_cache: bool,
+    /// Always attempt to pull a newer version of the image
+    #[arg(long)]
+    pub(crate) pull: bool,
+    /// Build context: a directory, a tar archive, or "-" for a tar or a Dockerfile on stdin
+    pub(crate) context: String,
 }

@@ -2,8 +2,6 @@
 //! and line, a snippet with the failing lines marked `>>>`, the message and
 //! a hint.
 
-#![cfg_attr(not(test), allow(dead_code))]
-
 use std::fmt::Write;
 
 /// Renders `err` about `source` (the Dockerfile text) named `file_name`.
@@ -25,7 +23,7 @@ pub(crate) fn render_dockerfile_error(
 
 /// BuildKit's source snippet: a few lines of context (more for a one-line
 /// error), line numbers right-aligned in four columns.
-fn snippet(file_name: &str, source: &str, start: usize, end: usize) -> String {
+pub(crate) fn snippet(file_name: &str, source: &str, start: usize, end: usize) -> String {
     let lines: Vec<&str> = source.split('\n').collect();
     if start < 1 || start > lines.len() {
         return String::new();

@@ -3,7 +3,7 @@
 mod cli;
 mod commands;
 mod diagnostic;
-mod glob;
+mod progress;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -11,6 +11,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Must come first: the sandbox init is this binary re-executed, and it must stay
+    // single-threaded until it has set up its namespaces.
+    hoist_executor::init_if_requested();
     let cli = cli::Cli::parse();
     match commands::run(cli) {
         Ok(code) => code,

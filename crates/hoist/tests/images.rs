@@ -438,11 +438,32 @@ fn import_applies_changes_like_docker() {
     let tar = h.rootfs();
     let tar = tar.to_str().unwrap();
     h.ok(&[
-        "import", "-c", "ENV A=1 B=\"two words\"", "-c", "ENV C=${A}x", "-c", "EXPOSE 80 53/udp", "-c", "LABEL k=v",
-        "-c", "WORKDIR /app", "-c", "WORKDIR sub", "-c", "USER nobody", "-c", "CMD [\"sh\"]", "-c", "STOPSIGNAL SIGINT",
-        "-c", "VOLUME /data", tar, "changed",
+        "import",
+        "-c",
+        "ENV A=1 B=\"two words\"",
+        "-c",
+        "ENV C=${A}x",
+        "-c",
+        "EXPOSE 80 53/udp",
+        "-c",
+        "LABEL k=v",
+        "-c",
+        "WORKDIR /app",
+        "-c",
+        "WORKDIR sub",
+        "-c",
+        "USER nobody",
+        "-c",
+        "CMD [\"sh\"]",
+        "-c",
+        "STOPSIGNAL SIGINT",
+        "-c",
+        "VOLUME /data",
+        tar,
+        "changed",
     ]);
-    let config: serde_json::Value = serde_json::from_str(&h.ok(&["inspect", "-f", "{{json .Config}}", "changed"])).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&h.ok(&["inspect", "-f", "{{json .Config}}", "changed"])).unwrap();
     assert_eq!(
         config,
         serde_json::json!({
@@ -451,10 +472,36 @@ fn import_applies_changes_like_docker() {
             "StopSignal": "SIGINT", "Volumes": {"/data": {}},
         })
     );
-    h.ok(&["import", "-c", "CMD [\"x\"]", "-c", "ENTRYPOINT top -b", tar, "ep"]);
+    h.ok(&[
+        "import",
+        "-c",
+        "CMD [\"x\"]",
+        "-c",
+        "ENTRYPOINT top -b",
+        tar,
+        "ep",
+    ]);
     // Known difference: docker's typed config prints an absent Cmd as `[]`; ours is JSON-shaped.
-    assert_eq!(h.ok(&["inspect", "-f", "{{.Config.Entrypoint}} {{.Config.Cmd}}", "ep"]), "[/bin/sh -c top -b] <no value>\n");
-    assert_eq!(h.fails(&["import", "-c", "RUN echo", tar, "bad"]), "Error: RUN is not a valid change command\n");
-    assert_eq!(h.fails(&["import", "-c", "FROM x", tar, "bad"]), "Error: FROM is not a valid change command\n");
-    assert_eq!(h.ok(&["images", "-q", "bad"]), "", "nothing is imported when a change is refused");
+    assert_eq!(
+        h.ok(&[
+            "inspect",
+            "-f",
+            "{{.Config.Entrypoint}} {{.Config.Cmd}}",
+            "ep"
+        ]),
+        "[/bin/sh -c top -b] <no value>\n"
+    );
+    assert_eq!(
+        h.fails(&["import", "-c", "RUN echo", tar, "bad"]),
+        "Error: RUN is not a valid change command\n"
+    );
+    assert_eq!(
+        h.fails(&["import", "-c", "FROM x", tar, "bad"]),
+        "Error: FROM is not a valid change command\n"
+    );
+    assert_eq!(
+        h.ok(&["images", "-q", "bad"]),
+        "",
+        "nothing is imported when a change is refused"
+    );
 }

@@ -8,7 +8,7 @@ use hoist_store::{ImageRecord, Store};
 use serde_json::json;
 
 use crate::cli::ImagesArgs;
-use crate::glob::path_match;
+use hoist_engine::glob::path_match;
 
 struct Filters {
     dangling: Option<bool>,

@@ -1,6 +1,7 @@
 //! One module per verb; each takes its parsed arguments and the store, prints to stdout, and
 //! returns an error for `main` to render.
 
+mod build;
 mod changes;
 mod history;
 mod images;
@@ -24,6 +25,12 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     match cli.command {
+        Command::Build(a)
+        | Command::Image {
+            command: ImageCommand::Build(a),
+        } => {
+            return build::run(&open()?, &a, &mut out);
+        }
         Command::Images(a)
         | Command::Image {
             command: ImageCommand::Ls(a),

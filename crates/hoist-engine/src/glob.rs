@@ -2,7 +2,7 @@
 
 /// Whether `name` matches the shell pattern (`*` and `?` stop at `/`, `[…]` classes, `\` escapes).
 /// A malformed pattern matches nothing, as docker ignores the error.
-pub(crate) fn path_match(pattern: &str, name: &str) -> bool {
+pub fn path_match(pattern: &str, name: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let n: Vec<char> = name.chars().collect();
     matches(&p, &n)

@@ -1,0 +1,127 @@
+//! Where COPY reads from: the build context (filtered by .dockerignore) or the root filesystem of
+//! another stage or image, and the selection of files a source pattern names.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use hoist_dockerfile::ignore::Matcher;
+
+use crate::BuildError;
+use crate::fsutil::{clean, resolve};
+use crate::glob::path_match;
+
+/// A tree COPY can read.
+pub(crate) struct SourceTree<'a> {
+    pub(crate) root: PathBuf,
+    pub(crate) ignore: Option<&'a Matcher>,
+}
+
+/// One source a pattern selected: its real path and its path relative to the tree's root.
+#[derive(Debug, Clone)]
+pub(crate) struct Selected {
+    pub(crate) real: PathBuf,
+    pub(crate) rel: String,
+}
+
+impl SourceTree<'_> {
+    pub(crate) fn ignored(&self, rel: &str) -> bool {
+        // An unusable pattern was refused when the matcher was built; a path it cannot match
+        // counts as included.
+        self.ignore
+            .is_some_and(|m| !rel.is_empty() && m.matches(rel).unwrap_or(false))
+    }
+
+    /// Expands a COPY source (wildcards in any component) into existing paths, sorted.
+    pub(crate) fn select(&self, pattern: &str) -> Result<Vec<Selected>, BuildError> {
+        let parts = clean(pattern);
+        let mut found = vec![(Vec::<String>::new(), self.root.clone())];
+        for part in &parts {
+            let wild = part.contains(['*', '?', '[']);
+            let mut next = Vec::new();
+            for (rel, _) in &found {
+                let rel_str = rel.join("/");
+                let dir = resolve(&self.root, &rel_str, true);
+                if wild {
+                    let Ok(entries) = fs::read_dir(&dir) else {
+                        continue;
+                    };
+                    let mut names: Vec<String> = entries
+                        .flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect();
+                    names.sort();
+                    for name in names {
+                        if path_match(part, &name) {
+                            let mut r = rel.clone();
+                            r.push(name);
+                            let real = self.root.join(r.join("/"));
+                            next.push((r, real));
+                        }
+                    }
+                } else {
+                    let mut r = rel.clone();
+                    r.push(part.clone());
+                    let real = dir.join(part);
+                    next.push((r, real));
+                }
+            }
+            found = next;
+        }
+        let mut out = Vec::new();
+        for (rel, _) in found {
+            let rel = rel.join("/");
+            if self.ignored(&rel) {
+                continue;
+            }
+            // The source itself is followed if it is a symlink (docker's COPY does).
+            let real = resolve(&self.root, &rel, true);
+            if fs::symlink_metadata(&real).is_ok() {
+                out.push(Selected { real, rel });
+            }
+        }
+        if out.is_empty() {
+            let shown = format!("/{}", parts.join("/"));
+            return Err(BuildError::SourceNotFound(shown));
+        }
+        Ok(out)
+    }
+}
+
+/// Walks `dir` (a selected directory), yielding paths relative to it, parents before children,
+/// in name order, skipping what .dockerignore excludes (`base_rel` is `dir`'s path in the tree).
+pub(crate) fn walk(
+    tree: &SourceTree<'_>,
+    dir: &Path,
+    base_rel: &str,
+    out: &mut Vec<(PathBuf, String)>,
+) -> Result<(), BuildError> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map_err(|e| BuildError::io("reading", dir, e))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for name in names {
+        let rel_in_tree = if base_rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{base_rel}/{name}")
+        };
+        if tree.ignored(&rel_in_tree) {
+            // An excluded directory may still hold re-included paths (`!` patterns).
+            let path = dir.join(&name);
+            let is_dir = fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+            if !(is_dir && tree.ignore.is_some_and(Matcher::has_exclusions)) {
+                continue;
+            }
+        }
+        let path = dir.join(&name);
+        out.push((path.clone(), name.clone()));
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            let mut sub = Vec::new();
+            walk(tree, &path, &rel_in_tree, &mut sub)?;
+            out.extend(sub.into_iter().map(|(p, r)| (p, format!("{name}/{r}"))));
+        }
+    }
+    Ok(())
+}

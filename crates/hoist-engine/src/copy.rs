@@ -1,0 +1,388 @@
+//! COPY and ADD: the selected sources become a tar stream with their destination paths, owners
+//! and modes, which is applied onto the merged view of the stage being built. The applier
+//! resolves every destination inside the root, so a symlink in the image cannot send a write
+//! outside it, and overlayfs records exactly what changed in the upper directory.
+
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use hoist_plan::{Chmod, Copy};
+
+use crate::BuildError;
+use crate::context::{SourceTree, walk};
+use crate::fsutil::{clean, resolve};
+use crate::userdb::{Owner, resolve_chown};
+
+/// One member of the stream: a file from a source tree, a directory to create, or inline text.
+enum Item {
+    Path { real: PathBuf, meta: fs::Metadata },
+    Dir { mode: u32, mtime: i64 },
+    Inline { content: Vec<u8>, mode: u32 },
+}
+
+struct Member {
+    dest: String,
+    item: Item,
+}
+
+fn is_dir_in_root(root: &Path, path: &str) -> bool {
+    fs::metadata(resolve(root, path, true)).is_ok_and(|m| m.is_dir())
+}
+
+fn exists_in_root(root: &Path, path: &str) -> bool {
+    fs::symlink_metadata(resolve(root, path, false)).is_ok()
+}
+
+/// Applies a symbolic mode (`u=rwX,go=rX`, `+x`, `g-w`) to `mode`.
+pub(crate) fn symbolic_mode(spec: &str, mode: u32, is_dir: bool) -> Result<u32, BuildError> {
+    let bad = || BuildError::Invalid(format!("invalid chmod {spec:?}"));
+    let mut mode = mode & 0o7777;
+    for clause in spec.split(',') {
+        let op_at = clause.find(['+', '-', '=']).ok_or_else(bad)?;
+        let (who, rest) = clause.split_at(op_at);
+        let who_mask = if who.is_empty() || who.contains('a') {
+            0o7777
+        } else {
+            let mut m = 0;
+            for c in who.chars() {
+                m |= match c {
+                    'u' => 0o4700,
+                    'g' => 0o2070,
+                    'o' => 0o1007,
+                    _ => return Err(bad()),
+                };
+            }
+            m
+        };
+        let mut chars = rest.chars();
+        let op = chars.next().ok_or_else(bad)?;
+        let mut bits = 0u32;
+        for c in chars {
+            bits |= match c {
+                'r' => 0o444,
+                'w' => 0o222,
+                'x' => 0o111,
+                'X' if is_dir || mode & 0o111 != 0 => 0o111,
+                'X' => 0,
+                's' => 0o6000,
+                't' => 0o1000,
+                _ => return Err(bad()),
+            };
+        }
+        let bits = bits & who_mask;
+        mode = match op {
+            '+' => mode | bits,
+            '-' => mode & !bits,
+            _ => (mode & !(who_mask & 0o7777)) | bits,
+        };
+    }
+    Ok(mode)
+}
+
+fn file_mode(chmod: Option<&Chmod>, original: u32, is_dir: bool) -> Result<u32, BuildError> {
+    match chmod {
+        None => Ok(original & 0o7777),
+        Some(Chmod::Octal(m)) => Ok(*m & 0o7777),
+        Some(Chmod::Symbolic(s)) => symbolic_mode(s, original, is_dir),
+    }
+}
+
+/// Plans the members of one COPY: `trees` are the source trees for `copy.sources` (the context
+/// or a stage), `root` the merged destination view.
+fn plan(
+    copy: &Copy,
+    tree: &SourceTree<'_>,
+    root: &Path,
+) -> Result<(Vec<Member>, Owner), BuildError> {
+    let owner = copy
+        .chown
+        .as_deref()
+        .map(|c| resolve_chown(root, c))
+        .unwrap_or_default();
+    let mut selected = Vec::new();
+    let mut wildcard = false;
+    for src in &copy.sources {
+        if src.contains("://") {
+            return Err(BuildError::Unsupported(format!(
+                "{} from a URL ({src})",
+                if copy.add { "ADD" } else { "COPY" }
+            )));
+        }
+        wildcard |= src.contains(['*', '?', '[']);
+        selected.extend(tree.select(src)?);
+    }
+    let many = selected.len() + copy.inline.len() > 1 || wildcard;
+    let dest_is_dir_syntax =
+        copy.dest.ends_with('/') || copy.dest.ends_with("/.") || copy.dest == ".";
+    let dest = clean(&copy.dest).join("/");
+    if many && !dest_is_dir_syntax && !is_dir_in_root(root, &dest) {
+        return Err(BuildError::Invalid(
+            "When using COPY with more than one source file, the destination must be a directory and end with a /".into(),
+        ));
+    }
+    let mut members = Vec::new();
+    let join = |base: &str, name: &str| {
+        if base.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{base}/{name}")
+        }
+    };
+    for sel in &selected {
+        let meta = fs::metadata(&sel.real).map_err(|e| BuildError::io("reading", &sel.real, e))?;
+        let base_rel = sel.rel.clone();
+        if meta.is_dir() {
+            // A directory's contents go into the destination (or under its path with --parents).
+            let target = if copy.parents {
+                join(&dest, &base_rel)
+            } else {
+                dest.clone()
+            };
+            if !target.is_empty() && !exists_in_root(root, &target) {
+                members.push(Member {
+                    dest: target.clone(),
+                    item: Item::Path {
+                        real: sel.real.clone(),
+                        meta: meta.clone(),
+                    },
+                });
+            }
+            let mut children = Vec::new();
+            walk(tree, &sel.real, &base_rel, &mut children)?;
+            for (real, rel) in children {
+                let m =
+                    fs::symlink_metadata(&real).map_err(|e| BuildError::io("reading", &real, e))?;
+                members.push(Member {
+                    dest: join(&target, &rel),
+                    item: Item::Path { real, meta: m },
+                });
+            }
+        } else {
+            let name = Path::new(&sel.rel)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let target = if copy.parents {
+                join(&dest, &base_rel)
+            } else if dest_is_dir_syntax || many || is_dir_in_root(root, &dest) {
+                join(&dest, &name)
+            } else {
+                dest.clone()
+            };
+            members.push(Member {
+                dest: target,
+                item: Item::Path {
+                    real: sel.real.clone(),
+                    meta,
+                },
+            });
+        }
+    }
+    for inline in &copy.inline {
+        let target = if dest_is_dir_syntax || many || is_dir_in_root(root, &dest) {
+            join(&dest, &inline.name)
+        } else {
+            dest.clone()
+        };
+        members.push(Member {
+            dest: target,
+            item: Item::Inline {
+                content: inline.content.clone().into_bytes(),
+                mode: inline.mode,
+            },
+        });
+    }
+    // Parents of every destination that do not exist yet are created (0755, owned by --chown).
+    let mut parents: Vec<String> = Vec::new();
+    for m in &members {
+        let parts: Vec<&str> = m.dest.split('/').collect();
+        for i in 1..parts.len() {
+            let p = parts[..i].join("/");
+            if !parents.contains(&p)
+                && !members.iter().any(|x| x.dest == p)
+                && !exists_in_root(root, &p)
+            {
+                parents.push(p);
+            }
+        }
+    }
+    let now = jiff::Timestamp::now().as_second();
+    let mut all: Vec<Member> = parents
+        .into_iter()
+        .map(|p| Member {
+            dest: p,
+            item: Item::Dir {
+                mode: 0o755,
+                mtime: now,
+            },
+        })
+        .collect();
+    all.extend(members);
+    Ok((all, owner))
+}
+
+fn write_stream(
+    members: Vec<Member>,
+    owner: Owner,
+    chmod: Option<Chmod>,
+    out: impl io::Write,
+) -> io::Result<()> {
+    let mut tar = tar::Builder::new(out);
+    tar.follow_symlinks(false);
+    for m in members {
+        let mut h = tar::Header::new_gnu();
+        h.set_uid(u64::from(owner.uid));
+        h.set_gid(u64::from(owner.gid));
+        let path = m.dest;
+        match m.item {
+            Item::Dir { mode, mtime } => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(mode);
+                h.set_mtime(u64::try_from(mtime).unwrap_or(0));
+                h.set_size(0);
+                tar.append_data(&mut h, format!("{path}/"), io::empty())?;
+            }
+            Item::Inline { content, mode } => {
+                h.set_entry_type(tar::EntryType::Regular);
+                let mode = file_mode(chmod.as_ref(), mode, false).map_err(io::Error::other)?;
+                h.set_mode(mode);
+                h.set_mtime(u64::try_from(jiff::Timestamp::now().as_second()).unwrap_or(0));
+                h.set_size(content.len() as u64);
+                tar.append_data(&mut h, &path, &content[..])?;
+            }
+            Item::Path { real, meta } => {
+                h.set_mtime(u64::try_from(meta.mtime()).unwrap_or(0));
+                let ft = meta.file_type();
+                let mode = file_mode(chmod.as_ref(), meta.permissions().mode(), ft.is_dir())
+                    .map_err(io::Error::other)?;
+                h.set_mode(mode);
+                if ft.is_dir() {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_size(0);
+                    tar.append_data(&mut h, format!("{path}/"), io::empty())?;
+                } else if ft.is_symlink() {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_size(0);
+                    let target = fs::read_link(&real)?;
+                    tar.append_link(&mut h, &path, target)?;
+                } else if ft.is_file() {
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_size(meta.len());
+                    let f = fs::File::open(&real)?;
+                    tar.append_data(&mut h, &path, f.take(meta.len()))?;
+                }
+                // Sockets, fifos and devices in a source are skipped, as BuildKit's copy does.
+            }
+        }
+    }
+    tar.finish()
+}
+
+/// Runs one COPY/ADD onto the merged view `root`.
+pub(crate) fn copy(copy_op: &Copy, tree: &SourceTree<'_>, root: &Path) -> Result<(), BuildError> {
+    let (members, owner) = plan(copy_op, tree, root)?;
+    if copy_op.add {
+        if let Some(done) = add_archives(copy_op, &members, root)? {
+            return done;
+        }
+    }
+    let (reader, writer) = io::pipe().map_err(|e| BuildError::io("making a pipe for", root, e))?;
+    let chmod = copy_op.chmod.clone();
+    let producer = std::thread::spawn(move || write_stream(members, owner, chmod, writer));
+    let opts = hoist_layer::ApplyOptions {
+        whiteouts: hoist_layer::WhiteoutMode::Apply,
+        follow_symlinks_in_root: true,
+        ..hoist_layer::ApplyOptions::default()
+    };
+    let applied = hoist_layer::apply_layer(reader, root, &opts);
+    let produced = producer
+        .join()
+        .map_err(|_| BuildError::Invalid("the copy stream writer panicked".into()))?;
+    produced.map_err(|e| BuildError::io("reading sources for", root, e))?;
+    applied?;
+    Ok(())
+}
+
+/// ADD of a local archive unpacks it into the destination directory instead of copying it.
+fn add_archives(
+    copy_op: &Copy,
+    members: &[Member],
+    root: &Path,
+) -> Result<Option<Result<(), BuildError>>, BuildError> {
+    if copy_op.unpack == Some(false) {
+        return Ok(None);
+    }
+    let archives: Vec<&Member> = members
+        .iter()
+        .filter(
+            |m| matches!(&m.item, Item::Path { real, meta } if meta.is_file() && is_archive(real)),
+        )
+        .collect();
+    if archives.is_empty() {
+        return Ok(None);
+    }
+    if archives.len()
+        != members
+            .iter()
+            .filter(|m| matches!(m.item, Item::Path { .. } | Item::Inline { .. }))
+            .count()
+    {
+        return Err(BuildError::Unsupported(
+            "ADD of archives mixed with other sources".into(),
+        ));
+    }
+    let dest = clean(&copy_op.dest).join("/");
+    let target = resolve(root, &dest, true);
+    fs::create_dir_all(&target).map_err(|e| BuildError::io("creating", &target, e))?;
+    for m in archives {
+        let Item::Path { real, .. } = &m.item else {
+            continue;
+        };
+        let f = fs::File::open(real).map_err(|e| BuildError::io("opening", real, e))?;
+        let decoded = hoist_layer::decompress(io::BufReader::new(f))
+            .map_err(|e| BuildError::io("reading", real, e))?;
+        let opts = hoist_layer::ApplyOptions {
+            whiteouts: hoist_layer::WhiteoutMode::Apply,
+            follow_symlinks_in_root: true,
+            ..hoist_layer::ApplyOptions::default()
+        };
+        hoist_layer::apply_layer(decoded, &target, &opts)?;
+    }
+    Ok(Some(Ok(())))
+}
+
+/// Whether a file is a tar archive, plain or compressed (the test docker's ADD applies).
+fn is_archive(path: &Path) -> bool {
+    let Ok(f) = fs::File::open(path) else {
+        return false;
+    };
+    let Ok(mut decoded) = hoist_layer::decompress(io::BufReader::new(f)) else {
+        return false;
+    };
+    let mut block = vec![0u8; 512];
+    let mut got = 0;
+    while got < 512 {
+        match decoded.read(&mut block[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    got == 512 && &block[257..262] == b"ustar"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::symbolic_mode;
+
+    #[test]
+    fn symbolic_modes() {
+        assert_eq!(symbolic_mode("u=rwX,go=rX", 0o600, false).unwrap(), 0o644);
+        assert_eq!(symbolic_mode("u=rwX,go=rX", 0o700, true).unwrap(), 0o755);
+        assert_eq!(symbolic_mode("+x", 0o644, false).unwrap(), 0o755);
+        assert_eq!(symbolic_mode("g-w,o-r", 0o664, false).unwrap(), 0o660);
+        assert_eq!(symbolic_mode("a=r", 0o777, false).unwrap(), 0o444);
+        assert!(symbolic_mode("q+x", 0o644, false).is_err());
+    }
+}

@@ -1,0 +1,53 @@
+//! Path resolution inside a root with chroot semantics: `..` stops at the root and absolute
+//! symlinks restart from it. Sources (the context, other stages) and destinations (the image
+//! being built) are both resolved this way, so no path an image or a context contains can make
+//! the engine read or write outside the tree it means.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Lexically cleans a slash path: no empty, `.` or `..` components (`..` stops at the top).
+pub(crate) fn clean(path: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            p => out.push(p.to_owned()),
+        }
+    }
+    out
+}
+
+/// Resolves `path` under `root`, following symlinks (all of them, or all but the last when
+/// `follow_last` is false) inside the root. Missing trailing components are kept as they are.
+pub(crate) fn resolve(root: &Path, path: &str, follow_last: bool) -> PathBuf {
+    let mut pending: Vec<String> = clean(path).into_iter().rev().collect();
+    let mut done: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(part) = pending.pop() {
+        let candidate = root.join(done.iter().collect::<PathBuf>()).join(&part);
+        let is_last = pending.is_empty();
+        let link = if is_last && !follow_last {
+            None
+        } else {
+            fs::read_link(&candidate).ok()
+        };
+        match link {
+            Some(target) if hops < 40 => {
+                hops += 1;
+                let target = target.to_string_lossy().into_owned();
+                if target.starts_with('/') {
+                    done.clear();
+                }
+                for p in clean(&target).into_iter().rev() {
+                    pending.push(p);
+                }
+            }
+            _ => done.push(part),
+        }
+    }
+    root.join(done.iter().collect::<PathBuf>())
+}
