@@ -14,6 +14,9 @@ use crate::glob::path_match;
 pub(crate) struct SourceTree<'a> {
     pub(crate) root: PathBuf,
     pub(crate) ignore: Option<&'a Matcher>,
+    /// COPY `--exclude` patterns, matched against paths relative to the tree and to the
+    /// selected directory.
+    pub(crate) exclude: Option<Matcher>,
 }
 
 /// One source a pattern selected: its real path and its path relative to the tree's root.
@@ -27,8 +30,14 @@ impl SourceTree<'_> {
     pub(crate) fn ignored(&self, rel: &str) -> bool {
         // An unusable pattern was refused when the matcher was built; a path it cannot match
         // counts as included.
-        self.ignore
-            .is_some_and(|m| !rel.is_empty() && m.matches(rel).unwrap_or(false))
+        let hit = |m: &Matcher| !rel.is_empty() && m.matches(rel).unwrap_or(false);
+        self.ignore.is_some_and(hit) || self.exclude.as_ref().is_some_and(hit)
+    }
+
+    fn excluded_below(&self, rel_in_dir: &str) -> bool {
+        self.exclude
+            .as_ref()
+            .is_some_and(|m| !rel_in_dir.is_empty() && m.matches(rel_in_dir).unwrap_or(false))
     }
 
     /// Expands a COPY source (wildcards in any component) into existing paths, sorted.
@@ -95,6 +104,19 @@ pub(crate) fn walk(
     base_rel: &str,
     out: &mut Vec<(PathBuf, String)>,
 ) -> Result<(), BuildError> {
+    let mut all = Vec::new();
+    walk_inner(tree, dir, base_rel, &mut all)?;
+    // `--exclude` also matches relative to the directory being copied.
+    out.extend(all.into_iter().filter(|(_, rel)| !tree.excluded_below(rel)));
+    Ok(())
+}
+
+fn walk_inner(
+    tree: &SourceTree<'_>,
+    dir: &Path,
+    base_rel: &str,
+    out: &mut Vec<(PathBuf, String)>,
+) -> Result<(), BuildError> {
     let mut names: Vec<String> = fs::read_dir(dir)
         .map_err(|e| BuildError::io("reading", dir, e))?
         .flatten()
@@ -119,7 +141,7 @@ pub(crate) fn walk(
         out.push((path.clone(), name.clone()));
         if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
             let mut sub = Vec::new();
-            walk(tree, &path, &rel_in_tree, &mut sub)?;
+            walk_inner(tree, &path, &rel_in_tree, &mut sub)?;
             out.extend(sub.into_iter().map(|(p, r)| (p, format!("{name}/{r}"))));
         }
     }

@@ -494,6 +494,20 @@ impl Run<'_, '_> {
             }
             n += 1;
             let name = vertex(n, &step.source);
+            if matches!(step.op, Op::Exec(_))
+                && !oci_platform(&stage.platform).matches(&Platform::host())
+            {
+                let message = format!(
+                    "running a {} command on this {} machine is not supported yet",
+                    stage.platform,
+                    Platform::host()
+                );
+                return Err(BuildError::Step {
+                    lines: step.lines,
+                    vertex: name,
+                    message,
+                });
+            }
             let id = self.start(&name);
             let started = Instant::now();
             self.step(id, &step.op, &mut image, &mut flags, done)
@@ -609,10 +623,18 @@ impl Run<'_, '_> {
                         self.empty,
                     )?;
                     let from_mount;
-                    let tree = match &c.from {
+                    let exclude = if c.excludes.is_empty() {
+                        None
+                    } else {
+                        let m = Matcher::new(c.excludes.clone())
+                            .map_err(|e| BuildError::Invalid(format!("invalid --exclude: {e}")))?;
+                        Some(m)
+                    };
+                    let mut tree = match &c.from {
                         SourceRef::Context => context::SourceTree {
                             root: self.opts.context.clone(),
                             ignore: self.ignore,
+                            exclude: None,
                         },
                         SourceRef::Stage(i) => {
                             let other = done.get(*i).cloned().flatten().ok_or_else(|| {
@@ -627,6 +649,7 @@ impl Run<'_, '_> {
                             context::SourceTree {
                                 root: from_mount.path().to_owned(),
                                 ignore: None,
+                                exclude: None,
                             }
                         }
                         SourceRef::Image(reference) => {
@@ -647,9 +670,11 @@ impl Run<'_, '_> {
                             context::SourceTree {
                                 root: from_mount.path().to_owned(),
                                 ignore: None,
+                                exclude: None,
                             }
                         }
                     };
+                    tree.exclude = exclude;
                     copy::copy(c, &tree, mount.path())?;
                 }
                 self.commit(image, &upper)?;
@@ -660,15 +685,27 @@ impl Run<'_, '_> {
                 if !e.mounts.is_empty() {
                     return Err(BuildError::Unsupported("RUN --mount".into()));
                 }
-                if !e.inline_files.is_empty() {
-                    return Err(BuildError::Unsupported(
-                        "RUN with a heredoc script file".into(),
-                    ));
-                }
                 if e.security == hoist_plan::Security::Insecure {
                     return Err(BuildError::Unsupported("RUN --security=insecure".into()));
                 }
-                let (_dir, upper, work) = self.upper()?;
+                let (dir, upper, work) = self.upper()?;
+                // Heredoc scripts with a shebang run from read-only files under /dev/pipes/.
+                let mut mounts = Vec::new();
+                for f in &e.inline_files {
+                    let path = dir.path().join(format!("pipe-{}", mounts.len()));
+                    std::fs::write(&path, &f.content)
+                        .map_err(|err| BuildError::io("writing", &path, err))?;
+                    std::fs::set_permissions(
+                        &path,
+                        std::os::unix::fs::PermissionsExt::from_mode(f.mode),
+                    )
+                    .map_err(|err| BuildError::io("chmod", &path, err))?;
+                    mounts.push(hoist_executor::Mount::Bind {
+                        source: path,
+                        target: format!("/dev/pipes/{}", f.name),
+                        readonly: true,
+                    });
+                }
                 let network = match (e.network, self.opts.network) {
                     (hoist_plan::Network::None, _)
                     | (hoist_plan::Network::Default, NetworkMode::None) => {
@@ -691,7 +728,7 @@ impl Run<'_, '_> {
                     hostname: hoist_executor::DEFAULT_HOSTNAME.into(),
                     network,
                     extra_hosts: self.opts.extra_hosts.clone(),
-                    mounts: Vec::new(),
+                    mounts,
                     stdin: hoist_executor::Stdin::Null,
                     tty: false,
                 };
