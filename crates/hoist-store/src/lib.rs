@@ -30,6 +30,7 @@
 mod archive;
 mod blob;
 mod error;
+mod registry;
 
 use std::fs::{self, File};
 use std::io::{self, Read};
