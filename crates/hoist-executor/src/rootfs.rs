@@ -144,9 +144,15 @@ fn mount_root(rootfs: &Rootfs, state: &Path, merged: &Path) -> Result<()> {
             } else {
                 lowerdirs.iter().map(PathBuf::as_path).collect()
             };
-            for lower in lowers {
-                rustix::mount::fsconfig_set_string(&fs, "lowerdir+", lower)
-                    .map_err(err(&format!("lowerdir+ {}", lower.display())))?;
+            for (i, lower) in lowers.iter().copied().enumerate() {
+                match rustix::mount::fsconfig_set_string(&fs, "lowerdir+", lower) {
+                    Ok(()) => {}
+                    // Before Linux 6.8 "lowerdir+" is unknown: use mount(2) instead.
+                    Err(rustix::io::Errno::INVAL) if i == 0 => {
+                        return mount_overlay_legacy(&lowers, upperdir, workdir, merged);
+                    }
+                    Err(e) => return Err(err(&format!("lowerdir+ {}", lower.display()))(e)),
+                }
             }
             rustix::mount::fsconfig_set_string(&fs, "upperdir", upperdir)
                 .map_err(err(&format!("upperdir {}", upperdir.display())))?;
@@ -171,6 +177,60 @@ fn mount_root(rootfs: &Rootfs, state: &Path, merged: &Path) -> Result<()> {
             .map_err(err("move_mount"))
         }
     }
+}
+
+/// mount(2) takes all options in one page. Paths relative to their common parent (we chdir
+/// there) keep the string short for many layers under one store directory.
+fn mount_overlay_legacy(lowers: &[&Path], upper: &Path, work: &Path, merged: &Path) -> Result<()> {
+    let what = "the overlay root (mount(2))";
+    let all: Vec<&Path> = lowers.iter().copied().chain([upper, work]).collect();
+    let mut common = all[0].parent().unwrap_or(Path::new("/")).to_path_buf();
+    while !all.iter().all(|p| p.starts_with(&common)) {
+        if !common.pop() {
+            break;
+        }
+    }
+    // overlayfs splits options on ',' and lower dirs on ':'; a backslash escapes either.
+    let rel = |p: &Path| {
+        let r = p
+            .strip_prefix(&common)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .into_owned();
+        let r = if r.is_empty() { ".".to_owned() } else { r };
+        r.replace('\\', "\\\\")
+            .replace(',', "\\,")
+            .replace(':', "\\:")
+    };
+    let lower: Vec<String> = lowers.iter().map(|p| rel(p)).collect();
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off",
+        lower.join(":"),
+        rel(upper),
+        rel(work)
+    );
+    if data.len() >= 4096 {
+        return Err(SandboxError::Mount {
+            what: format!("{what} with {} layers", lowers.len()),
+            target: merged.display().to_string(),
+            errno: Errno(libc::E2BIG),
+        });
+    }
+    let data = std::ffi::CString::new(data).map_err(|_| SandboxError::Mount {
+        what: what.to_owned(),
+        target: merged.display().to_string(),
+        errno: Errno(libc::EINVAL),
+    })?;
+    rustix::process::chdir(&common).map_err(mount_err(what, merged))?;
+    let mounted = rustix::mount::mount(
+        "overlay",
+        merged,
+        "overlay",
+        MountFlags::empty(),
+        data.as_c_str(),
+    );
+    rustix::process::chdir("/").map_err(mount_err(what, merged))?;
+    mounted.map_err(mount_err(what, merged))
 }
 
 fn capture(source: &Path, target: &str, readonly: bool, recursive: bool) -> Result<Pending> {

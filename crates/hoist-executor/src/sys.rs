@@ -1,7 +1,7 @@
 //! The crate's only `unsafe`: thin wrappers over the few syscalls rustix does not offer safely
 //! (fork, execve, signal dispositions, kill(-1), the loopback ioctl, fd hand-over across exec).
-//! Each wrapper is safe to call; its proof is next to its block.
-#![allow(unsafe_code)]
+//! Each wrapper is safe to call; its proof is next to its block, and only these functions opt
+//! out of the crate's `deny(unsafe_code)`.
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -32,6 +32,7 @@ fn thread_count() -> Option<usize> {
 }
 
 /// `fork()`, refused unless the process is provably single-threaded.
+#[expect(unsafe_code)]
 pub(crate) fn fork() -> Result<Fork, Errno> {
     if thread_count() != Some(1) {
         // Forking a multi-threaded process leaves locks held by other threads locked forever.
@@ -50,6 +51,7 @@ pub(crate) fn fork() -> Result<Fork, Errno> {
 }
 
 /// `unshare(flags)`. Only namespace flags are accepted.
+#[expect(unsafe_code)]
 pub(crate) fn unshare(flags: rustix::thread::UnshareFlags) -> Result<(), Errno> {
     use rustix::thread::UnshareFlags as F;
     let namespaces = F::NEWNS | F::NEWPID | F::NEWUTS | F::NEWIPC | F::NEWNET | F::NEWCGROUP;
@@ -63,6 +65,7 @@ pub(crate) fn unshare(flags: rustix::thread::UnshareFlags) -> Result<(), Errno> 
 
 /// Reset every signal disposition to default and unblock all signals, so the command does not
 /// inherit Rust's ignored SIGPIPE.
+#[expect(unsafe_code)]
 pub(crate) fn reset_signals() {
     for sig in 1..=64 {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
@@ -81,6 +84,7 @@ pub(crate) fn reset_signals() {
 }
 
 /// `execve(path, argv, envp)`; returns only on failure.
+#[expect(unsafe_code)]
 pub(crate) fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> Errno {
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
@@ -93,12 +97,14 @@ pub(crate) fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> Errno {
 }
 
 /// `kill(-1, SIGKILL)`: from pid 1 of a pid namespace, kills every other process in it.
+#[expect(unsafe_code)]
 pub(crate) fn kill_all_others() {
     // SAFETY: kill takes no pointers; pid -1 from the namespace's init never signals the caller.
     unsafe { libc::kill(-1, libc::SIGKILL) };
 }
 
 /// Bring `lo` up in the current network namespace (SIOCGIFFLAGS, then SIOCSIFFLAGS with IFF_UP).
+#[expect(unsafe_code)]
 pub(crate) fn loopback_up() -> Result<(), Errno> {
     use rustix::net::{AddressFamily, SocketType, socket};
     let sock = socket(AddressFamily::INET, SocketType::DGRAM, None).map_err(Errno::from)?;
@@ -124,6 +130,7 @@ pub(crate) fn loopback_up() -> Result<(), Errno> {
 /// Take ownership of an fd the parent placed at `fd` across exec.
 ///
 /// Returns `None` if it is not open. Must be called at most once per fd (the init does, at start).
+#[expect(unsafe_code)]
 pub(crate) fn take_inherited_fd(fd: RawFd) -> Option<OwnedFd> {
     // SAFETY: F_GETFD only queries the descriptor table.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
@@ -136,6 +143,7 @@ pub(crate) fn take_inherited_fd(fd: RawFd) -> Option<OwnedFd> {
 
 /// Make `cmd` receive each `(fd, at)` at descriptor number `at` (without close-on-exec).
 /// Every `fd` must be numbered above every `at`, so no dup2 clobbers a later source.
+#[expect(unsafe_code)]
 pub(crate) fn pass_fds(cmd: &mut Command, fds: Vec<(OwnedFd, RawFd)>) {
     let max_target = fds.iter().map(|(_, at)| *at).max().unwrap_or(0);
     assert!(

@@ -61,6 +61,8 @@ fn main() {
         ("dir_rootfs_and_scratch", dir_rootfs_and_scratch),
         ("stdin_null_and_tty", stdin_null_and_tty),
         ("concurrent_threads", concurrent_threads),
+        ("many_layers", many_layers),
+        ("etc_symlink_stays_inside", etc_symlink_stays_inside),
     ];
     let mut failed = Vec::new();
     let mut ran = 0;
@@ -666,4 +668,47 @@ fn concurrent_threads() {
         .collect();
     let outs: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert_eq!(outs, ["0\n", "1\n", "2\n"]);
+}
+
+fn many_layers() {
+    // 120 lower dirs with long names: far beyond mount(2)'s one-page option string.
+    let f = fixture(false);
+    let mut lowerdirs = Vec::new();
+    for i in 0..120 {
+        let d = f
+            ._dir
+            .path()
+            .join(format!("layer-{i:03}-{}", "x".repeat(40)));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("f{i}")), format!("{i}\n")).unwrap();
+        std::fs::write(d.join("top"), format!("{i}\n")).unwrap();
+        lowerdirs.push(d);
+    }
+    lowerdirs.push(f.lower.clone());
+    let mut spec = f.sh("cat /f0 /f119 /top");
+    spec.rootfs = Rootfs::Overlay {
+        lowerdirs,
+        upperdir: f.upper.clone(),
+        workdir: f.work.clone(),
+    };
+    // Topmost first: layer 0 wins for /top.
+    assert_eq!(out(&spec), "0\n119\n0\n");
+}
+
+fn etc_symlink_stays_inside() {
+    // An image whose /etc is a dangling symlink out of the root: the stubs are created at the
+    // link's destination resolved inside the sandbox, never on the host, and removed again.
+    let f = fixture(false);
+    let escape = format!("hoist-escape-{}", std::process::id());
+    std::os::unix::fs::symlink(format!("/../../../../{escape}/etc"), f.lower.join("etc")).unwrap();
+    assert_eq!(out(&f.spec(&["cat", "/etc/hostname"])), "buildkitsandbox\n");
+    assert!(
+        !Path::new("/").join(&escape).exists(),
+        "a stub escaped to the host"
+    );
+    let paths = f.upper_paths();
+    assert!(
+        !paths.iter().any(|p| p.starts_with(&escape)),
+        "stubs left: {paths:?}"
+    );
 }
