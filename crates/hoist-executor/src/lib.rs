@@ -3,8 +3,8 @@
 //!
 //! # Process model
 //!
-//! The builder is multi-threaded, and `unshare` of the mount and user namespaces (and a clean
-//! `fork`) need a single-threaded process. So [`run`] never unshares in the caller: it re-execs
+//! The builder is multi-threaded, and entering new namespaces (and a clean `fork`) needs a
+//! single-threaded process. So [`run`] never unshares in the caller: it re-execs
 //! `/proc/self/exe` with a hidden first argument ([`INIT_ARG`]). The binary's `main` calls
 //! [`init_if_requested`] first thing, which turns that fresh, single-threaded process into the
 //! sandbox init:
@@ -24,6 +24,10 @@
 //!
 //! This is the only crate of hoist allowed `unsafe`; it lives in the `sys` module, each block with
 //! its `// SAFETY:` proof.
+//!
+//! Tests: `cargo test -p hoist-executor` needs root and Debian's `busybox-static`, and fails
+//! without them. `tests/sandbox.rs` is a `harness = false` binary whose `main` calls
+//! [`init_if_requested`] first, as `hoist`'s does, so the re-exec finds the init.
 
 mod error;
 mod init;
