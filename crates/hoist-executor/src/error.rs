@@ -140,7 +140,7 @@ pub enum SandboxError {
         #[source]
         errno: Errno,
     },
-    /// argv[0] is not in PATH (runc's wording).
+    /// `argv[0]` is not in PATH (runc's wording).
     #[error("exec: \"{name}\": executable file not found in $PATH")]
     NotFound { name: String },
     /// execve failed.
