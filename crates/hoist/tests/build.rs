@@ -1,0 +1,595 @@
+//! `hoist build` through the binary: its flags, context forms, RUN's sandbox as a build sees it,
+//! and failures rendered as BuildKit renders them. (Byte-level agreement with docker's BuildKit
+//! is the differential suite's job.)
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Stdio;
+
+use common::Hoist;
+
+/// A store with the fixed busybox image loaded as `busybox`.
+fn with_busybox() -> Hoist {
+    let h = Hoist::new();
+    let archive = hoist_test::fixed_archive(h.dir.path(), &["busybox:latest"]);
+    h.ok(&["load", "-i", archive.to_str().unwrap()]);
+    h
+}
+
+/// Writes a context directory with the given files.
+fn context(h: &Hoist, name: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
+    let dir = h.path(name);
+    for (path, content) in files {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+    dir
+}
+
+/// Every layer of an image as a list of tar entries (`path type mode uid:gid`), via `hoist save`.
+fn layers(h: &Hoist, image: &str) -> Vec<Vec<String>> {
+    let archive = h.path(&format!("{}.tar", image.replace([':', '/'], "_")));
+    h.ok(&["save", "-o", archive.to_str().unwrap(), image]);
+    let mut outer = tar::Archive::new(std::fs::File::open(&archive).unwrap());
+    let mut blobs: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut manifest = Vec::new();
+    for e in outer.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let mut buf = Vec::new();
+        e.read_to_end(&mut buf).unwrap();
+        if name == "manifest.json" {
+            manifest = buf;
+        } else {
+            blobs.insert(name, buf);
+        }
+    }
+    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    m[0]["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let bytes = &blobs[l.as_str().unwrap()];
+            let mut t = tar::Archive::new(&bytes[..]);
+            t.entries()
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    let h = e.header();
+                    format!(
+                        "{} {:?} {:o} {}:{}",
+                        e.path().unwrap().display(),
+                        h.entry_type(),
+                        h.mode().unwrap(),
+                        h.uid().unwrap(),
+                        h.gid().unwrap()
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The content of `path` in the image, found in the topmost layer that has it.
+fn file_in(h: &Hoist, image: &str, path: &str) -> Option<String> {
+    let archive = h.path("peek.tar");
+    h.ok(&["save", "-o", archive.to_str().unwrap(), image]);
+    let mut outer = tar::Archive::new(std::fs::File::open(&archive).unwrap());
+    let mut blobs: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut manifest = Vec::new();
+    for e in outer.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let mut buf = Vec::new();
+        e.read_to_end(&mut buf).unwrap();
+        if name == "manifest.json" {
+            manifest = buf;
+        } else {
+            blobs.insert(name, buf);
+        }
+    }
+    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let mut found = None;
+    for l in m[0]["Layers"].as_array().unwrap() {
+        let bytes = &blobs[l.as_str().unwrap()];
+        let mut t = tar::Archive::new(&bytes[..]);
+        for e in t.entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.path().unwrap() == Path::new(path) {
+                let mut s = String::new();
+                e.read_to_string(&mut s).unwrap();
+                found = Some(s);
+            }
+        }
+    }
+    found
+}
+
+fn build(h: &Hoist, args: &[&str]) -> std::process::Output {
+    let mut a = vec!["build", "--progress", "plain"];
+    a.extend_from_slice(args);
+    h.output(&a)
+}
+
+#[test]
+fn tags_iidfile_quiet_and_history() {
+    let h = with_busybox();
+    let ctx = context(
+        &h,
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nARG NAME=world\nRUN echo hello $NAME > /greeting\nCMD [\"cat\", \"/greeting\"]\n",
+        )],
+    );
+    let iid = h.path("iid");
+    let out = h.ok(&[
+        "build",
+        "-q",
+        "-t",
+        "one",
+        "-t",
+        "two:v2",
+        "--iidfile",
+        iid.to_str().unwrap(),
+        ctx.to_str().unwrap(),
+    ]);
+    let id = std::fs::read_to_string(&iid).unwrap();
+    assert_eq!(out, format!("{id}\n"), "-q prints the id and nothing else");
+    assert!(id.starts_with("sha256:") && id.len() == 71);
+    assert_eq!(
+        h.ok(&[
+            "images",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+            "--filter",
+            "reference=t*"
+        ]),
+        "two:v2\n"
+    );
+    assert_eq!(
+        h.ok(&["inspect", "-f", "{{.Id}}", "one"]),
+        format!("{id}\n")
+    );
+    assert_eq!(
+        file_in(&h, "one", "greeting").as_deref(),
+        Some("hello world\n")
+    );
+    let history = h.ok(&[
+        "history",
+        "--no-trunc",
+        "--format",
+        "{{.CreatedBy}}|{{.Comment}}",
+        "one",
+    ]);
+    assert_eq!(
+        history.lines().take(3).collect::<Vec<_>>(),
+        [
+            "CMD [\"cat\" \"/greeting\"]|buildkit.dockerfile.v0",
+            "RUN |1 NAME=world /bin/sh -c echo hello $NAME > /greeting # buildkit|buildkit.dockerfile.v0",
+            "ARG NAME=world|buildkit.dockerfile.v0",
+        ]
+    );
+    // Plain progress names the steps as BuildKit does and ends with the export.
+    let out = build(&h, &["-t", "three", ctx.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("#1 [1/2] FROM docker.io/library/busybox\n"),
+        "{err}"
+    );
+    assert!(
+        err.contains("#2 [2/2] RUN echo hello $NAME > /greeting\n"),
+        "{err}"
+    );
+    assert!(
+        regex::Regex::new(r"#3 writing image sha256:[0-9a-f]{64} done\n")
+            .unwrap()
+            .is_match(&err),
+        "{err}"
+    );
+    assert!(
+        err.contains("naming to docker.io/library/three:latest done"),
+        "{err}"
+    );
+}
+
+#[test]
+fn build_args_labels_and_target() {
+    let h = with_busybox();
+    let df = "ARG BASE=busybox\nFROM $BASE AS first\nARG GREETING\nARG UNUSED=x\nRUN echo \"$GREETING\" > /g\n\
+              FROM first AS second\nRUN exit 7\n\
+              FROM busybox AS final\nCOPY --from=first /g /copied\n";
+    let ctx = context(&h, "ctx", &[("Dockerfile", df)]);
+    let out = h
+        .cmd()
+        .args([
+            "build",
+            "-q",
+            "--build-arg",
+            "GREETING",
+            "--label",
+            "team=tools",
+            "--label",
+            "empty=",
+            "-t",
+            "final",
+        ])
+        .arg(&ctx)
+        .env("GREETING", "from the environment")
+        .output()
+        .unwrap();
+    // The failing `second` stage is not needed by `final`, so it never runs.
+    hoist_test::success(&out);
+    assert_eq!(
+        file_in(&h, "final", "copied").as_deref(),
+        Some("from the environment\n")
+    );
+    assert_eq!(
+        h.ok(&["inspect", "-f", "{{json .Config.Labels}}", "final"]),
+        "{\"empty\":\"\",\"org.example.fixture\":\"yes\",\"team\":\"tools\"}\n"
+    );
+    let out = h.ok(&[
+        "build",
+        "-q",
+        "--target",
+        "first",
+        "--build-arg",
+        "GREETING=hi",
+        "-t",
+        "first",
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(out.starts_with("sha256:"));
+    assert_eq!(file_in(&h, "first", "g").as_deref(), Some("hi\n"));
+    let out = build(&h, &["--target", "nope", ctx.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nope"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn run_sandbox_as_a_build_sees_it() {
+    let h = with_busybox();
+    let df = "FROM busybox\n\
+              RUN hostname > /hostname && cat /etc/hosts > /hosts && cat /proc/net/dev > /netdev\n\
+              USER nobody\nWORKDIR /work/dir\nENV FOO=bar\n\
+              RUN id > /tmp/id && pwd > /tmp/pwd && env > /tmp/env\n";
+    let ctx = context(&h, "ctx", &[("Dockerfile", df)]);
+    let out = build(
+        &h,
+        &[
+            "--network",
+            "none",
+            "--add-host",
+            "db.internal:10.1.2.3",
+            "-t",
+            "sandbox",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        file_in(&h, "sandbox", "hostname").as_deref(),
+        Some("buildkitsandbox\n")
+    );
+    let hosts = file_in(&h, "sandbox", "hosts").unwrap();
+    assert!(
+        hosts.contains("10.1.2.3\tdb.internal") || hosts.contains("10.1.2.3 db.internal"),
+        "{hosts}"
+    );
+    let netdev = file_in(&h, "sandbox", "netdev").unwrap();
+    let ifaces: Vec<&str> = netdev
+        .lines()
+        .skip(2)
+        .map(|l| l.split(':').next().unwrap().trim())
+        .collect();
+    assert_eq!(ifaces, ["lo"], "--network none leaves only lo");
+    assert_eq!(
+        file_in(&h, "sandbox", "tmp/id").as_deref(),
+        Some("uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)\n")
+    );
+    assert_eq!(
+        file_in(&h, "sandbox", "tmp/pwd").as_deref(),
+        Some("/work/dir\n")
+    );
+    let env = file_in(&h, "sandbox", "tmp/env").unwrap();
+    assert!(
+        env.contains("FOO=bar\n") && env.contains("PATH=/usr/local/sbin:"),
+        "{env}"
+    );
+    // The sandbox's generated files never land in a layer.
+    for layer in layers(&h, "sandbox") {
+        for entry in layer {
+            assert!(
+                !entry.starts_with("etc/hosts ")
+                    && !entry.starts_with("etc/resolv.conf ")
+                    && !entry.starts_with("etc/hostname "),
+                "{entry}"
+            );
+        }
+    }
+    // WORKDIR made the directory as the USER, as BuildKit does.
+    let all: Vec<String> = layers(&h, "sandbox").concat();
+    assert!(
+        all.iter()
+            .any(|e| e == "work/dir/ Directory 755 65534:65534"),
+        "{all:?}"
+    );
+}
+
+#[test]
+fn whiteouts_and_opaque_directories_in_layers() {
+    let h = with_busybox();
+    let df = "FROM busybox\nRUN rm /etc/group && mkdir -p /data/keep && echo x > /data/keep/f\n\
+              RUN rm -rf /data && mkdir /data && echo new > /data/only\n";
+    let ctx = context(&h, "ctx", &[("Dockerfile", df)]);
+    let out = build(&h, &["-t", "wh", ctx.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let l = layers(&h, "wh");
+    assert_eq!(l.len(), 3);
+    assert!(
+        l[1].iter().any(|e| e.starts_with("etc/.wh.group Regular")),
+        "{:?}",
+        l[1]
+    );
+    assert!(
+        l[2].iter()
+            .any(|e| e.starts_with("data/.wh..wh..opq Regular")),
+        "{:?}",
+        l[2]
+    );
+    assert!(
+        l[2].iter().any(|e| e.starts_with("data/only Regular")),
+        "{:?}",
+        l[2]
+    );
+}
+
+#[test]
+fn copy_owners_modes_and_dockerignore() {
+    let h = with_busybox();
+    let df = "FROM busybox\nCOPY --chown=nobody:nogroup --chmod=640 a.txt /files/\nCOPY dir /d\nCOPY --chown=1234 dir/ /numeric/\n";
+    let ctx = context(
+        &h,
+        "ctx",
+        &[
+            ("Dockerfile", df),
+            ("a.txt", "a"),
+            ("dir/keep.txt", "k"),
+            ("dir/skip.log", "s"),
+            ("dir/sub/x", "x"),
+            (".dockerignore", "**/*.log\n"),
+        ],
+    );
+    let out = build(&h, &["-t", "cp", ctx.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all: Vec<String> = layers(&h, "cp").concat();
+    assert!(
+        all.contains(&"files/a.txt Regular 640 65534:65534".to_owned()),
+        "{all:?}"
+    );
+    assert!(
+        all.contains(&"d/keep.txt Regular 644 0:0".to_owned()),
+        "{all:?}"
+    );
+    assert!(
+        all.contains(&"numeric/sub/x Regular 644 1234:1234".to_owned()),
+        "{all:?}"
+    );
+    assert!(
+        !all.iter().any(|e| e.contains("skip.log")),
+        ".dockerignore hides skip.log: {all:?}"
+    );
+    // <Dockerfile>.dockerignore wins over .dockerignore.
+    std::fs::write(ctx.join("Other.Dockerfile"), "FROM busybox\nCOPY dir /d\n").unwrap();
+    std::fs::write(ctx.join("Other.Dockerfile.dockerignore"), "dir/keep.txt\n").unwrap();
+    let out = build(
+        &h,
+        &[
+            "-f",
+            ctx.join("Other.Dockerfile").to_str().unwrap(),
+            "-t",
+            "other",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all: Vec<String> = layers(&h, "other").concat();
+    assert!(all.iter().any(|e| e.starts_with("d/skip.log ")), "{all:?}");
+    assert!(!all.iter().any(|e| e.starts_with("d/keep.txt ")), "{all:?}");
+}
+
+#[test]
+fn contexts_from_tar_and_stdin() {
+    let h = with_busybox();
+    let ctx = context(
+        &h,
+        "ctx",
+        &[
+            ("Dockerfile", "FROM busybox\nCOPY hello /hello\n"),
+            ("hello", "hi from a tar\n"),
+        ],
+    );
+    let tarball = h.path("ctx.tar.gz");
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -C {} -czf {} .",
+            ctx.display(),
+            tarball.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    h.ok(&["build", "-q", "-t", "fromtar", tarball.to_str().unwrap()]);
+    assert_eq!(
+        file_in(&h, "fromtar", "hello").as_deref(),
+        Some("hi from a tar\n")
+    );
+    let out = h
+        .cmd()
+        .args(["build", "-q", "-t", "fromstdin", "-"])
+        .stdin(std::fs::File::open(&tarball).unwrap())
+        .output()
+        .unwrap();
+    hoist_test::success(&out);
+    assert_eq!(
+        file_in(&h, "fromstdin", "hello").as_deref(),
+        Some("hi from a tar\n")
+    );
+    // A lone Dockerfile on stdin: no context.
+    let mut child = h
+        .cmd()
+        .args(["build", "-q", "-t", "lone", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"FROM busybox\nRUN echo lone > /lone\n")
+        .unwrap();
+    hoist_test::success(&child.wait_with_output().unwrap());
+    assert_eq!(file_in(&h, "lone", "lone").as_deref(), Some("lone\n"));
+    // -f - with a directory context.
+    let mut child = h
+        .cmd()
+        .args(["build", "-q", "-t", "dashf", "-f", "-"])
+        .arg(&ctx)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"FROM busybox\nCOPY hello /again\n")
+        .unwrap();
+    hoist_test::success(&child.wait_with_output().unwrap());
+    assert_eq!(
+        file_in(&h, "dashf", "again").as_deref(),
+        Some("hi from a tar\n")
+    );
+}
+
+#[test]
+fn onbuild_triggers_run_in_the_child() {
+    let h = with_busybox();
+    let parent = context(
+        &h,
+        "parent",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nONBUILD RUN echo triggered > /trigger\n",
+        )],
+    );
+    h.ok(&["build", "-q", "-t", "parent", parent.to_str().unwrap()]);
+    assert_eq!(
+        h.ok(&["inspect", "-f", "{{json .Config.OnBuild}}", "parent"]),
+        "[\"RUN echo triggered > /trigger\"]\n"
+    );
+    let child = context(
+        &h,
+        "child",
+        &[("Dockerfile", "FROM parent\nRUN cat /trigger > /seen\n")],
+    );
+    h.ok(&["build", "-q", "-t", "child", child.to_str().unwrap()]);
+    assert_eq!(file_in(&h, "child", "seen").as_deref(), Some("triggered\n"));
+    assert_eq!(
+        h.ok(&["inspect", "-f", "{{json .Config.OnBuild}}", "child"]),
+        "null\n",
+        "triggers are consumed"
+    );
+}
+
+#[test]
+fn failures_render_like_buildkit() {
+    let h = with_busybox();
+    let ctx = context(
+        &h,
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN echo before\nRUN echo oops >&2; exit 3\nRUN echo after\n",
+        )],
+    );
+    let out = build(&h, &["-t", "broken", ctx.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let tail = &err[err.find("------\n > [3/4]").expect("failure block")..];
+    let tail = regex::Regex::new(r"#3 \d+\.\d{3} ")
+        .unwrap()
+        .replace_all(tail, "#3 T ");
+    assert_eq!(
+        tail,
+        "------\n > [3/4] RUN echo oops >&2; exit 3:\n#3 T oops\n------\nDockerfile:3\n--------------------\n   1 |     FROM busybox\n   2 |     RUN echo before\n   3 | >>> RUN echo oops >&2; exit 3\n   4 |     RUN echo after\n   5 |     \n--------------------\nERROR: failed to solve: process \"/bin/sh -c echo oops >&2; exit 3\" did not complete successfully: exit code: 3\n"
+    );
+    assert_eq!(
+        h.ok(&["images", "-q", "broken"]),
+        "",
+        "nothing is tagged after a failure"
+    );
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY missing.txt /\n").unwrap();
+    let out = build(&h, &[ctx.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).ends_with(
+            "ERROR: failed to solve: failed to compute cache key: \"/missing.txt\": not found\n"
+        ),
+        "{out:?}"
+    );
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN --mount=type=bind,target=/x true\n",
+    )
+    .unwrap();
+    let out = build(&h, &[ctx.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .ends_with("ERROR: failed to solve: RUN --mount is not supported yet\n"),
+        "unsupported flags are errors: {out:?}"
+    );
+    std::fs::write(ctx.join("Dockerfile"), "FROM nothere:1.0\n").unwrap();
+    let out = build(&h, &[ctx.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothere:1.0"),
+        "{out:?}"
+    );
+    let out = build(&h, &["--platform", "linux/s390x", ctx.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not supported yet"),
+        "{out:?}"
+    );
+    let out = build(&h, &["--network", "bridge", ctx.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("network mode \"bridge\" not supported"),
+        "{out:?}"
+    );
+}
