@@ -41,6 +41,14 @@ pub(crate) enum Command {
     Save(SaveArgs),
     /// Load an image from a tar archive or STDIN
     Load(LoadArgs),
+    /// Download an image from a registry
+    Pull(PullArgs),
+    /// Upload an image to a registry
+    Push(PushArgs),
+    /// Authenticate to a registry
+    Login(LoginArgs),
+    /// Log out from a registry
+    Logout(LogoutArgs),
     /// Manage images
     Image {
         #[command(subcommand)]
@@ -70,6 +78,10 @@ pub(crate) enum ImageCommand {
     Save(SaveArgs),
     /// Load an image from a tar archive or STDIN
     Load(LoadArgs),
+    /// Download an image from a registry
+    Pull(PullArgs),
+    /// Upload an image to a registry
+    Push(PushArgs),
     /// Remove unused images
     Prune(PruneArgs),
 }
@@ -228,4 +240,55 @@ pub(crate) struct BuildArgs {
     pub(crate) pull: bool,
     /// Build context: a directory, a tar archive, or "-" for a tar or a Dockerfile on stdin
     pub(crate) context: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PullArgs {
+    /// Download all tagged images in the repository
+    #[arg(short, long)]
+    pub(crate) all_tags: bool,
+    /// Set platform if server is multi-platform capable
+    #[arg(long)]
+    pub(crate) platform: Option<String>,
+    /// Suppress verbose output
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+    /// NAME[:TAG|@DIGEST]
+    pub(crate) name: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PushArgs {
+    /// Push all tags of an image to the repository
+    #[arg(short, long)]
+    pub(crate) all_tags: bool,
+    /// Suppress verbose output
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+    /// Layer compression: gzip (Docker manifest) or zstd (OCI manifest)
+    #[arg(long, value_name = "gzip|zstd")]
+    pub(crate) compression: Option<String>,
+    /// NAME[:TAG]
+    pub(crate) name: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LoginArgs {
+    /// Username
+    #[arg(short, long)]
+    pub(crate) username: Option<String>,
+    /// Password or Personal Access Token (PAT)
+    #[arg(short, long)]
+    pub(crate) password: Option<String>,
+    /// Take the Password or Personal Access Token (PAT) from stdin
+    #[arg(long)]
+    pub(crate) password_stdin: bool,
+    /// SERVER
+    pub(crate) server: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LogoutArgs {
+    /// SERVER
+    pub(crate) server: Option<String>,
 }

@@ -7,6 +7,9 @@ mod history;
 mod images;
 mod import;
 mod inspect;
+mod login;
+mod pull;
+mod push;
 mod rmi;
 mod save_load;
 
@@ -78,6 +81,16 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             save_load::load(&open()?, &a, &mut out)?;
         }
+        Command::Pull(a)
+        | Command::Image {
+            command: ImageCommand::Pull(a),
+        } => pull::run(&open()?, &a, &mut out)?,
+        Command::Push(a)
+        | Command::Image {
+            command: ImageCommand::Push(a),
+        } => push::run(&open()?, &a, &mut out)?,
+        Command::Login(a) => login::login(&a, &mut out)?,
+        Command::Logout(a) => login::logout(&a, &mut out)?,
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
