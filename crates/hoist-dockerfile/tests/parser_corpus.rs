@@ -1,4 +1,13 @@
 //! BuildKit's parser corpus: AST dumps, negative cases and parser facts.
+//!
+//! Every case runs; none is skipped. Deliberate differences from BuildKit
+//! that no corpus case exercises:
+//! - flag words are scanned as characters, not bytes, so a UTF-8 byte 0x85
+//!   or 0xA0 inside a flag value is not taken for a blank;
+//! - a JSON array with a lone surrogate escape (`"\ud800"`) falls back to
+//!   shell form instead of decoding to U+FFFD;
+//! - directive errors point at the directive's own line (BuildKit reports
+//!   the line before it).
 
 mod common;
 

@@ -1,5 +1,10 @@
 //! BuildKit's shell-word expansion corpus: envVarTest, wordsTest and the
 //! lexer facts.
+//!
+//! Every A and U row runs; W rows are Windows-only. One deliberate
+//! difference no case exercises: in word-splitting mode BuildKit shares one
+//! word buffer between nested `${…}` words, so `a${X:-b}` splits to `["b"]`;
+//! we give `["ab"]`.
 
 mod common;
 
