@@ -323,7 +323,7 @@ fn hoist_import_save_runs_in_docker() {
 
     // `hoist save` to stdout piped into `docker load`.
     d.run(&["rmi", "second"]);
-    let save = h
+    let mut save = h
         .cmd()
         .args(["save", "second"])
         .stdout(Stdio::piped())
@@ -332,9 +332,11 @@ fn hoist_import_save_runs_in_docker() {
     let out = d
         .cmd()
         .arg("load")
-        .stdin(save.stdout.expect("hoist stdout"))
+        .stdin(save.stdout.take().expect("hoist stdout"))
         .output()
         .expect("docker load");
+    let saved = save.wait().expect("wait for hoist save");
+    assert!(saved.success(), "hoist save to stdout failed: {saved}");
     assert_eq!(success(&out), "Loaded image: second:latest\n");
     let out = d.run(&[
         "run",
