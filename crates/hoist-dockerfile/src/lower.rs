@@ -642,7 +642,7 @@ impl Lowering {
                         .map_err(|e| at(e.into()))?;
                     expanded.extend(words);
                 }
-                expanded.sort();
+                // In the order written: BuildKit's history line lists them so.
                 Op::Meta(Meta::Expose(expanded))
             }
             Instruction::StopSignal(signal) => {

@@ -324,7 +324,7 @@ impl<'a> Engine<'a> {
                 labels.insert(k.clone(), v.clone());
             }
         }
-        image.config.created = Some(now_rfc3339());
+        image.config.created = fill_history_times(&mut image.config.history);
         image.config.rootfs = RootFs {
             diff_ids: image.layers.iter().map(|l| l.diff_id.clone()).collect(),
             ..RootFs::default()
@@ -531,7 +531,8 @@ impl Run<'_, '_> {
 
     fn history(image: &mut StageImage, created_by: String, layer: bool) {
         image.config.history.push(History {
-            created: Some(now_rfc3339()),
+            // A layer's time is when it was made; metadata entries get theirs at export.
+            created: layer.then(now_rfc3339),
             created_by: Some(created_by),
             comment: Some(HISTORY_COMMENT.into()),
             empty_layer: !layer,
@@ -759,6 +760,39 @@ impl Run<'_, '_> {
         }
         dirs
     }
+}
+
+/// BuildKit's export rule for history times: an entry without one takes the time of the layer
+/// before it, or of the first new layer when none came before; the image's own `created` is the
+/// last entry's. So a rebuild from cached layers yields the same image id.
+fn fill_history_times(history: &mut [History]) -> Option<String> {
+    // The time the first untimed entries take: the first time after an untimed entry (the
+    // first new layer), else the last time there is.
+    let mut created = None;
+    let mut seen_missing = false;
+    for h in history.iter() {
+        match &h.created {
+            Some(t) => {
+                created = Some(t.clone());
+                if seen_missing {
+                    break;
+                }
+            }
+            None => seen_missing = true,
+        }
+    }
+    let mut seen_missing = false;
+    for h in history.iter_mut() {
+        match &h.created {
+            Some(t) if seen_missing => created = Some(t.clone()),
+            Some(_) => {}
+            None => {
+                seen_missing = true;
+                h.created.clone_from(&created);
+            }
+        }
+    }
+    history.iter().rev().find_map(|h| h.created.clone()).or_else(|| Some(now_rfc3339()))
 }
 
 /// WORKDIR's `mkdir -p`, as the image's USER (BuildKit creates it with that owner, 0755).

@@ -308,7 +308,7 @@ pub enum Meta {
     Arg(Vec<(String, Option<String>)>),
     Label(Vec<EnvVar>),
     User(String),
-    /// Sorted `port[/proto]` strings.
+    /// `port[/proto]` strings as written (expanded).
     Expose(Vec<String>),
     Volume(Vec<String>),
     Shell(Vec<String>),

@@ -24,7 +24,11 @@ fn inspect_one(store: &Store, id: &Digest) -> Result<Value> {
         "Id": id.to_string(),
         "RepoTags": record.tags.iter().map(hoist_oci::Reference::familiar).collect::<Vec<_>>(),
         "RepoDigests": record.digests.iter().map(hoist_oci::Reference::familiar).collect::<Vec<_>>(),
-        "Comment": text("comment"),
+        // docker falls back to the last history entry's comment (a BuildKit image has none
+        // of its own).
+        "Comment": Some(text("comment")).filter(|c| !c.is_empty()).unwrap_or_else(|| {
+            config.history.last().and_then(|h| h.comment.clone()).unwrap_or_default()
+        }),
         "Created": text("created"),
         "Author": text("author"),
         "Config": config.config.clone().unwrap_or_default(),
