@@ -288,6 +288,15 @@ impl<'a> Engine<'a> {
                 message: &format!("{} (line {})", w.short, w.span.start),
             });
         }
+        if let Some(syntax) = hoist_dockerfile::directives::detect_syntax(&opts.dockerfile) {
+            // hoist has one frontend built in; a frontend image is never fetched or run.
+            on_event(Event::Warning {
+                message: &format!(
+                    "the syntax directive ({}) is ignored: hoist builds with its own Dockerfile frontend",
+                    syntax.reference
+                ),
+            });
+        }
         let ignore = self.ignore_matcher(opts)?;
         let scratch = tempfile::Builder::new()
             .prefix("build-")
@@ -792,7 +801,11 @@ fn fill_history_times(history: &mut [History]) -> Option<String> {
             }
         }
     }
-    history.iter().rev().find_map(|h| h.created.clone()).or_else(|| Some(now_rfc3339()))
+    history
+        .iter()
+        .rev()
+        .find_map(|h| h.created.clone())
+        .or_else(|| Some(now_rfc3339()))
 }
 
 /// WORKDIR's `mkdir -p`, as the image's USER (BuildKit creates it with that owner, 0755).
