@@ -47,6 +47,9 @@ impl Client {
         scopes: Vec<String>,
     ) -> Result<Option<u64>, RegistryError> {
         let path = format!("{}/blobs/{digest}", reference.path());
+        let scopes_push = scopes
+            .iter()
+            .any(|s| s.ends_with(",push") || s.ends_with(":push"));
         let resp = self.send(&Request::new(Method::Head, self.url(&path)?, scopes))?;
         match resp.status().as_u16() {
             200..=299 => Ok(Some(
@@ -55,7 +58,10 @@ impl Client {
                     .unwrap_or(0),
             )),
             404 => Ok(None),
-            _ => Err(self.failure(resp, Method::Head, &path, "pull", reference)),
+            _ => {
+                let action = if scopes_push { "push" } else { "pull" };
+                Err(self.failure(resp, Method::Head, &path, action, reference))
+            }
         }
     }
 

@@ -291,3 +291,4 @@ fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(data))
 }
+pub mod registry;
