@@ -114,6 +114,10 @@ impl Client {
     /// Pushes the blob in file `path` (`digest`, `size` bytes) to `target`'s repository:
     /// HEAD, then a mount from `mount_from` (a path in the same registry) when given, else
     /// an upload. `progress` sees bytes sent.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one blob's descriptor, file and upload policy"
+    )]
     pub fn push_blob(
         &self,
         target: &Reference,
@@ -172,12 +176,10 @@ impl Client {
         }
         let resp = self.send(&Request::new(Method::Post, url, scopes))?;
         let status = resp.status().as_u16();
-        if status == 201 {
-            if let Some(from) = mount_from {
-                return Ok(BlobPush::Mounted {
-                    from: from.to_owned(),
-                });
-            }
+        if let (201, Some(from)) = (status, mount_from) {
+            return Ok(BlobPush::Mounted {
+                from: from.to_owned(),
+            });
         }
         if status != 202 {
             return Err(self.failure(resp, Method::Post, &start, "push", target));
@@ -186,9 +188,10 @@ impl Client {
         let result = match mode {
             UploadMode::Monolithic => {
                 match self.put_whole(target, digest, size, path, location, progress) {
-                    Err(RegistryError::Status { status, .. })
-                        if matches!(status, 400 | 405 | 413 | 415 | 416 | 501) =>
-                    {
+                    Err(RegistryError::Status {
+                        status: 400 | 405 | 413 | 415 | 416 | 501,
+                        ..
+                    }) => {
                         // Some registries want the bytes PATCHed: start again, in one chunk.
                         let resp = self.send(&Request::new(
                             Method::Post,

@@ -103,14 +103,14 @@ impl Client {
                 .and_then(|d| d.parse::<Digest>().ok())
                 .filter(|d| d.algorithm() == "sha256"),
         };
-        if let Some(expected) = expected {
-            if expected != digest {
-                return Err(RegistryError::DigestMismatch {
-                    what: format!("manifest {}", reference.with_tag(tag_or_digest).familiar()),
-                    expected,
-                    actual: digest,
-                });
-            }
+        if let Some(expected) = expected
+            && expected != digest
+        {
+            return Err(RegistryError::DigestMismatch {
+                what: format!("manifest {}", reference.with_tag(tag_or_digest).familiar()),
+                expected,
+                actual: digest,
+            });
         }
         let media_type = media_type_of(content_type.as_deref(), &bytes);
         Ok(FetchedManifest {
@@ -145,14 +145,13 @@ impl Client {
         if let Some(served) = header(&resp, "docker-content-digest")
             .and_then(|d| d.parse::<Digest>().ok())
             .filter(|d| d.algorithm() == "sha256")
+            && served != digest
         {
-            if served != digest {
-                return Err(RegistryError::DigestMismatch {
-                    what: format!("pushed manifest {}", reference.familiar()),
-                    expected: digest,
-                    actual: served,
-                });
-            }
+            return Err(RegistryError::DigestMismatch {
+                what: format!("pushed manifest {}", reference.familiar()),
+                expected: digest,
+                actual: served,
+            });
         }
         Ok(digest)
     }
