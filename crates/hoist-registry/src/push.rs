@@ -104,8 +104,7 @@ pub fn push_with(
         layers,
         annotations: None,
     };
-    // A struct of strings and numbers always serialises.
-    let bytes = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+    let bytes = manifest_bytes(&manifest);
     let tag = match (target.tag(), target.digest()) {
         (Some(t), _) => t.to_owned(),
         (None, Some(d)) => d.to_string(),
@@ -276,4 +275,75 @@ fn push_blob(
         emit(options.progress, Event::Pushed { id, outcome });
     }
     Ok(())
+}
+
+/// The manifest as docker's push writes it (Go's `MarshalIndent` with three spaces, descriptor
+/// fields in distribution's order), so pushing the same image gives docker's digest.
+fn manifest_bytes(manifest: &Manifest) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Desc<'a> {
+        #[serde(rename = "mediaType")]
+        media_type: &'a str,
+        size: u64,
+        digest: &'a Digest,
+    }
+    #[derive(serde::Serialize)]
+    struct Doc<'a> {
+        #[serde(rename = "schemaVersion")]
+        schema_version: u32,
+        #[serde(rename = "mediaType")]
+        media_type: &'a str,
+        config: Desc<'a>,
+        layers: Vec<Desc<'a>>,
+    }
+    fn desc(d: &Descriptor) -> Desc<'_> {
+        Desc {
+            media_type: &d.media_type,
+            size: d.size,
+            digest: &d.digest,
+        }
+    }
+    let doc = Doc {
+        schema_version: manifest.schema_version,
+        media_type: manifest
+            .media_type
+            .as_deref()
+            .unwrap_or(media::DOCKER_MANIFEST),
+        config: desc(&manifest.config),
+        layers: manifest.layers.iter().map(desc).collect(),
+    };
+    let mut out = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"   ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
+    // Strings and numbers always serialise.
+    let _ = serde::Serialize::serialize(&doc, &mut ser);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifests_are_written_like_docker() {
+        let config = Descriptor::new(media::DOCKER_CONFIG, Digest::sha256_of(b"c"), 317);
+        let layer = Descriptor::new(media::DOCKER_LAYER_GZIP, Digest::sha256_of(b"l"), 8200);
+        let m = Manifest {
+            schema_version: 2,
+            media_type: Some(media::DOCKER_MANIFEST.into()),
+            config,
+            layers: vec![layer],
+            annotations: None,
+        };
+        let text = String::from_utf8(manifest_bytes(&m)).unwrap();
+        let expected = format!(
+            "{{\n   \"schemaVersion\": 2,\n   \"mediaType\": \"{}\",\n   \"config\": {{\n      \"mediaType\": \"{}\",\n      \"size\": 317,\n      \"digest\": \"{}\"\n   }},\n   \"layers\": [\n      {{\n         \"mediaType\": \"{}\",\n         \"size\": 8200,\n         \"digest\": \"{}\"\n      }}\n   ]\n}}",
+            media::DOCKER_MANIFEST,
+            media::DOCKER_CONFIG,
+            Digest::sha256_of(b"c"),
+            media::DOCKER_LAYER_GZIP,
+            Digest::sha256_of(b"l"),
+        );
+        assert_eq!(text, expected);
+    }
 }

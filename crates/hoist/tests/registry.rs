@@ -752,8 +752,12 @@ fn docker_interop_through_registries() {
     // docker pulls and runs what hoist pushed.
     let a = Hoist::new();
     let id = a.busybox(&format!("{host}/from-hoist:1"));
-    a.ok(&["push", &format!("{host}/from-hoist:1")]);
-    docker.run(&["pull", &format!("{host}/from-hoist:1")]);
+    let hoist_digest = digest_of(&a.ok(&["push", &format!("{host}/from-hoist:1")]));
+    let pulled = docker.run(&["pull", &format!("{host}/from-hoist:1")]);
+    assert!(
+        pulled.contains(&format!("Digest: {hoist_digest}")),
+        "{pulled}"
+    );
     let docker_id = docker.run(&[
         "image",
         "inspect",
@@ -779,7 +783,9 @@ fn docker_interop_through_registries() {
         &format!("{host}/from-hoist:1"),
         &format!("{host}/from-docker:2"),
     ]);
-    docker.run(&["push", &format!("{host}/from-docker:2")]);
+    let docker_push = docker.run(&["push", &format!("{host}/from-docker:2")]);
+    // The same blobs give the same manifest: hoist writes manifests as docker does.
+    assert_eq!(digest_of(&docker_push), hoist_digest, "{docker_push}");
     let b = Hoist::new();
     b.ok(&["pull", &format!("{host}/from-docker:2")]);
     assert_eq!(b.id(&format!("{host}/from-docker:2")), id);

@@ -35,7 +35,7 @@ fn line(event: &Event) -> Option<String> {
         } => format!("{tag_or_digest}: Pulling from {repository}"),
         Event::LayerExists { id } => format!("{id}: Already exists"),
         Event::LayerQueued { id } => format!("{id}: Pulling fs layer"),
-        Event::Downloaded { id } => format!("{id}: Download complete"),
+        Event::Downloaded { id } => format!("{id}: Verifying Checksum\n{id}: Download complete"),
         Event::Extracted { id } => format!("{id}: Pull complete"),
         Event::Preparing { id } => format!("{id}: Preparing"),
         Event::Pushed { id, outcome } => match outcome {
