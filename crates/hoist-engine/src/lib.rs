@@ -7,23 +7,25 @@
 //! come through [`ImageSource`], which the binary backs with the store and a registry, so the
 //! engine itself never touches the network. The engine never prints: progress is [`Event`]s.
 
+mod cache;
 mod context;
 mod copy;
 mod fsutil;
 pub mod glob;
 mod meta;
 mod mounts;
+mod solve;
 mod userdb;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hoist_dockerfile::ignore::{IgnoreFile, Matcher, choose_ignore_file, read_ignore_file};
 use hoist_dockerfile::lower::{BaseImage, BaseImages, LowerOptions, lower};
-use hoist_oci::{ContainerConfig, Digest, History, ImageConfig, Platform, Reference, RootFs};
-use hoist_plan::{Base, Lines, Op, Plan, SourceRef, Stage};
+use hoist_oci::{ContainerConfig, Digest, History, ImageConfig, Platform, RootFs};
+use hoist_plan::Lines;
 use hoist_store::{LayerInfo, Store, StoreError};
 
 const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
@@ -74,6 +76,12 @@ pub struct BuildOptions {
     pub extra_hosts: Vec<(String, IpAddr)>,
     /// `--pull`.
     pub pull: bool,
+    /// `--no-cache`: run every step (results are still cached for later builds).
+    pub no_cache: bool,
+    /// `--no-cache-filter`: stages whose steps always run.
+    pub no_cache_filter: Vec<String>,
+    /// `--explain-cache`: say for each step that runs why its cache missed.
+    pub explain_cache: bool,
 }
 
 /// Progress of a build, for the binary to render.
@@ -85,6 +93,10 @@ pub enum Event<'a> {
     Output { id: usize, bytes: &'a [u8] },
     /// A step finished.
     Done { id: usize, elapsed: Duration },
+    /// A step's result came from the build cache.
+    Cached { id: usize },
+    /// Why a step's cache missed (with `explain_cache`).
+    Explain { id: usize, message: &'a str },
     /// A warning from the frontend.
     Warning { message: &'a str },
 }
@@ -147,7 +159,7 @@ impl BuildError {
         }
     }
 
-    fn at(self, lines: Lines, vertex: &str) -> Self {
+    pub(crate) fn at(self, lines: Lines, vertex: &str) -> Self {
         match self {
             e @ (Self::Step { .. } | Self::Dockerfile(_)) => e,
             other => Self::Step {
@@ -175,13 +187,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// The state of a stage being built.
 #[derive(Clone)]
-struct StageImage {
-    layers: Vec<LayerInfo>,
-    config: ImageConfig,
+pub(crate) struct StageImage {
+    pub(crate) layers: Vec<LayerInfo>,
+    pub(crate) config: ImageConfig,
 }
 
 impl StageImage {
-    fn container(&mut self) -> &mut ContainerConfig {
+    pub(crate) fn container(&mut self) -> &mut ContainerConfig {
         self.config
             .config
             .get_or_insert_with(ContainerConfig::default)
@@ -189,7 +201,7 @@ impl StageImage {
 }
 
 /// Looks base images up for the frontend (it needs their ENV, WORKDIR, USER, SHELL, ONBUILD).
-struct Bases<'a> {
+pub(crate) struct Bases<'a> {
     store: &'a Store,
     source: &'a dyn ImageSource,
     pull: bool,
@@ -197,7 +209,7 @@ struct Bases<'a> {
 }
 
 impl Bases<'_> {
-    fn id(&self, reference: &str, platform: &Platform) -> Result<Digest, String> {
+    pub(crate) fn id(&self, reference: &str, platform: &Platform) -> Result<Digest, String> {
         let mut cache = self
             .resolved
             .lock()
@@ -209,7 +221,7 @@ impl Bases<'_> {
     }
 }
 
-fn oci_platform(p: &hoist_plan::Platform) -> Platform {
+pub(crate) fn oci_platform(p: &hoist_plan::Platform) -> Platform {
     Platform {
         os: p.os.clone(),
         architecture: p.architecture.clone(),
@@ -249,7 +261,7 @@ fn host_plan_platform() -> hoist_plan::Platform {
     }
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     jiff::Timestamp::now().to_string()
 }
 
@@ -306,24 +318,21 @@ impl<'a> Engine<'a> {
             })?;
         let empty = scratch.path().join("empty");
         std::fs::create_dir(&empty).map_err(|e| BuildError::io("creating", &empty, e))?;
-        let mut run = Run {
+        let solver = solve::Solver {
             engine: self,
             opts,
             plan: &lowered.plan,
             bases: &bases,
             ignore: ignore.as_ref(),
             empty: &empty,
-            next_id: 0,
-            on_event,
+            next_id: std::sync::atomic::AtomicUsize::new(0),
+            failed: std::sync::atomic::AtomicBool::new(false),
         };
-        let mut done: Vec<Option<StageImage>> = vec![None; lowered.plan.stages.len()];
-        for (i, stage) in lowered.plan.stages.iter().enumerate() {
-            let image = run.stage(stage, &done)?;
-            done[i] = Some(image);
-        }
+        let mut done = solver.solve(on_event)?;
         let mut image = done
             .swap_remove(lowered.plan.target)
-            .ok_or_else(|| BuildError::Invalid("the target stage was not built".into()))?;
+            .ok_or_else(|| BuildError::Invalid("the target stage was not built".into()))?
+            .image;
         if !opts.labels.is_empty() {
             let labels = image
                 .container()
@@ -369,408 +378,6 @@ impl<'a> Engine<'a> {
     }
 }
 
-struct Run<'r, 'a> {
-    engine: &'r Engine<'a>,
-    opts: &'r BuildOptions,
-    plan: &'r Plan,
-    bases: &'r Bases<'a>,
-    ignore: Option<&'r Matcher>,
-    empty: &'r Path,
-    next_id: usize,
-    on_event: &'r mut dyn FnMut(Event<'_>),
-}
-
-impl Run<'_, '_> {
-    fn store(&self) -> &Store {
-        self.engine.store
-    }
-
-    fn image_of(&self, id: &Digest) -> Result<StageImage, BuildError> {
-        let config = self.store().config(id)?;
-        let mut layers = Vec::new();
-        for d in &config.rootfs.diff_ids {
-            layers.push(
-                self.store()
-                    .layer(d)?
-                    .ok_or_else(|| StoreError::MissingLayer(d.clone()))?,
-            );
-        }
-        Ok(StageImage { layers, config })
-    }
-
-    fn base(&self, stage: &Stage, done: &[Option<StageImage>]) -> Result<StageImage, BuildError> {
-        let platform = oci_platform(&stage.platform);
-        match &stage.base {
-            Base::Scratch => Ok(StageImage {
-                layers: Vec::new(),
-                config: ImageConfig {
-                    architecture: platform.architecture.clone(),
-                    os: platform.os.clone(),
-                    variant: platform.variant.clone(),
-                    config: Some(ContainerConfig {
-                        env: Some(vec![format!("PATH={DEFAULT_PATH}")]),
-                        working_dir: Some("/".into()),
-                        ..ContainerConfig::default()
-                    }),
-                    ..ImageConfig::default()
-                },
-            }),
-            Base::Stage(i) => done
-                .get(*i)
-                .cloned()
-                .flatten()
-                .ok_or_else(|| BuildError::Invalid(format!("stage {i} was not built"))),
-            Base::Image(reference) => {
-                let id =
-                    self.bases
-                        .id(reference, &platform)
-                        .map_err(|message| BuildError::Base {
-                            reference: reference.clone(),
-                            message,
-                        })?;
-                let mut image = self.image_of(&id)?;
-                // What BuildKit keeps of a base config: the image fields, not the build metadata.
-                image.config.created = None;
-                image.config.comment = None;
-                Ok(image)
-            }
-        }
-    }
-
-    fn stage(
-        &mut self,
-        stage: &Stage,
-        done: &[Option<StageImage>],
-    ) -> Result<StageImage, BuildError> {
-        // BuildKit numbers only the steps that become operations: FROM and the steps that
-        // make layers; metadata instructions change the config without a vertex.
-        let total = 1 + stage
-            .steps
-            .iter()
-            .filter(|s| !matches!(s.op, Op::Meta(_)))
-            .count();
-        let label = stage
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("stage-{}", stage.dockerfile_index));
-        let many = self.plan.stages.len() > 1;
-        let vertex = |n: usize, text: &str| {
-            if many {
-                format!("[{label} {n}/{total}] {text}")
-            } else {
-                format!("[{n}/{total}] {text}")
-            }
-        };
-        let from_text = match &stage.base {
-            Base::Image(r) => format!(
-                "FROM {}",
-                Reference::parse(r).map_or_else(|_| r.clone(), |r| r.to_string())
-            ),
-            _ => stage.source.clone(),
-        };
-        let from_vertex = vertex(1, &from_text);
-        let mut image = if matches!(stage.base, Base::Image(_)) {
-            let id = self.start(&from_vertex);
-            let started = Instant::now();
-            let image = self
-                .base(stage, done)
-                .map_err(|e| e.at(stage.lines, &from_vertex))?;
-            (self.on_event)(Event::Done {
-                id,
-                elapsed: started.elapsed(),
-            });
-            image
-        } else {
-            self.base(stage, done)
-                .map_err(|e| e.at(stage.lines, &from_vertex))?
-        };
-        if image
-            .config
-            .config
-            .as_ref()
-            .is_some_and(|c| c.on_build.is_some())
-        {
-            // The triggers ran as this stage's first steps (the frontend put them there).
-            image.container().on_build = None;
-        }
-        let mut flags = meta::StageFlags::default();
-        let mut n = 1;
-        for step in &stage.steps {
-            if matches!(step.op, Op::Meta(_)) {
-                self.step(0, &step.op, &mut image, &mut flags, done)
-                    .map_err(|e| e.at(step.lines, &step.source))?;
-                continue;
-            }
-            n += 1;
-            let name = vertex(n, &step.source);
-            if matches!(step.op, Op::Exec(_))
-                && !oci_platform(&stage.platform).matches(&Platform::host())
-            {
-                let message = format!(
-                    "running a {} command on this {} machine is not supported yet",
-                    stage.platform,
-                    Platform::host()
-                );
-                return Err(BuildError::Step {
-                    lines: step.lines,
-                    vertex: name,
-                    message,
-                });
-            }
-            let id = self.start(&name);
-            let started = Instant::now();
-            self.step(id, &step.op, &mut image, &mut flags, done)
-                .map_err(|e| e.at(step.lines, &name))?;
-            (self.on_event)(Event::Done {
-                id,
-                elapsed: started.elapsed(),
-            });
-        }
-        Ok(image)
-    }
-
-    fn start(&mut self, name: &str) -> usize {
-        self.next_id += 1;
-        (self.on_event)(Event::Started {
-            id: self.next_id,
-            name,
-        });
-        self.next_id
-    }
-
-    fn history(image: &mut StageImage, created_by: String, layer: bool) {
-        image.config.history.push(History {
-            // A layer's time is when it was made; metadata entries get theirs at export.
-            created: layer.then(now_rfc3339),
-            created_by: Some(created_by),
-            comment: Some(HISTORY_COMMENT.into()),
-            empty_layer: !layer,
-            ..History::default()
-        });
-    }
-
-    fn lowerdirs(&self, image: &StageImage) -> Vec<PathBuf> {
-        image
-            .layers
-            .iter()
-            .rev()
-            .map(|l| self.store().snapshot_dir(l))
-            .collect()
-    }
-
-    /// Fresh upper and work directories for a layer-producing step.
-    fn upper(&self) -> Result<(tempfile::TempDir, PathBuf, PathBuf), BuildError> {
-        let tmp = self.store().tmp_dir();
-        let dir = tempfile::Builder::new()
-            .prefix("layer-")
-            .tempdir_in(&tmp)
-            .map_err(|e| BuildError::io("creating a layer directory in", &tmp, e))?;
-        let upper = dir.path().join("upper");
-        let work = dir.path().join("work");
-        for d in [&upper, &work] {
-            std::fs::create_dir(d).map_err(|e| BuildError::io("creating", d, e))?;
-        }
-        Ok((dir, upper, work))
-    }
-
-    fn commit(&self, image: &mut StageImage, upper: &Path) -> Result<(), BuildError> {
-        let layer = self.store().commit_snapshot(upper)?;
-        image.layers.push(layer);
-        Ok(())
-    }
-
-    fn step(
-        &mut self,
-        id: usize,
-        op: &Op,
-        image: &mut StageImage,
-        flags: &mut meta::StageFlags,
-        done: &[Option<StageImage>],
-    ) -> Result<(), BuildError> {
-        match op {
-            Op::Meta(m) => {
-                let mut author = image.config.author.take();
-                let line = meta::apply(image.container(), &mut author, flags, m);
-                image.config.author = author;
-                if !line.is_empty() {
-                    Self::history(image, line, false);
-                }
-                Ok(())
-            }
-            Op::Workdir(path) => {
-                image.container().working_dir = Some(path.clone());
-                if path == "/" {
-                    Self::history(image, format!("WORKDIR {path}"), false);
-                    return Ok(());
-                }
-                let (_dir, upper, work) = self.upper()?;
-                {
-                    let mount = mounts::OverlayMount::new(
-                        &self.store().tmp_dir(),
-                        &self.lowerdirs(image),
-                        Some((&upper, &work)),
-                        self.empty,
-                    )?;
-                    let user = image
-                        .config
-                        .config
-                        .as_ref()
-                        .and_then(|c| c.user.clone())
-                        .unwrap_or_default();
-                    mkdir_all(mount.path(), path, &user)?;
-                }
-                self.commit(image, &upper)?;
-                Self::history(image, format!("WORKDIR {path}"), true);
-                Ok(())
-            }
-            Op::Copy(c) => {
-                let (_dir, upper, work) = self.upper()?;
-                {
-                    let mount = mounts::OverlayMount::new(
-                        &self.store().tmp_dir(),
-                        &self.lowerdirs(image),
-                        Some((&upper, &work)),
-                        self.empty,
-                    )?;
-                    let from_mount;
-                    let exclude = if c.excludes.is_empty() {
-                        None
-                    } else {
-                        let m = Matcher::new(c.excludes.clone())
-                            .map_err(|e| BuildError::Invalid(format!("invalid --exclude: {e}")))?;
-                        Some(m)
-                    };
-                    let mut tree = match &c.from {
-                        SourceRef::Context => context::SourceTree {
-                            root: self.opts.context.clone(),
-                            ignore: self.ignore,
-                            exclude: None,
-                        },
-                        SourceRef::Stage(i) => {
-                            let other = done.get(*i).cloned().flatten().ok_or_else(|| {
-                                BuildError::Invalid(format!("stage {i} was not built"))
-                            })?;
-                            from_mount = mounts::OverlayMount::new(
-                                &self.store().tmp_dir(),
-                                &self.lowerdirs(&other),
-                                None,
-                                self.empty,
-                            )?;
-                            context::SourceTree {
-                                root: from_mount.path().to_owned(),
-                                ignore: None,
-                                exclude: None,
-                            }
-                        }
-                        SourceRef::Image(reference) => {
-                            let platform = Platform::host();
-                            let id = self.bases.id(reference, &platform).map_err(|message| {
-                                BuildError::Base {
-                                    reference: reference.clone(),
-                                    message,
-                                }
-                            })?;
-                            let other = self.image_of(&id)?;
-                            from_mount = mounts::OverlayMount::new(
-                                &self.store().tmp_dir(),
-                                &self.lowerdirs(&other),
-                                None,
-                                self.empty,
-                            )?;
-                            context::SourceTree {
-                                root: from_mount.path().to_owned(),
-                                ignore: None,
-                                exclude: None,
-                            }
-                        }
-                    };
-                    tree.exclude = exclude;
-                    copy::copy(c, &tree, mount.path())?;
-                }
-                self.commit(image, &upper)?;
-                Self::history(image, c.history.clone(), true);
-                Ok(())
-            }
-            Op::Exec(e) => {
-                if !e.mounts.is_empty() {
-                    return Err(BuildError::Unsupported("RUN --mount".into()));
-                }
-                if e.security == hoist_plan::Security::Insecure {
-                    return Err(BuildError::Unsupported("RUN --security=insecure".into()));
-                }
-                let (dir, upper, work) = self.upper()?;
-                // Heredoc scripts with a shebang run from read-only files under /dev/pipes/.
-                let mut mounts = Vec::new();
-                for f in &e.inline_files {
-                    let path = dir.path().join(format!("pipe-{}", mounts.len()));
-                    std::fs::write(&path, &f.content)
-                        .map_err(|err| BuildError::io("writing", &path, err))?;
-                    std::fs::set_permissions(
-                        &path,
-                        std::os::unix::fs::PermissionsExt::from_mode(f.mode),
-                    )
-                    .map_err(|err| BuildError::io("chmod", &path, err))?;
-                    mounts.push(hoist_executor::Mount::Bind {
-                        source: path,
-                        target: format!("/dev/pipes/{}", f.name),
-                        readonly: true,
-                    });
-                }
-                let network = match (e.network, self.opts.network) {
-                    (hoist_plan::Network::None, _)
-                    | (hoist_plan::Network::Default, NetworkMode::None) => {
-                        hoist_executor::Network::None
-                    }
-                    _ => hoist_executor::Network::Host,
-                };
-                let mut env: Vec<String> = e.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                env.extend(e.proxy_env.iter().map(|(k, v)| format!("{k}={v}")));
-                let spec = hoist_executor::RunSpec {
-                    rootfs: hoist_executor::Rootfs::Overlay {
-                        lowerdirs: self.lowerdirs_or_empty(image),
-                        upperdir: upper.clone(),
-                        workdir: work,
-                    },
-                    args: e.argv.clone(),
-                    env,
-                    cwd: e.workdir.clone(),
-                    user: e.user.clone().unwrap_or_default(),
-                    hostname: hoist_executor::DEFAULT_HOSTNAME.into(),
-                    network,
-                    extra_hosts: self.opts.extra_hosts.clone(),
-                    mounts,
-                    stdin: hoist_executor::Stdin::Null,
-                    tty: false,
-                };
-                let on_event = &mut self.on_event;
-                let status = hoist_executor::run(&spec, &mut |out| {
-                    let bytes = match out {
-                        hoist_executor::Output::Stdout(b) | hoist_executor::Output::Stderr(b) => b,
-                    };
-                    on_event(Event::Output { id, bytes });
-                })?;
-                if !status.success() {
-                    return Err(BuildError::Invalid(format!(
-                        "process {:?} did not complete successfully: {status}",
-                        e.argv.join(" ")
-                    )));
-                }
-                self.commit(image, &upper)?;
-                Self::history(image, e.history.clone(), true);
-                Ok(())
-            }
-        }
-    }
-
-    fn lowerdirs_or_empty(&self, image: &StageImage) -> Vec<PathBuf> {
-        let mut dirs = self.lowerdirs(image);
-        if dirs.is_empty() {
-            dirs.push(self.empty.to_owned());
-        }
-        dirs
-    }
-}
-
 /// BuildKit's export rule for history times: an entry without one takes the time of the layer
 /// before it, or of the first new layer when none came before; the image's own `created` is the
 /// last entry's. So a rebuild from cached layers yields the same image id.
@@ -809,7 +416,7 @@ fn fill_history_times(history: &mut [History]) -> Option<String> {
 }
 
 /// WORKDIR's `mkdir -p`, as the image's USER (BuildKit creates it with that owner, 0755).
-fn mkdir_all(root: &Path, path: &str, user: &str) -> Result<(), BuildError> {
+pub(crate) fn mkdir_all(root: &Path, path: &str, user: &str) -> Result<(), BuildError> {
     let owner = if user.is_empty() {
         userdb::Owner::default()
     } else {

@@ -29,6 +29,7 @@
 
 mod archive;
 mod blob;
+mod cache;
 mod error;
 mod registry;
 
@@ -42,6 +43,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 pub use archive::{LoadedImage, save_archive};
 pub use blob::BlobWriter;
+pub use cache::{CacheHit, CacheUsage, FileStat};
 use error::IoContext;
 pub use error::StoreError;
 
@@ -167,6 +169,7 @@ impl Store {
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "NORMAL")?;
         db.execute_batch(SCHEMA)?;
+        db.execute_batch(cache::CACHE_SCHEMA)?;
         Ok(Self {
             dir,
             db: Mutex::new(db),
@@ -174,7 +177,7 @@ impl Store {
         })
     }
 
-    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent (it rolls back).
         self.db
             .lock()
@@ -767,9 +770,11 @@ impl Store {
             chain.push(next);
         }
         for (l, c) in layers.iter().zip(&chain).rev() {
+            // A layer the build cache keeps stays for `builder prune`, as docker's build cache
+            // outlives `rmi`.
             let used: bool = tx
                 .query_row(
-                    "SELECT 1 FROM image_layers WHERE diff_id = ?1 LIMIT 1",
+                    "SELECT 1 FROM image_layers WHERE diff_id = ?1 UNION ALL SELECT 1 FROM build_cache WHERE diff_id = ?1 LIMIT 1",
                     [l],
                     |_| Ok(()),
                 )
@@ -922,7 +927,10 @@ fn dir_size(p: &Path) -> u64 {
     total
 }
 
-fn layer_row(db: &Connection, diff_id: &Digest) -> Result<Option<LayerInfo>, rusqlite::Error> {
+pub(crate) fn layer_row(
+    db: &Connection,
+    diff_id: &Digest,
+) -> Result<Option<LayerInfo>, rusqlite::Error> {
     db.query_row(
         "SELECT snapshot, size, tar_size FROM layers WHERE diff_id = ?1",
         [diff_id.as_str()],

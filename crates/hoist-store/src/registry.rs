@@ -30,9 +30,8 @@ impl Store {
     pub fn blob_sources(&self, blob: &Digest) -> Result<Vec<String>, StoreError> {
         let db = self.db();
         db.execute_batch(SCHEMA)?;
-        let mut stmt = db.prepare(
-            "SELECT repository FROM blob_sources WHERE digest = ?1 ORDER BY rowid DESC",
-        )?;
+        let mut stmt = db
+            .prepare("SELECT repository FROM blob_sources WHERE digest = ?1 ORDER BY rowid DESC")?;
         let rows = stmt.query_map([blob.as_str()], |r| r.get::<_, String>(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

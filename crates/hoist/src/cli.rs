@@ -238,6 +238,12 @@ pub(crate) struct BuildArgs {
     /// Always attempt to pull a newer version of the image
     #[arg(long)]
     pub(crate) pull: bool,
+    /// Do not cache specified stages
+    #[arg(long, value_delimiter = ',', value_name = "STAGE")]
+    pub(crate) no_cache_filter: Vec<String>,
+    /// Print, for every step that runs, why its cache missed
+    #[arg(long)]
+    pub(crate) explain_cache: bool,
     /// Build context: a directory, a tar archive, or "-" for a tar or a Dockerfile on stdin
     pub(crate) context: String,
 }

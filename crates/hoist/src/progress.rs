@@ -39,6 +39,7 @@ struct Vertex {
     /// Complete output lines with their offset from the start, and a partial last line.
     lines: Vec<(Duration, String)>,
     partial: String,
+    cached: bool,
 }
 
 /// Renders events and remembers each step's output for error reports.
@@ -80,6 +81,7 @@ impl Progress {
                         elapsed: None,
                         lines: Vec::new(),
                         partial: String::new(),
+                        cached: false,
                     },
                 );
                 if self.mode == Mode::Plain {
@@ -118,6 +120,20 @@ impl Progress {
                 }
                 if self.mode == Mode::Plain {
                     let _ = writeln!(err, "#{id} DONE {:.1}s\n", elapsed.as_secs_f64());
+                }
+            }
+            Event::Cached { id } => {
+                if let Some(v) = self.vertices.get_mut(&id) {
+                    v.elapsed = Some(Duration::ZERO);
+                    v.cached = true;
+                }
+                if self.mode == Mode::Plain {
+                    let _ = writeln!(err, "#{id} CACHED\n");
+                }
+            }
+            Event::Explain { id, message } => {
+                if self.mode != Mode::Quiet {
+                    let _ = writeln!(err, "#{id} cache miss: {message}");
                 }
             }
             Event::Warning { message } => {

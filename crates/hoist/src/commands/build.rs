@@ -194,6 +194,9 @@ pub(crate) fn run(store: &Store, args: &BuildArgs, out: &mut dyn Write) -> Resul
         network,
         extra_hosts,
         pull: args.pull,
+        no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
+        explain_cache: args.explain_cache,
     };
     let mode = Mode::parse(&args.progress, args.quiet)?;
     let mut progress = Progress::new(mode);

@@ -67,7 +67,11 @@ pub(crate) fn save(store: &Store, args: &SaveArgs, out: &mut dyn Write) -> Resul
 }
 
 pub(crate) fn load(store: &Store, args: &LoadArgs, out: &mut dyn Write) -> Result<()> {
-    let loaded = match args.input.as_deref().filter(|p| *p != std::path::Path::new("-")) {
+    let loaded = match args
+        .input
+        .as_deref()
+        .filter(|p| *p != std::path::Path::new("-"))
+    {
         Some(path) => {
             let f = File::open(path).with_context(|| format!("open {}", path.display()))?;
             store.load_archive(f)?

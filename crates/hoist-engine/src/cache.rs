@@ -1,0 +1,370 @@
+//! Cache keys: sha256 over a versioned, length-prefixed encoding of everything a step's result
+//! depends on — the key of the step before it (a chain back to the base image's digest), the
+//! operation and its arguments, the environment and build args that reach it, and for COPY/ADD
+//! the content digests, modes and names of exactly the files selected. Never mtimes, never a
+//! std hasher. Each key comes with its named inputs, so a miss can say what changed.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use hoist_oci::{Digest, Sha256Hasher};
+use hoist_plan::{Copy, Exec, SourceRef};
+use hoist_store::{FileStat, Store};
+
+use crate::BuildError;
+use crate::context::{SourceTree, walk};
+
+const VERSION: &str = "hoist-cache/v1";
+
+/// A key under construction, with the inputs that explain it.
+pub(crate) struct Key {
+    hasher: Sha256Hasher,
+    pub(crate) inputs: BTreeMap<String, String>,
+}
+
+impl Key {
+    pub(crate) fn new(parent: &str, op: &str) -> Self {
+        let mut k = Self {
+            hasher: Sha256Hasher::new(),
+            inputs: BTreeMap::new(),
+        };
+        k.field("version", VERSION);
+        k.field("parent", parent);
+        k.field("op", op);
+        k
+    }
+
+    /// Adds a named input (length-prefixed, so no two encodings collide).
+    pub(crate) fn field(&mut self, name: &str, value: &str) {
+        for part in [name, value] {
+            self.hasher.update(&(part.len() as u64).to_le_bytes());
+            self.hasher.update(part.as_bytes());
+        }
+        self.inputs.insert(name.to_owned(), value.to_owned());
+    }
+
+    pub(crate) fn finish(self) -> (String, BTreeMap<String, String>) {
+        (self.hasher.finish().to_string(), self.inputs)
+    }
+}
+
+pub(crate) fn exec_key(parent: &str, e: &Exec) -> Key {
+    let mut k = Key::new(parent, "exec");
+    k.field("argv", &format!("{:?}", e.argv));
+    for (name, value) in &e.env {
+        k.field(&format!("env {name}"), value);
+    }
+    for (name, value) in &e.build_args {
+        k.field(&format!("arg {name}"), value);
+    }
+    k.field("workdir", &e.workdir);
+    k.field("user", e.user.as_deref().unwrap_or(""));
+    k.field("network", &format!("{:?}", e.network));
+    k.field("security", &format!("{:?}", e.security));
+    k.field("mounts", &format!("{:?}", e.mounts));
+    for f in &e.inline_files {
+        k.field(
+            &format!("inline {}", f.name),
+            &format!("{:o} {}", f.mode, f.content),
+        );
+    }
+    k
+}
+
+pub(crate) fn workdir_key(parent: &str, path: &str, user: &str) -> Key {
+    let mut k = Key::new(parent, "workdir");
+    k.field("path", path);
+    k.field("user", user);
+    k
+}
+
+/// The key of a COPY/ADD. `from` names its source (a stage key or an image id) when it is not
+/// the context; for the context the selected files are hashed, with `store`'s stat cache.
+pub(crate) fn copy_key(
+    parent: &str,
+    c: &Copy,
+    tree: &SourceTree<'_>,
+    from: Option<&str>,
+    store: &Store,
+) -> Result<Key, BuildError> {
+    let mut k = Key::new(parent, if c.add { "add" } else { "copy" });
+    k.field("dest", &c.dest);
+    k.field("chown", c.chown.as_deref().unwrap_or(""));
+    k.field("chmod", &format!("{:?}", c.chmod));
+    k.field(
+        "flags",
+        &format!(
+            "link={} parents={} unpack={:?} checksum={:?}",
+            c.link, c.parents, c.unpack, c.checksum
+        ),
+    );
+    k.field("excludes", &format!("{:?}", c.excludes));
+    k.field("sources", &format!("{:?}", c.sources));
+    for f in &c.inline {
+        k.field(
+            &format!("inline {}", f.name),
+            &format!("{:o} {}", f.mode, f.content),
+        );
+    }
+    match (&c.from, from) {
+        (SourceRef::Context, _) => {
+            for (name, value) in context_inputs(c, tree, store)? {
+                k.field(&name, &value);
+            }
+        }
+        (_, Some(from)) => k.field("from", from),
+        (_, None) => k.field("from", "unknown"),
+    }
+    Ok(k)
+}
+
+/// `file <path>` → `<mode> <digest or link target>` for every selected context path.
+fn context_inputs(
+    c: &Copy,
+    tree: &SourceTree<'_>,
+    store: &Store,
+) -> Result<Vec<(String, String)>, BuildError> {
+    let mut files: Vec<(String, PathBuf, fs::Metadata)> = Vec::new();
+    for src in &c.sources {
+        for sel in tree.select(src)? {
+            let meta =
+                fs::metadata(&sel.real).map_err(|e| BuildError::io("reading", &sel.real, e))?;
+            let is_dir = meta.is_dir();
+            files.push((sel.rel.clone(), sel.real.clone(), meta));
+            if is_dir {
+                let mut children = Vec::new();
+                walk(tree, &sel.real, &sel.rel, &mut children)?;
+                for (real, rel) in children {
+                    let m = fs::symlink_metadata(&real)
+                        .map_err(|e| BuildError::io("reading", &real, e))?;
+                    files.push((format!("{}/{rel}", sel.rel), real, m));
+                }
+            }
+        }
+    }
+    let digests = file_digests(&files, store)?;
+    Ok(files
+        .iter()
+        .zip(digests)
+        .map(|((rel, _, meta), digest)| {
+            (
+                format!("file {rel}"),
+                format!("{:o} {digest}", meta.mode() & 0o177_777),
+            )
+        })
+        .collect())
+}
+
+fn stat_of(m: &fs::Metadata) -> FileStat {
+    FileStat {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+    }
+}
+
+/// Content digests (or `dir`, or `-> target`), hashing only files whose stat changed, in
+/// parallel.
+fn file_digests(
+    files: &[(String, PathBuf, fs::Metadata)],
+    store: &Store,
+) -> Result<Vec<String>, BuildError> {
+    let regular: Vec<usize> = files
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.2.is_file())
+        .map(|(i, _)| i)
+        .collect();
+    let keys: Vec<(String, FileStat)> = regular
+        .iter()
+        .map(|&i| {
+            (
+                files[i].1.to_string_lossy().into_owned(),
+                stat_of(&files[i].2),
+            )
+        })
+        .collect();
+    let known = store.stat_lookup(&keys)?;
+    let misses: Vec<usize> = (0..regular.len()).filter(|&j| known[j].is_none()).collect();
+    let hashed = hash_parallel(
+        &misses
+            .iter()
+            .map(|&j| files[regular[j]].1.clone())
+            .collect::<Vec<_>>(),
+    )?;
+    let mut by_file: Vec<Option<Digest>> = vec![None; files.len()];
+    for (j, d) in known.into_iter().enumerate() {
+        by_file[regular[j]] = d;
+    }
+    let mut record = Vec::with_capacity(misses.len());
+    for (m, d) in misses.iter().zip(hashed) {
+        let i = regular[*m];
+        record.push((keys[*m].0.clone(), keys[*m].1, d.clone()));
+        by_file[i] = Some(d);
+    }
+    store.stat_record(&record)?;
+    files
+        .iter()
+        .zip(by_file)
+        .map(|((_, real, meta), d)| {
+            Ok(match d {
+                Some(d) => d.to_string(),
+                None if meta.is_dir() => "dir".to_owned(),
+                None if meta.file_type().is_symlink() => {
+                    format!(
+                        "-> {}",
+                        fs::read_link(real)
+                            .map_err(|e| BuildError::io("reading", real, e))?
+                            .display()
+                    )
+                }
+                None => "special".to_owned(),
+            })
+        })
+        .collect()
+}
+
+fn hash_file(path: &PathBuf) -> Result<Digest, BuildError> {
+    let mut f = fs::File::open(path).map_err(|e| BuildError::io("reading", path, e))?;
+    let mut h = Sha256Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| BuildError::io("reading", path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finish())
+}
+
+fn hash_parallel(paths: &[PathBuf]) -> Result<Vec<Digest>, BuildError> {
+    let workers = std::thread::available_parallelism()
+        .map_or(2, std::num::NonZero::get)
+        .min(8);
+    if paths.len() < 16 || workers < 2 {
+        return paths.iter().map(hash_file).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<Digest, BuildError>>>> =
+        paths.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(p) = paths.get(i) else { break };
+                    let r = hash_file(p);
+                    *results[i]
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .unwrap_or_else(|| Err(BuildError::Invalid("a file was not hashed".into())))
+        })
+        .collect()
+}
+
+/// Why a step missed, from its inputs now and at its last build.
+pub(crate) fn explain(old: Option<&str>, new: &BTreeMap<String, String>) -> Option<String> {
+    let old: BTreeMap<String, String> = serde_json::from_str(old?).ok()?;
+    let mut reasons = Vec::new();
+    for (name, value) in new {
+        match old.get(name) {
+            None => reasons.push(describe(name, "added")),
+            Some(v) if v != value => reasons.push(describe(name, "changed")),
+            _ => {}
+        }
+    }
+    for name in old.keys().filter(|k| !new.contains_key(*k)) {
+        reasons.push(describe(name, "removed"));
+    }
+    // A changed parent explains everything below it; say so only when nothing else changed.
+    let own: Vec<&String> = reasons
+        .iter()
+        .filter(|r| !r.starts_with("a previous step"))
+        .collect();
+    if own.is_empty() {
+        return reasons.first().cloned();
+    }
+    let shown: Vec<&str> = own.iter().take(5).map(|s| s.as_str()).collect();
+    let more = own.len().saturating_sub(5);
+    Some(if more > 0 {
+        format!("{} (and {more} more)", shown.join(", "))
+    } else {
+        shown.join(", ")
+    })
+}
+
+fn describe(name: &str, how: &str) -> String {
+    match name.split_once(' ') {
+        Some(("file", path)) => format!("file {path} {how}"),
+        Some(("env", var)) => format!("ENV {var} {how}"),
+        Some(("arg", var)) => format!("build arg {var} {how}"),
+        Some(("inline", f)) => format!("inline file {f} {how}"),
+        _ if name == "parent" => "a previous step or the base image changed".to_owned(),
+        _ if name == "from" => format!("the --from source {how}"),
+        _ => format!("{name} {how}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_length_prefixed_and_stable() {
+        let mut a = Key::new("p", "exec");
+        a.field("x", "ab");
+        a.field("y", "c");
+        let mut b = Key::new("p", "exec");
+        b.field("x", "a");
+        b.field("y", "bc");
+        assert_ne!(
+            a.finish().0,
+            b.finish().0,
+            "moving a byte between fields changes the key"
+        );
+        let mut c = Key::new("p", "exec");
+        c.field("x", "ab");
+        c.field("y", "c");
+        let mut d = Key::new("p", "exec");
+        d.field("x", "ab");
+        d.field("y", "c");
+        assert_eq!(c.finish().0, d.finish().0);
+    }
+
+    #[test]
+    fn explains_what_changed() {
+        let old = serde_json::json!({"parent": "k1", "file a.txt": "644 sha256:1", "file b.txt": "644 sha256:2"}).to_string();
+        let mut new = BTreeMap::new();
+        new.insert("parent".to_owned(), "k1".to_owned());
+        new.insert("file a.txt".to_owned(), "644 sha256:9".to_owned());
+        new.insert("file c.txt".to_owned(), "644 sha256:3".to_owned());
+        assert_eq!(
+            explain(Some(&old), &new).unwrap(),
+            "file a.txt changed, file c.txt added, file b.txt removed"
+        );
+        let mut only_parent = BTreeMap::new();
+        only_parent.insert("parent".to_owned(), "k2".to_owned());
+        let old = serde_json::json!({"parent": "k1"}).to_string();
+        assert_eq!(
+            explain(Some(&old), &only_parent).unwrap(),
+            "a previous step or the base image changed"
+        );
+    }
+}

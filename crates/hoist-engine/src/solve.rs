@@ -1,0 +1,599 @@
+//! The solver: stages run as soon as the stages they read are built, several at once (bounded by
+//! the cores), each step looked up in the build cache before it runs. Worker threads report
+//! through a channel; only the calling thread sees [`Event`]s.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use hoist_dockerfile::ignore::Matcher;
+use hoist_oci::{ContainerConfig, Digest, History, ImageConfig, Platform, Reference};
+use hoist_plan::{Base, Copy, Exec, Op, Plan, SourceRef, Stage};
+use hoist_store::{Store, StoreError};
+
+use crate::cache;
+use crate::{
+    Bases, BuildError, BuildOptions, DEFAULT_PATH, Engine, Event, HISTORY_COMMENT, NetworkMode,
+    StageImage, context, copy, meta, mkdir_all, mounts, now_rfc3339, oci_platform,
+};
+
+/// A built stage: its image and the cache key of its last layer (what later stages chain on).
+#[derive(Clone)]
+pub(crate) struct BuiltStage {
+    pub(crate) image: StageImage,
+    pub(crate) key: String,
+}
+
+/// What worker threads send to the calling thread.
+enum Msg {
+    Started(usize, String),
+    Output(usize, Vec<u8>),
+    Done(usize, Duration),
+    Cached(usize),
+    Explain(usize, String),
+    Stage(usize, Box<Result<BuiltStage, BuildError>>),
+}
+
+pub(crate) struct Solver<'s, 'a> {
+    pub(crate) engine: &'s Engine<'a>,
+    pub(crate) opts: &'s BuildOptions,
+    pub(crate) plan: &'s Plan,
+    pub(crate) bases: &'s Bases<'a>,
+    pub(crate) ignore: Option<&'s Matcher>,
+    pub(crate) empty: &'s Path,
+    pub(crate) next_id: AtomicUsize,
+    pub(crate) failed: AtomicBool,
+}
+
+/// A stage's view while it runs: its channel and the stages it may read.
+struct StageRun<'t> {
+    tx: &'t mpsc::Sender<Msg>,
+    deps: &'t HashMap<usize, BuiltStage>,
+}
+
+impl StageRun<'_> {
+    fn send(&self, m: Msg) {
+        // The receiver outlives every worker (they are scoped).
+        let _ = self.tx.send(m);
+    }
+}
+
+fn dependencies(stage: &Stage) -> Vec<usize> {
+    let mut d = stage.dependencies.clone();
+    if let Base::Stage(i) = stage.base {
+        d.push(i);
+    }
+    d.sort_unstable();
+    d.dedup();
+    d
+}
+
+impl Solver<'_, '_> {
+    fn store(&self) -> &Store {
+        self.engine.store
+    }
+
+    /// Builds every stage of the plan; returns them by position.
+    pub(crate) fn solve(
+        &self,
+        on_event: &mut dyn FnMut(Event<'_>),
+    ) -> Result<Vec<Option<BuiltStage>>, BuildError> {
+        let n = self.plan.stages.len();
+        let deps: Vec<Vec<usize>> = self.plan.stages.iter().map(dependencies).collect();
+        let workers = std::thread::available_parallelism()
+            .map_or(2, std::num::NonZero::get)
+            .max(2);
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let mut done: Vec<Option<BuiltStage>> = vec![None; n];
+        let mut first_error: Option<BuildError> = None;
+        std::thread::scope(|scope| {
+            let mut started = vec![false; n];
+            let (mut running, mut finished) = (0usize, 0usize);
+            loop {
+                if first_error.is_none() {
+                    for i in 0..n {
+                        let ready = deps[i].iter().all(|d| done[*d].is_some());
+                        if started[i] || !ready || running >= workers {
+                            continue;
+                        }
+                        started[i] = true;
+                        running += 1;
+                        let inputs: HashMap<usize, BuiltStage> = deps[i]
+                            .iter()
+                            .filter_map(|d| done[*d].clone().map(|b| (*d, b)))
+                            .collect();
+                        let tx = tx.clone();
+                        scope.spawn(move || {
+                            let run = StageRun {
+                                tx: &tx,
+                                deps: &inputs,
+                            };
+                            let result = self.stage(&self.plan.stages[i], &run);
+                            if result.is_err() {
+                                self.failed.store(true, Ordering::SeqCst);
+                            }
+                            run.send(Msg::Stage(i, Box::new(result)));
+                        });
+                    }
+                }
+                if running == 0 && (finished == n || first_error.is_some()) {
+                    break;
+                }
+                let Ok(msg) = rx.recv() else { break };
+                match msg {
+                    Msg::Started(id, name) => on_event(Event::Started { id, name: &name }),
+                    Msg::Output(id, bytes) => on_event(Event::Output { id, bytes: &bytes }),
+                    Msg::Done(id, elapsed) => on_event(Event::Done { id, elapsed }),
+                    Msg::Cached(id) => on_event(Event::Cached { id }),
+                    Msg::Explain(id, why) => on_event(Event::Explain { id, message: &why }),
+                    Msg::Stage(i, result) => {
+                        running -= 1;
+                        finished += 1;
+                        match *result {
+                            Ok(b) => done[i] = Some(b),
+                            Err(e) => {
+                                first_error.get_or_insert(e);
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(done),
+        }
+    }
+
+    fn start(&self, run: &StageRun<'_>, name: &str) -> usize {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst) + 1;
+        run.send(Msg::Started(id, name.to_owned()));
+        id
+    }
+
+    fn image_of(&self, id: &Digest) -> Result<StageImage, BuildError> {
+        let config = self.store().config(id)?;
+        let mut layers = Vec::new();
+        for d in &config.rootfs.diff_ids {
+            layers.push(
+                self.store()
+                    .layer(d)?
+                    .ok_or_else(|| StoreError::MissingLayer(d.clone()))?,
+            );
+        }
+        Ok(StageImage { layers, config })
+    }
+
+    fn image_id(&self, reference: &str, platform: &Platform) -> Result<Digest, BuildError> {
+        self.bases
+            .id(reference, platform)
+            .map_err(|message| BuildError::Base {
+                reference: reference.to_owned(),
+                message,
+            })
+    }
+
+    /// The stage's starting image and the key its steps chain on.
+    fn base(&self, stage: &Stage, run: &StageRun<'_>) -> Result<BuiltStage, BuildError> {
+        let platform = oci_platform(&stage.platform);
+        match &stage.base {
+            Base::Scratch => Ok(BuiltStage {
+                image: StageImage {
+                    layers: Vec::new(),
+                    config: ImageConfig {
+                        architecture: platform.architecture.clone(),
+                        os: platform.os.clone(),
+                        variant: platform.variant.clone(),
+                        config: Some(ContainerConfig {
+                            env: Some(vec![format!("PATH={DEFAULT_PATH}")]),
+                            working_dir: Some("/".into()),
+                            ..ContainerConfig::default()
+                        }),
+                        ..ImageConfig::default()
+                    },
+                },
+                key: format!("scratch {platform}"),
+            }),
+            Base::Stage(i) => run
+                .deps
+                .get(i)
+                .cloned()
+                .ok_or_else(|| BuildError::Invalid(format!("stage {i} was not built"))),
+            Base::Image(reference) => {
+                let id = self.image_id(reference, &platform)?;
+                let mut image = self.image_of(&id)?;
+                // What BuildKit keeps of a base config: the image fields, not the build metadata.
+                image.config.created = None;
+                image.config.comment = None;
+                Ok(BuiltStage {
+                    image,
+                    key: format!("image {id}"),
+                })
+            }
+        }
+    }
+
+    fn stage(&self, stage: &Stage, run: &StageRun<'_>) -> Result<BuiltStage, BuildError> {
+        // BuildKit numbers only the steps that become operations: FROM and the steps that make
+        // layers; metadata instructions change the config without a vertex.
+        let total = 1 + stage
+            .steps
+            .iter()
+            .filter(|s| !matches!(s.op, Op::Meta(_)))
+            .count();
+        let label = stage
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{}", stage.dockerfile_index));
+        let many = self.plan.stages.len() > 1;
+        let vertex = |n: usize, text: &str| {
+            if many {
+                format!("[{label} {n}/{total}] {text}")
+            } else {
+                format!("[{n}/{total}] {text}")
+            }
+        };
+        let from_text = match &stage.base {
+            Base::Image(r) => format!(
+                "FROM {}",
+                Reference::parse(r).map_or_else(|_| r.clone(), |r| r.to_string())
+            ),
+            _ => stage.source.clone(),
+        };
+        let from_vertex = vertex(1, &from_text);
+        let mut built = if matches!(stage.base, Base::Image(_)) {
+            let id = self.start(run, &from_vertex);
+            let started = Instant::now();
+            let b = self
+                .base(stage, run)
+                .map_err(|e| e.at(stage.lines, &from_vertex))?;
+            run.send(Msg::Done(id, started.elapsed()));
+            b
+        } else {
+            self.base(stage, run)
+                .map_err(|e| e.at(stage.lines, &from_vertex))?
+        };
+        if built
+            .image
+            .config
+            .config
+            .as_ref()
+            .is_some_and(|c| c.on_build.is_some())
+        {
+            // The triggers ran as this stage's first steps (the frontend put them there).
+            built.image.container().on_build = None;
+        }
+        let use_cache = !self.opts.no_cache
+            && !stage.name.as_ref().is_some_and(|n| {
+                self.opts
+                    .no_cache_filter
+                    .iter()
+                    .any(|f| f.eq_ignore_ascii_case(n))
+            });
+        let mut flags = meta::StageFlags::default();
+        let mut n = 1;
+        for (index, step) in stage.steps.iter().enumerate() {
+            if self.failed.load(Ordering::SeqCst) {
+                return Err(BuildError::Invalid("canceled: another stage failed".into()));
+            }
+            if let Op::Meta(m) = &step.op {
+                let image = &mut built.image;
+                let mut author = image.config.author.take();
+                let line = meta::apply(image.container(), &mut author, &mut flags, m);
+                image.config.author = author;
+                if !line.is_empty() {
+                    history(image, line, None);
+                }
+                continue;
+            }
+            n += 1;
+            let name = vertex(n, &step.source);
+            if matches!(step.op, Op::Exec(_))
+                && !oci_platform(&stage.platform).matches(&Platform::host())
+            {
+                let message = format!(
+                    "running a {} command on this {} machine is not supported yet",
+                    stage.platform,
+                    Platform::host()
+                );
+                return Err(BuildError::Step {
+                    lines: step.lines,
+                    vertex: name,
+                    message,
+                });
+            }
+            let id = self.start(run, &name);
+            let started = Instant::now();
+            let identity = format!(
+                "{}\u{0}{}\u{0}{}\u{0}{index}",
+                self.opts.context.display(),
+                self.opts.dockerfile_name,
+                stage.dockerfile_index
+            );
+            let cached = self
+                .layer_step(id, &step.op, &mut built, use_cache, &identity, run)
+                .map_err(|e| e.at(step.lines, &name))?;
+            if cached {
+                run.send(Msg::Cached(id));
+            } else {
+                run.send(Msg::Done(id, started.elapsed()));
+            }
+        }
+        Ok(built)
+    }
+
+    /// Runs (or finds in the cache) one layer-producing step; true when it was cached.
+    fn layer_step(
+        &self,
+        id: usize,
+        op: &Op,
+        built: &mut BuiltStage,
+        use_cache: bool,
+        identity: &str,
+        run: &StageRun<'_>,
+    ) -> Result<bool, BuildError> {
+        let parent = built.key.clone();
+        let user = built
+            .image
+            .config
+            .config
+            .as_ref()
+            .and_then(|c| c.user.clone())
+            .unwrap_or_default();
+        // Where COPY reads from, mounted read-only when it is another stage or an image.
+        let mut from_mount = None;
+        let mut tree = None;
+        let (key, history_line) = match op {
+            Op::Workdir(path) => {
+                built.image.container().working_dir = Some(path.clone());
+                if path == "/" {
+                    history(&mut built.image, format!("WORKDIR {path}"), None);
+                    return Ok(false);
+                }
+                (
+                    cache::workdir_key(&parent, path, &user),
+                    format!("WORKDIR {path}"),
+                )
+            }
+            Op::Exec(e) => {
+                if e.security == hoist_plan::Security::Insecure {
+                    return Err(BuildError::Unsupported("RUN --security=insecure".into()));
+                }
+                if !e.mounts.is_empty() {
+                    return Err(BuildError::Unsupported("RUN --mount".into()));
+                }
+                (cache::exec_key(&parent, e), e.history.clone())
+            }
+            Op::Copy(c) => {
+                let (t, from_key) = self.copy_source(c, run, &mut from_mount)?;
+                let key = cache::copy_key(&parent, c, &t, from_key.as_deref(), self.store())?;
+                tree = Some(t);
+                (key, c.history.clone())
+            }
+            Op::Meta(_) => return Ok(true),
+        };
+        let (key, inputs) = key.finish();
+        let old = self.store().swap_step_inputs(
+            identity,
+            &serde_json::to_string(&inputs).unwrap_or_default(),
+        )?;
+        if use_cache {
+            if let Some(hit) = self.store().cache_get(&key)? {
+                built.image.layers.push(hit.layer);
+                history(&mut built.image, history_line, Some(hit.created));
+                built.key = key;
+                return Ok(true);
+            }
+        }
+        if self.opts.explain_cache {
+            let why = if !use_cache {
+                "the cache is disabled for this step".to_owned()
+            } else {
+                cache::explain(old.as_deref(), &inputs)
+                    .unwrap_or_else(|| "not built before".to_owned())
+            };
+            run.send(Msg::Explain(id, why));
+        }
+        let (dir, upper, work) = self.upper()?;
+        match op {
+            Op::Workdir(path) => {
+                let mount = self.mount_rw(&built.image, &upper, &work)?;
+                mkdir_all(mount.path(), path, &user)?;
+            }
+            Op::Copy(c) => {
+                let mount = self.mount_rw(&built.image, &upper, &work)?;
+                let tree = tree
+                    .as_ref()
+                    .ok_or_else(|| BuildError::Invalid("no copy source".into()))?;
+                copy::copy(c, tree, mount.path())?;
+            }
+            Op::Exec(e) => self.exec(id, e, &built.image, dir.path(), &upper, &work, run)?,
+            Op::Meta(_) => {}
+        }
+        drop(from_mount);
+        let layer = self.store().commit_snapshot(&upper)?;
+        let created = now_rfc3339();
+        self.store().cache_put(&key, &layer, &created)?;
+        built.image.layers.push(layer);
+        history(&mut built.image, history_line, Some(created));
+        built.key = key;
+        Ok(false)
+    }
+
+    /// The tree a COPY reads and, for a stage or an image, the key that stands for its content.
+    fn copy_source(
+        &self,
+        c: &Copy,
+        run: &StageRun<'_>,
+        from_mount: &mut Option<mounts::OverlayMount>,
+    ) -> Result<(context::SourceTree<'_>, Option<String>), BuildError> {
+        let exclude = if c.excludes.is_empty() {
+            None
+        } else {
+            Some(
+                Matcher::new(c.excludes.clone())
+                    .map_err(|e| BuildError::Invalid(format!("invalid --exclude: {e}")))?,
+            )
+        };
+        let (root, ignore, from_key) = match &c.from {
+            SourceRef::Context => (self.opts.context.clone(), self.ignore, None),
+            SourceRef::Stage(i) => {
+                let other = run
+                    .deps
+                    .get(i)
+                    .ok_or_else(|| BuildError::Invalid(format!("stage {i} was not built")))?;
+                let m = mounts::OverlayMount::new(
+                    &self.store().tmp_dir(),
+                    &self.lowerdirs(&other.image),
+                    None,
+                    self.empty,
+                )?;
+                let root = m.path().to_owned();
+                *from_mount = Some(m);
+                (root, None, Some(other.key.clone()))
+            }
+            SourceRef::Image(reference) => {
+                let id = self.image_id(reference, &Platform::host())?;
+                let other = self.image_of(&id)?;
+                let m = mounts::OverlayMount::new(
+                    &self.store().tmp_dir(),
+                    &self.lowerdirs(&other),
+                    None,
+                    self.empty,
+                )?;
+                let root = m.path().to_owned();
+                *from_mount = Some(m);
+                (root, None, Some(format!("image {id}")))
+            }
+        };
+        Ok((
+            context::SourceTree {
+                root,
+                ignore,
+                exclude,
+            },
+            from_key,
+        ))
+    }
+
+    fn lowerdirs(&self, image: &StageImage) -> Vec<PathBuf> {
+        image
+            .layers
+            .iter()
+            .rev()
+            .map(|l| self.store().snapshot_dir(l))
+            .collect()
+    }
+
+    fn mount_rw(
+        &self,
+        image: &StageImage,
+        upper: &Path,
+        work: &Path,
+    ) -> Result<mounts::OverlayMount, BuildError> {
+        mounts::OverlayMount::new(
+            &self.store().tmp_dir(),
+            &self.lowerdirs(image),
+            Some((upper, work)),
+            self.empty,
+        )
+    }
+
+    /// Fresh upper and work directories for a layer-producing step.
+    fn upper(&self) -> Result<(tempfile::TempDir, PathBuf, PathBuf), BuildError> {
+        let tmp = self.store().tmp_dir();
+        let dir = tempfile::Builder::new()
+            .prefix("layer-")
+            .tempdir_in(&tmp)
+            .map_err(|e| BuildError::io("creating a layer directory in", &tmp, e))?;
+        let upper = dir.path().join("upper");
+        let work = dir.path().join("work");
+        for d in [&upper, &work] {
+            std::fs::create_dir(d).map_err(|e| BuildError::io("creating", d, e))?;
+        }
+        Ok((dir, upper, work))
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "the parts of one sandbox run")]
+    fn exec(
+        &self,
+        id: usize,
+        e: &Exec,
+        image: &StageImage,
+        scratch: &Path,
+        upper: &Path,
+        work: &Path,
+        run: &StageRun<'_>,
+    ) -> Result<(), BuildError> {
+        // Heredoc scripts with a shebang run from read-only files under /dev/pipes/.
+        let mut mounts = Vec::new();
+        for f in &e.inline_files {
+            let path = scratch.join(format!("pipe-{}", mounts.len()));
+            std::fs::write(&path, &f.content)
+                .map_err(|err| BuildError::io("writing", &path, err))?;
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(f.mode))
+                .map_err(|err| BuildError::io("chmod", &path, err))?;
+            mounts.push(hoist_executor::Mount::Bind {
+                source: path,
+                target: format!("/dev/pipes/{}", f.name),
+                readonly: true,
+            });
+        }
+        let network = match (e.network, self.opts.network) {
+            (hoist_plan::Network::None, _) | (hoist_plan::Network::Default, NetworkMode::None) => {
+                hoist_executor::Network::None
+            }
+            _ => hoist_executor::Network::Host,
+        };
+        let mut env: Vec<String> = e.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        env.extend(e.proxy_env.iter().map(|(k, v)| format!("{k}={v}")));
+        let mut lowerdirs = self.lowerdirs(image);
+        if lowerdirs.is_empty() {
+            lowerdirs.push(self.empty.to_owned());
+        }
+        let spec = hoist_executor::RunSpec {
+            rootfs: hoist_executor::Rootfs::Overlay {
+                lowerdirs,
+                upperdir: upper.to_owned(),
+                workdir: work.to_owned(),
+            },
+            args: e.argv.clone(),
+            env,
+            cwd: e.workdir.clone(),
+            user: e.user.clone().unwrap_or_default(),
+            hostname: hoist_executor::DEFAULT_HOSTNAME.into(),
+            network,
+            extra_hosts: self.opts.extra_hosts.clone(),
+            mounts,
+            stdin: hoist_executor::Stdin::Null,
+            tty: false,
+        };
+        let status = hoist_executor::run(&spec, &mut |out| {
+            let bytes = match out {
+                hoist_executor::Output::Stdout(b) | hoist_executor::Output::Stderr(b) => b,
+            };
+            run.send(Msg::Output(id, bytes.to_vec()));
+        })?;
+        if !status.success() {
+            return Err(BuildError::Invalid(format!(
+                "process {:?} did not complete successfully: {status}",
+                e.argv.join(" ")
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Appends a history entry; `created` is `None` for metadata (filled at export, as BuildKit).
+fn history(image: &mut StageImage, created_by: String, created: Option<String>) {
+    let layer = created.is_some();
+    image.config.history.push(History {
+        created,
+        created_by: Some(created_by),
+        comment: Some(HISTORY_COMMENT.into()),
+        empty_layer: !layer,
+        ..History::default()
+    });
+}

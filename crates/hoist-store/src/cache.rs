@@ -1,0 +1,252 @@
+//! The build cache index and the context stat cache, both in the store's database.
+//!
+//! A cache entry maps a step's key (the engine's hash of everything the step's result depends
+//! on) to the layer it made and the time it was made, so a hit reproduces the same history and
+//! the same image id. Layers that only the cache keeps are reclaimed by [`Store::prune_cache`],
+//! never by `rmi`, as docker keeps its build cache apart from its images.
+//!
+//! The stat cache maps a context file's path to (device, inode, size, mtime, ctime) and the
+//! sha256 of its content, so an unchanged file is never read again.
+
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use hoist_oci::Digest;
+
+use crate::{LayerInfo, Store, StoreError, layer_row};
+
+/// What `stat` says about a file; equal stats mean the content digest still holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStat {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+/// A hit in the build cache.
+#[derive(Debug, Clone)]
+pub struct CacheHit {
+    /// The layer the step made.
+    pub layer: LayerInfo,
+    /// When it was made (the history time to reuse).
+    pub created: String,
+}
+
+/// What the cache holds, for `system df` and `builder prune`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheUsage {
+    /// Entries.
+    pub entries: u64,
+    /// Bytes of the layers only the cache keeps.
+    pub reclaimable: u64,
+}
+
+pub(crate) const CACHE_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS build_cache (
+    key       TEXT PRIMARY KEY,
+    diff_id   TEXT NOT NULL,
+    created   TEXT NOT NULL,
+    last_used INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS build_cache_diff ON build_cache (diff_id);
+CREATE TABLE IF NOT EXISTS build_steps (
+    identity TEXT PRIMARY KEY,
+    inputs   TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stat_cache (
+    path     TEXT PRIMARY KEY,
+    dev      INTEGER NOT NULL,
+    ino      INTEGER NOT NULL,
+    size     INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
+    digest   TEXT NOT NULL
+);
+";
+
+impl Store {
+    /// The layer cached under `key`, if it is still in the store.
+    pub fn cache_get(&self, key: &str) -> Result<Option<CacheHit>, StoreError> {
+        let db = self.db();
+        let row: Option<(String, String)> = db
+            .query_row(
+                "SELECT diff_id, created FROM build_cache WHERE key = ?1",
+                [key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((diff_id, created)) = row else {
+            return Ok(None);
+        };
+        let Ok(diff_id) = diff_id.parse::<Digest>() else {
+            return Ok(None);
+        };
+        let Some(layer) = layer_row(&db, &diff_id)? else {
+            return Ok(None);
+        };
+        if !self.snapshot_dir(&layer).is_dir() {
+            return Ok(None);
+        }
+        db.execute(
+            "UPDATE build_cache SET last_used = ?2 WHERE key = ?1",
+            params![key, jiff::Timestamp::now().as_second()],
+        )?;
+        Ok(Some(CacheHit { layer, created }))
+    }
+
+    /// Records that the step `key` made `layer` at `created`.
+    pub fn cache_put(&self, key: &str, layer: &LayerInfo, created: &str) -> Result<(), StoreError> {
+        self.db().execute(
+            "INSERT INTO build_cache (key, diff_id, created, last_used) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(key) DO UPDATE SET diff_id = excluded.diff_id, created = excluded.created, last_used = excluded.last_used",
+            params![key, layer.diff_id.as_str(), created, jiff::Timestamp::now().as_second()],
+        )?;
+        Ok(())
+    }
+
+    /// The inputs a step had last time (for explaining a miss), and records the new ones.
+    pub fn swap_step_inputs(
+        &self,
+        identity: &str,
+        inputs: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let old: Option<String> = tx
+            .query_row(
+                "SELECT inputs FROM build_steps WHERE identity = ?1",
+                [identity],
+                |r| r.get(0),
+            )
+            .optional()?;
+        tx.execute(
+            "INSERT INTO build_steps (identity, inputs) VALUES (?1, ?2)
+             ON CONFLICT(identity) DO UPDATE SET inputs = excluded.inputs",
+            params![identity, inputs],
+        )?;
+        tx.commit()?;
+        Ok(old)
+    }
+
+    /// Digests of files whose stat is unchanged since they were last hashed.
+    pub fn stat_lookup(
+        &self,
+        paths: &[(String, FileStat)],
+    ) -> Result<Vec<Option<Digest>>, StoreError> {
+        let db = self.db();
+        let mut stmt = db.prepare_cached(
+            "SELECT digest FROM stat_cache WHERE path = ?1 AND dev = ?2 AND ino = ?3 AND size = ?4 AND mtime_ns = ?5 AND ctime_ns = ?6",
+        )?;
+        let mut out = Vec::with_capacity(paths.len());
+        for (path, s) in paths {
+            let d: Option<String> = stmt
+                .query_row(
+                    params![
+                        path,
+                        s.dev as i64,
+                        s.ino as i64,
+                        s.size as i64,
+                        s.mtime_ns,
+                        s.ctime_ns
+                    ],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            out.push(d.and_then(|d| d.parse().ok()));
+        }
+        Ok(out)
+    }
+
+    /// Remembers the digests of freshly hashed files.
+    pub fn stat_record(&self, entries: &[(String, FileStat, Digest)]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO stat_cache (path, dev, ino, size, mtime_ns, ctime_ns, digest) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(path) DO UPDATE SET dev = excluded.dev, ino = excluded.ino, size = excluded.size,
+                 mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns, digest = excluded.digest",
+            )?;
+            for (path, s, d) in entries {
+                stmt.execute(params![
+                    path,
+                    s.dev as i64,
+                    s.ino as i64,
+                    s.size as i64,
+                    s.mtime_ns,
+                    s.ctime_ns,
+                    d.as_str()
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Entries and the bytes of layers only the cache keeps.
+    pub fn cache_usage(&self) -> Result<CacheUsage, StoreError> {
+        let db = self.db();
+        let entries: i64 = db.query_row("SELECT COUNT(*) FROM build_cache", [], |r| r.get(0))?;
+        let reclaimable: i64 = db.query_row(
+            "SELECT COALESCE(SUM(size), 0) FROM layers WHERE diff_id IN (SELECT diff_id FROM build_cache)
+             AND diff_id NOT IN (SELECT diff_id FROM image_layers)",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(CacheUsage {
+            entries: entries as u64,
+            reclaimable: reclaimable as u64,
+        })
+    }
+
+    /// Drops cache entries — all of them, or the least recently used until the layers only the
+    /// cache keeps fit in `keep_bytes` — and the layers nothing references any more. Returns
+    /// the entries removed and the bytes reclaimed.
+    pub fn prune_cache(&self, keep_bytes: Option<u64>) -> Result<(u64, u64), StoreError> {
+        let mut removed = 0u64;
+        let before = self.cache_usage()?.reclaimable;
+        {
+            let mut db = self.db();
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let rows: Vec<(String, String, i64)> = {
+                let mut stmt = tx.prepare(
+                    "SELECT c.key, c.diff_id, COALESCE(l.size, 0) FROM build_cache c LEFT JOIN layers l ON l.diff_id = c.diff_id
+                     ORDER BY c.last_used ASC",
+                )?;
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<Result<_, _>>()?
+            };
+            let mut total: u64 = before;
+            for (key, _diff, size) in rows {
+                if let Some(keep) = keep_bytes {
+                    if total <= keep {
+                        break;
+                    }
+                    total = total.saturating_sub(size as u64);
+                }
+                tx.execute("DELETE FROM build_cache WHERE key = ?1", [&key])?;
+                removed += 1;
+            }
+            if keep_bytes.is_none() {
+                tx.execute("DELETE FROM build_steps", [])?;
+            }
+            tx.execute(
+                "DELETE FROM layer_blobs WHERE diff_id NOT IN (SELECT diff_id FROM image_layers)
+                 AND diff_id NOT IN (SELECT diff_id FROM build_cache)",
+                [],
+            )?;
+            tx.execute(
+                "DELETE FROM layers WHERE diff_id NOT IN (SELECT diff_id FROM image_layers)
+                 AND diff_id NOT IN (SELECT diff_id FROM build_cache)",
+                [],
+            )?;
+            tx.commit()?;
+        }
+        let stats = self.gc()?;
+        Ok((removed, stats.bytes))
+    }
+}
