@@ -187,6 +187,16 @@ impl Store {
         Ok(())
     }
 
+    /// Bytes of the layers images use, each layer once (docker's `system df` image size).
+    pub fn images_size(&self) -> Result<u64, StoreError> {
+        let size: i64 = self.db().query_row(
+            "SELECT COALESCE(SUM(size), 0) FROM layers WHERE diff_id IN (SELECT diff_id FROM image_layers)",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(size as u64)
+    }
+
     /// Entries and the bytes of layers only the cache keeps.
     pub fn cache_usage(&self) -> Result<CacheUsage, StoreError> {
         let db = self.db();

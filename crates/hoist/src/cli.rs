@@ -54,6 +54,41 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
+    /// Manage the build cache
+    Builder {
+        #[command(subcommand)]
+        command: BuilderCommand,
+    },
+    /// Manage hoist's storage
+    System {
+        #[command(subcommand)]
+        command: SystemCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BuilderCommand {
+    /// Remove build cache
+    Prune(BuilderPruneArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SystemCommand {
+    /// Show disk usage
+    Df,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BuilderPruneArgs {
+    /// Remove all unused build cache, not just dangling ones
+    #[arg(short, long)]
+    pub(crate) all: bool,
+    /// Amount of disk space to keep for cache (e.g. 500MB, 2GB)
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) keep_storage: Option<String>,
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    pub(crate) force: bool,
 }
 
 #[derive(Debug, Subcommand)]

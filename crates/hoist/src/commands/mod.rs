@@ -12,6 +12,7 @@ mod pull;
 mod push;
 mod rmi;
 mod save_load;
+mod system;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -57,6 +58,12 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Image {
             command: ImageCommand::Prune(a),
         } => rmi::prune(&open()?, &a, &mut out)?,
+        Command::Builder {
+            command: crate::cli::BuilderCommand::Prune(a),
+        } => system::builder_prune(&open()?, &a, &mut out)?,
+        Command::System {
+            command: crate::cli::SystemCommand::Df,
+        } => system::df(&open()?, &mut out)?,
         Command::Inspect(a)
         | Command::Image {
             command: ImageCommand::Inspect(a),

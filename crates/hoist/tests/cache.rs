@@ -1,0 +1,299 @@
+//! The build cache through the binary: a rebuild hits step by step; each kind of change misses
+//! exactly where it should and `--explain-cache` names it; stages run in parallel; the cache is
+//! pruned and reported.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use common::Hoist;
+
+fn with_busybox() -> Hoist {
+    let h = Hoist::new();
+    let archive = hoist_test::fixed_archive(h.dir.path(), &["busybox:latest"]);
+    h.ok(&["load", "-i", archive.to_str().unwrap()]);
+    h
+}
+
+fn write(dir: &Path, path: &str, content: &str) {
+    let p = dir.join(path);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, content).unwrap();
+}
+
+/// One build with plain progress: (which numbered steps were CACHED, the miss explanations,
+/// the image id).
+struct Outcome {
+    cached: Vec<String>,
+    ran: Vec<String>,
+    misses: Vec<String>,
+    id: String,
+}
+
+fn build(h: &Hoist, ctx: &Path, extra: &[&str]) -> Outcome {
+    let iid = h.path("iid");
+    let mut args = vec![
+        "build",
+        "--progress",
+        "plain",
+        "--explain-cache",
+        "--iidfile",
+        iid.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    args.push(ctx.to_str().unwrap());
+    let out = h.output(&args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    let mut names = std::collections::BTreeMap::new();
+    let mut o = Outcome {
+        cached: Vec::new(),
+        ran: Vec::new(),
+        misses: Vec::new(),
+        id: std::fs::read_to_string(&iid).unwrap(),
+    };
+    for line in err.lines() {
+        let Some(rest) = line.strip_prefix('#') else {
+            continue;
+        };
+        let (n, text) = rest.split_once(' ').unwrap_or((rest, ""));
+        if text.starts_with('[') {
+            names.insert(
+                n.to_owned(),
+                text.split_once("] ").map_or(text, |x| x.1).to_owned(),
+            );
+        } else if text == "CACHED" {
+            o.cached.push(names[n].clone());
+        } else if text.starts_with("DONE") && names.get(n).is_some_and(|s| !s.starts_with("FROM")) {
+            o.ran.push(names[n].clone());
+        } else if let Some(why) = text.strip_prefix("cache miss: ") {
+            o.misses.push(format!("{}: {why}", names[n]));
+        }
+    }
+    o
+}
+
+const DF: &str = "FROM busybox\nARG USED\nCOPY *.txt /txt/\nCOPY app /app\nRUN echo $USED > /used && ls -l /app > /listing\n";
+
+fn project(h: &Hoist) -> PathBuf {
+    let ctx = h.path("ctx");
+    write(&ctx, "Dockerfile", DF);
+    write(&ctx, "a.txt", "a");
+    write(&ctx, "app/main.sh", "echo main");
+    write(&ctx, "app/lib/util.sh", "echo util");
+    write(&ctx, ".dockerignore", "app/secret\n");
+    write(&ctx, "app/secret", "not sent");
+    ctx
+}
+
+#[test]
+fn rebuild_hits_every_step_and_keeps_the_image_id() {
+    let h = with_busybox();
+    let ctx = project(&h);
+    let first = build(&h, &ctx, &[]);
+    assert_eq!(first.cached, Vec::<String>::new());
+    assert_eq!(first.ran.len(), 3);
+    let second = build(&h, &ctx, &[]);
+    assert_eq!(
+        second.cached,
+        [
+            "COPY *.txt /txt/",
+            "COPY app /app",
+            "RUN echo $USED > /used && ls -l /app > /listing"
+        ]
+    );
+    assert_eq!(second.ran, Vec::<String>::new());
+    assert_eq!(
+        second.id, first.id,
+        "an unchanged rebuild is the same image"
+    );
+    // Touching a file (same content, new mtime) still hits: keys never include mtimes.
+    let f = ctx.join("app/main.sh");
+    std::fs::write(&f, "echo main").unwrap();
+    let third = build(&h, &ctx, &[]);
+    assert_eq!(third.ran, Vec::<String>::new());
+    assert_eq!(third.id, first.id);
+}
+
+#[test]
+fn each_kind_of_change_misses_where_it_should() {
+    let h = with_busybox();
+    let ctx = project(&h);
+    build(&h, &ctx, &[]);
+    let all_after_app = [
+        "COPY app /app",
+        "RUN echo $USED > /used && ls -l /app > /listing",
+    ];
+
+    // Content.
+    write(&ctx, "app/lib/util.sh", "echo changed");
+    let o = build(&h, &ctx, &[]);
+    assert_eq!(o.cached, ["COPY *.txt /txt/"]);
+    assert_eq!(o.ran, all_after_app);
+    assert_eq!(o.misses[0], "COPY app /app: file app/lib/util.sh changed");
+
+    // Mode.
+    std::fs::set_permissions(
+        ctx.join("app/main.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let o = build(&h, &ctx, &[]);
+    assert_eq!(o.ran, all_after_app);
+    assert_eq!(o.misses[0], "COPY app /app: file app/main.sh changed");
+
+    // Rename (kaniko once ignored these).
+    std::fs::rename(ctx.join("app/lib/util.sh"), ctx.join("app/lib/helpers.sh")).unwrap();
+    let o = build(&h, &ctx, &[]);
+    assert_eq!(o.ran, all_after_app);
+    assert_eq!(
+        o.misses[0],
+        "COPY app /app: file app/lib/helpers.sh added, file app/lib/util.sh removed"
+    );
+
+    // A new file matching the glob.
+    write(&ctx, "b.txt", "b");
+    let o = build(&h, &ctx, &[]);
+    assert_eq!(o.ran.len(), 3, "{:?}", o.ran);
+    assert_eq!(o.misses[0], "COPY *.txt /txt/: file b.txt added");
+
+    // A .dockerignore edit that lets a file in.
+    write(&ctx, ".dockerignore", "");
+    let o = build(&h, &ctx, &[]);
+    assert_eq!(o.cached, ["COPY *.txt /txt/"]);
+    assert_eq!(o.misses[0], "COPY app /app: file app/secret added");
+
+    // A declared build arg the RUN sees misses; one the Dockerfile never declares does not.
+    let o = build(&h, &ctx, &["--build-arg", "UNDECLARED=1"]);
+    assert_eq!(
+        o.ran,
+        Vec::<String>::new(),
+        "an unused build arg changes nothing"
+    );
+    let o = build(&h, &ctx, &["--build-arg", "USED=1"]);
+    assert_eq!(o.ran, ["RUN echo $USED > /used && ls -l /app > /listing"]);
+    assert!(
+        o.misses[0].contains("ENV USED added") || o.misses[0].contains("build arg USED"),
+        "{:?}",
+        o.misses
+    );
+
+    // Owners of context files do not matter: COPY sets its own.
+    std::os::unix::fs::chown(ctx.join("a.txt"), Some(1234), Some(1234)).unwrap();
+    let o = build(&h, &ctx, &["--build-arg", "USED=1"]);
+    assert_eq!(o.ran, Vec::<String>::new());
+}
+
+#[test]
+fn a_retagged_base_image_misses_from_the_first_step() {
+    let h = with_busybox();
+    let ctx = h.path("ctx");
+    write(&ctx, "Dockerfile", "FROM busybox\nRUN echo hi > /hi\n");
+    build(&h, &ctx, &[]);
+    // busybox now names another image (kaniko once kept using the old cache).
+    let tar = h.rootfs();
+    h.ok(&[
+        "import",
+        "-c",
+        "CMD [\"sh\"]",
+        tar.to_str().unwrap(),
+        "busybox:latest",
+    ]);
+    let o = build(&h, &ctx, &[]);
+    assert_eq!(o.ran, ["RUN echo hi > /hi"]);
+    assert_eq!(
+        o.misses,
+        ["RUN echo hi > /hi: a previous step or the base image changed"]
+    );
+}
+
+#[test]
+fn no_cache_and_no_cache_filter() {
+    let h = with_busybox();
+    let ctx = h.path("ctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox AS one\nRUN echo 1 > /1\nFROM busybox AS two\nCOPY --from=one /1 /1\nRUN echo 2 > /2\n",
+    );
+    build(&h, &ctx, &[]);
+    let o = build(&h, &ctx, &["--no-cache"]);
+    assert_eq!(o.cached, Vec::<String>::new());
+    assert_eq!(o.ran.len(), 3);
+    let o = build(&h, &ctx, &["--no-cache-filter", "two"]);
+    assert_eq!(o.cached, ["RUN echo 1 > /1"]);
+    assert_eq!(o.ran, ["COPY --from=one /1 /1", "RUN echo 2 > /2"]);
+}
+
+#[test]
+fn independent_stages_run_at_the_same_time() {
+    let h = with_busybox();
+    let ctx = h.path("ctx");
+    // Each stage can only finish if the other runs at the same time: they meet over loopback.
+    let port = 20000 + (std::process::id() % 20000);
+    let df = format!(
+        "FROM busybox AS listener\nRUN busybox nc -l -p {port} > /got\n\
+         FROM busybox AS talker\nRUN for i in $(busybox seq 1 300); do echo hello | busybox nc 127.0.0.1 {port} && break; busybox sleep 0.1; done; echo sent > /sent\n\
+         FROM busybox\nCOPY --from=listener /got /got\nCOPY --from=talker /sent /sent\n"
+    );
+    write(&ctx, "Dockerfile", &df);
+    let o = build(&h, &ctx, &["-t", "met"]);
+    assert_eq!(o.ran.len(), 4, "{:?}", o.ran);
+    let out = h.ok(&["save", "-o", h.path("met.tar").to_str().unwrap(), "met"]);
+    assert_eq!(out, "");
+    // The listener got the talker's message, so both RUN steps were running together.
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd {} && mkdir x && tar -xf met.tar -C x && for l in x/blobs/sha256/*; do tar -xOf $l got 2>/dev/null; done",
+            h.dir.path().display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&status.stdout), "hello\n");
+}
+
+#[test]
+fn builder_prune_and_system_df() {
+    let h = with_busybox();
+    let ctx = h.path("ctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox\nRUN head -c 300000 /bin/busybox > /blob\n",
+    );
+    build(&h, &ctx, &["-t", "pruneme"]);
+    let df = h.ok(&["system", "df"]);
+    let lines: Vec<&str> = df.lines().collect();
+    assert_eq!(
+        lines[0],
+        "TYPE            TOTAL     ACTIVE    SIZE      RECLAIMABLE"
+    );
+    assert!(
+        lines[4].starts_with("Build Cache     1         0         0B"),
+        "the image still uses it: {df}"
+    );
+    h.ok(&["rmi", "pruneme"]);
+    let df = h.ok(&["system", "df"]);
+    assert!(
+        df.lines()
+            .nth(4)
+            .unwrap()
+            .starts_with("Build Cache     1         0         300kB"),
+        "{df}"
+    );
+    let o = build(&h, &ctx, &[]);
+    assert_eq!(
+        o.cached.len(),
+        1,
+        "rmi keeps the build cache, as docker does"
+    );
+    h.ok(&["rmi", &o.id]);
+    assert_eq!(
+        h.ok(&["builder", "prune", "-f"]),
+        "Deleted build cache objects: 1\nTotal reclaimed space: 300kB\n"
+    );
+    let o = build(&h, &ctx, &[]);
+    assert_eq!(o.cached.len(), 0);
+}
