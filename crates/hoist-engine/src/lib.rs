@@ -82,6 +82,19 @@ pub struct BuildOptions {
     pub no_cache_filter: Vec<String>,
     /// `--explain-cache`: say for each step that runs why its cache missed.
     pub explain_cache: bool,
+    /// `--secret id=…`: where each secret comes from.
+    pub secrets: HashMap<String, SecretSource>,
+    /// `--ssh id=socket`: agent sockets to forward.
+    pub ssh: HashMap<String, PathBuf>,
+}
+
+/// Where a `--secret` comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A file on the client.
+    File(PathBuf),
+    /// An environment variable of the client.
+    Env(String),
 }
 
 /// Progress of a build, for the binary to render.

@@ -361,10 +361,9 @@ impl Solver<'_, '_> {
                 if e.security == hoist_plan::Security::Insecure {
                     return Err(BuildError::Unsupported("RUN --security=insecure".into()));
                 }
-                if !e.mounts.is_empty() {
-                    return Err(BuildError::Unsupported("RUN --mount".into()));
-                }
-                (cache::exec_key(&parent, e), e.history.clone())
+                let mut key = cache::exec_key(&parent, e);
+                self.mount_inputs(e, run, &mut key)?;
+                (key, e.history.clone())
             }
             Op::Copy(c) => {
                 let (t, from_key) = self.copy_source(c, run, &mut from_mount)?;
@@ -541,6 +540,11 @@ impl Solver<'_, '_> {
                 readonly: true,
             });
         }
+        let mut guards = Guards::default();
+        let mut secret_env = Vec::new();
+        for m in &e.mounts {
+            self.prepare_mount(m, run, scratch, &mut mounts, &mut secret_env, &mut guards)?;
+        }
         let network = match (e.network, self.opts.network) {
             (hoist_plan::Network::None, _) | (hoist_plan::Network::Default, NetworkMode::None) => {
                 hoist_executor::Network::None
@@ -549,6 +553,7 @@ impl Solver<'_, '_> {
         };
         let mut env: Vec<String> = e.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         env.extend(e.proxy_env.iter().map(|(k, v)| format!("{k}={v}")));
+        env.extend(secret_env);
         let mut lowerdirs = self.lowerdirs(image);
         if lowerdirs.is_empty() {
             lowerdirs.push(self.empty.to_owned());
@@ -583,6 +588,330 @@ impl Solver<'_, '_> {
             )));
         }
         Ok(())
+    }
+}
+
+/// What must live while a RUN with mounts runs: read-only views, discarded upper layers,
+/// secret files, cache-mount locks.
+#[derive(Default)]
+struct Guards {
+    overlays: Vec<mounts::OverlayMount>,
+    dirs: Vec<tempfile::TempDir>,
+    locks: Vec<std::fs::File>,
+}
+
+impl Solver<'_, '_> {
+    /// The root a mount's `from` names: the context, or a read-only view of a stage or image.
+    fn mount_source_root(
+        &self,
+        from: &SourceRef,
+        run: &StageRun<'_>,
+        guards: &mut Guards,
+    ) -> Result<PathBuf, BuildError> {
+        let image = match from {
+            SourceRef::Context => return Ok(self.opts.context.clone()),
+            SourceRef::Stage(i) => run
+                .deps
+                .get(i)
+                .ok_or_else(|| BuildError::Invalid(format!("stage {i} was not built")))?
+                .image
+                .clone(),
+            SourceRef::Image(r) => {
+                let id = self.image_id(r, &Platform::host())?;
+                self.image_of(&id)?
+            }
+        };
+        let m = mounts::OverlayMount::new(
+            &self.store().tmp_dir(),
+            &self.lowerdirs(&image),
+            None,
+            self.empty,
+        )?;
+        let root = m.path().to_owned();
+        guards.overlays.push(m);
+        Ok(root)
+    }
+
+    /// What a RUN's mounts add to its cache key: the content of bind sources (never a cache
+    /// mount's contents, never a secret).
+    fn mount_inputs(
+        &self,
+        e: &Exec,
+        run: &StageRun<'_>,
+        key: &mut cache::Key,
+    ) -> Result<(), BuildError> {
+        for (n, m) in e.mounts.iter().enumerate() {
+            if let hoist_plan::MountKind::Bind { from, source } = &m.kind {
+                match from {
+                    SourceRef::Context => {
+                        let tree = context::SourceTree {
+                            root: self.opts.context.clone(),
+                            ignore: self.ignore,
+                            exclude: None,
+                        };
+                        let copy = Copy {
+                            add: false,
+                            from: SourceRef::Context,
+                            sources: vec![source.clone()],
+                            inline: Vec::new(),
+                            dest: "/".into(),
+                            chown: None,
+                            chmod: None,
+                            link: false,
+                            parents: false,
+                            excludes: Vec::new(),
+                            checksum: None,
+                            keep_git_dir: None,
+                            unpack: None,
+                            history: String::new(),
+                        };
+                        let (digest, _) =
+                            cache::copy_key("", &copy, &tree, None, self.store())?.finish();
+                        key.field(&format!("mount {n} context"), &digest);
+                    }
+                    SourceRef::Stage(i) => {
+                        let k = run.deps.get(i).map_or("", |b| b.key.as_str()).to_owned();
+                        key.field(&format!("mount {n} stage"), &k);
+                    }
+                    SourceRef::Image(r) => {
+                        let id = self.image_id(r, &Platform::host())?;
+                        key.field(&format!("mount {n} image"), id.as_str());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn prepare_mount(
+        &self,
+        m: &hoist_plan::Mount,
+        run: &StageRun<'_>,
+        scratch: &Path,
+        out: &mut Vec<hoist_executor::Mount>,
+        env: &mut Vec<String>,
+        guards: &mut Guards,
+    ) -> Result<(), BuildError> {
+        use hoist_plan::{MountKind, Sharing};
+        let target = m.target.clone();
+        match &m.kind {
+            MountKind::Bind { from, source } => {
+                let root = self.mount_source_root(from, run, guards)?;
+                let path = crate::fsutil::resolve(&root, source, true);
+                if !path.exists() {
+                    return Err(BuildError::Invalid(format!(
+                        "failed to compute cache key: {:?}: not found",
+                        format!("/{}", source.trim_start_matches('/'))
+                    )));
+                }
+                let source = if m.read_only {
+                    path
+                } else {
+                    // A writable bind sees its writes, but they are thrown away afterwards.
+                    let dir = tempfile::Builder::new()
+                        .prefix("bind-")
+                        .tempdir_in(self.store().tmp_dir())
+                        .map_err(|e| {
+                            BuildError::io("creating a directory in", &self.store().tmp_dir(), e)
+                        })?;
+                    let (upper, work) = (dir.path().join("u"), dir.path().join("w"));
+                    for d in [&upper, &work] {
+                        std::fs::create_dir(d).map_err(|e| BuildError::io("creating", d, e))?;
+                    }
+                    let o = mounts::OverlayMount::new(
+                        &self.store().tmp_dir(),
+                        &[path],
+                        Some((&upper, &work)),
+                        self.empty,
+                    )?;
+                    let p = o.path().to_owned();
+                    guards.overlays.push(o);
+                    guards.dirs.push(dir);
+                    p
+                };
+                out.push(hoist_executor::Mount::Bind {
+                    source,
+                    target,
+                    readonly: m.read_only,
+                });
+            }
+            MountKind::Cache {
+                id,
+                sharing,
+                from,
+                source,
+                mode,
+                uid,
+                gid,
+            } => {
+                let id = if id.is_empty() {
+                    target.clone()
+                } else {
+                    id.clone()
+                };
+                let mut dir = self.store().cache_mount_dir(&id, *uid, *gid, *mode)?;
+                let lock_path = dir.with_extension("lock");
+                let lock = std::fs::File::options()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&lock_path)
+                    .map_err(|e| BuildError::io("opening", &lock_path, e))?;
+                match sharing {
+                    Sharing::Shared => {}
+                    Sharing::Locked => {
+                        lock.lock()
+                            .map_err(|e| BuildError::io("locking", &lock_path, e))?;
+                        guards.locks.push(lock);
+                    }
+                    Sharing::Private => {
+                        // Busy elsewhere: this step gets a fresh directory of its own.
+                        if lock.try_lock().is_ok() {
+                            guards.locks.push(lock);
+                        } else {
+                            let d = tempfile::Builder::new()
+                                .prefix("cache-private-")
+                                .tempdir_in(self.store().tmp_dir())
+                                .map_err(|e| {
+                                    BuildError::io(
+                                        "creating a directory in",
+                                        &self.store().tmp_dir(),
+                                        e,
+                                    )
+                                })?;
+                            dir = d.path().to_owned();
+                            guards.dirs.push(d);
+                        }
+                    }
+                }
+                if let Some(from) = from {
+                    // Seeded from a stage or image the first time it is empty.
+                    let empty = std::fs::read_dir(&dir)
+                        .map(|mut d| d.next().is_none())
+                        .unwrap_or(false);
+                    if empty {
+                        let root = self.mount_source_root(from, run, guards)?;
+                        let src = crate::fsutil::resolve(&root, source, true);
+                        copy_tree(&src, &dir)?;
+                    }
+                }
+                out.push(hoist_executor::Mount::Bind {
+                    source: dir,
+                    target,
+                    readonly: m.read_only,
+                });
+            }
+            MountKind::Tmpfs { size } => out.push(hoist_executor::Mount::Tmpfs {
+                target,
+                size: *size,
+            }),
+            MountKind::Secret {
+                id,
+                env: as_env,
+                required,
+                mode,
+                uid,
+                gid,
+            } => {
+                let Some(value) = self.secret(id)? else {
+                    if *required {
+                        return Err(BuildError::Invalid(format!("secret {id} not found")));
+                    }
+                    return Ok(());
+                };
+                if let Some(var) = as_env {
+                    env.push(format!("{var}={}", String::from_utf8_lossy(&value)));
+                }
+                if !target.is_empty() {
+                    // Secrets live in a private tmpfs-backed file while the step runs, never in
+                    // the store, a layer or the history.
+                    let base = if Path::new("/dev/shm").is_dir() {
+                        PathBuf::from("/dev/shm")
+                    } else {
+                        scratch.to_owned()
+                    };
+                    let dir = tempfile::Builder::new()
+                        .prefix("hoist-secret-")
+                        .tempdir_in(&base)
+                        .map_err(|e| BuildError::io("creating a directory in", &base, e))?;
+                    let file = dir.path().join("secret");
+                    std::fs::write(&file, &value)
+                        .map_err(|e| BuildError::io("writing", &file, e))?;
+                    std::os::unix::fs::chown(&file, Some(*uid), Some(*gid))
+                        .map_err(|e| BuildError::io("chown", &file, e))?;
+                    std::fs::set_permissions(
+                        &file,
+                        std::os::unix::fs::PermissionsExt::from_mode(*mode),
+                    )
+                    .map_err(|e| BuildError::io("chmod", &file, e))?;
+                    out.push(hoist_executor::Mount::Bind {
+                        source: file,
+                        target,
+                        readonly: true,
+                    });
+                    guards.dirs.push(dir);
+                }
+            }
+            MountKind::Ssh { id, required, .. } => {
+                let id = if id.is_empty() {
+                    "default"
+                } else {
+                    id.as_str()
+                };
+                let socket = self.opts.ssh.get(id).cloned().or_else(|| {
+                    (id == "default")
+                        .then(|| std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from))
+                        .flatten()
+                });
+                match socket {
+                    Some(sock) => {
+                        env.push(format!("SSH_AUTH_SOCK={target}"));
+                        out.push(hoist_executor::Mount::Bind {
+                            source: sock,
+                            target,
+                            readonly: false,
+                        });
+                    }
+                    None if *required => {
+                        return Err(BuildError::Invalid(format!(
+                            "no SSH key {id:?} forwarded from the client"
+                        )));
+                    }
+                    None => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn secret(&self, id: &str) -> Result<Option<Vec<u8>>, BuildError> {
+        match self.opts.secrets.get(id) {
+            Some(crate::SecretSource::File(p)) => std::fs::read(p)
+                .map(Some)
+                .map_err(|e| BuildError::io("reading secret", p, e)),
+            Some(crate::SecretSource::Env(var)) => {
+                Ok(std::env::var_os(var).map(|v| v.into_encoded_bytes()))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// Copies a directory's contents (seeding a cache mount), keeping modes and owners.
+fn copy_tree(src: &Path, dst: &Path) -> Result<(), BuildError> {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", src.display()))
+        .arg(dst)
+        .status()
+        .map_err(|e| BuildError::io("running cp for", dst, e))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(BuildError::Invalid(format!(
+            "seeding the cache mount from {} failed",
+            src.display()
+        )))
     }
 }
 

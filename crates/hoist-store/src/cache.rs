@@ -187,6 +187,47 @@ impl Store {
         Ok(())
     }
 
+    /// The directory behind `RUN --mount=type=cache,id=<id>`, created on first use (owner and
+    /// mode as the mount asks). Its contents persist between builds and never enter a key.
+    pub fn cache_mount_dir(
+        &self,
+        id: &str,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+    ) -> Result<std::path::PathBuf, StoreError> {
+        use crate::error::IoContext;
+        let base = self.dir.join("cache-mounts");
+        std::fs::create_dir_all(&base).ctx("creating", &base)?;
+        let dir = base.join(Digest::sha256_of(id.as_bytes()).hex());
+        if !dir.exists() {
+            let staging = tempfile::Builder::new()
+                .prefix("cm-")
+                .tempdir_in(&base)
+                .ctx("creating a directory in", &base)?;
+            let path = staging.keep();
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid)).ctx("chown", &path)?;
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .ctx("chmod", &path)?;
+            if std::fs::rename(&path, &dir).is_err() {
+                // Another build made it first.
+                let _ = std::fs::remove_dir(&path);
+            }
+        }
+        Ok(dir)
+    }
+
+    /// Removes every cache mount's contents (`builder prune --all`); returns the bytes freed.
+    pub fn prune_cache_mounts(&self) -> Result<u64, StoreError> {
+        use crate::error::IoContext;
+        let base = self.dir.join("cache-mounts");
+        let bytes = crate::dir_size(&base);
+        if base.exists() {
+            std::fs::remove_dir_all(&base).ctx("removing", &base)?;
+        }
+        Ok(bytes)
+    }
+
     /// Bytes of the layers images use, each layer once (docker's `system df` image size).
     pub fn images_size(&self) -> Result<u64, StoreError> {
         let size: i64 = self.db().query_row(

@@ -279,6 +279,12 @@ pub(crate) struct BuildArgs {
     /// Print, for every step that runs, why its cache missed
     #[arg(long)]
     pub(crate) explain_cache: bool,
+    /// Secret to expose to the build (format: "id=mysecret[,src=/local/secret]" or "id=x,env=VAR")
+    #[arg(long = "secret", value_name = "SPEC")]
+    pub(crate) secrets: Vec<String>,
+    /// SSH agent socket or keys to expose to the build (format: "default|<id>[=<socket>]")
+    #[arg(long = "ssh", value_name = "SPEC")]
+    pub(crate) ssh: Vec<String>,
     /// Build context: a directory, a tar archive, or "-" for a tar or a Dockerfile on stdin
     pub(crate) context: String,
 }

@@ -131,6 +131,7 @@ fn cases() -> Vec<Case> {
         case("scratch"),
         // Features docker 20.10's BuildKit lacks: docker builds docker.Dockerfile.
         case("heredoc"),
+        case("copy_chmod_symbolic"),
         case("copy_link"),
         case("copy_parents"),
         case("copy_exclude"),

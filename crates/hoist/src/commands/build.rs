@@ -92,8 +92,11 @@ fn context_dir(arg: &str, store: &Store, dockerfile_from_stdin: bool) -> Result<
     }
     let path = Path::new(arg);
     if path.is_dir() {
+        // Absolute, because the sandbox and mounts see it from elsewhere.
+        let path = std::fs::canonicalize(path)
+            .with_context(|| format!("unable to prepare context: {arg}"))?;
         return Ok(ContextDir {
-            path: path.to_owned(),
+            path,
             _tmp: None,
             stdin_dockerfile: None,
         });
@@ -197,6 +200,8 @@ pub(crate) fn run(store: &Store, args: &BuildArgs, out: &mut dyn Write) -> Resul
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
         explain_cache: args.explain_cache,
+        secrets: parse_secrets(&args.secrets)?,
+        ssh: parse_ssh(&args.ssh)?,
     };
     let mode = Mode::parse(&args.progress, args.quiet)?;
     let mut progress = Progress::new(mode);
@@ -237,6 +242,60 @@ pub(crate) fn run(store: &Store, args: &BuildArgs, out: &mut dyn Write) -> Resul
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--secret id=x,src=FILE` / `id=x,env=VAR` / `id=x` (the variable `x`), as buildx reads them.
+fn parse_secrets(specs: &[String]) -> Result<HashMap<String, hoist_engine::SecretSource>> {
+    let mut out = HashMap::new();
+    for spec in specs {
+        let (mut id, mut src, mut env, mut kind) = (None, None, None, None);
+        for field in spec.split(',') {
+            let (k, v) = field
+                .split_once('=')
+                .ok_or_else(|| anyhow!("invalid secret {spec:?}: expected key=value fields"))?;
+            match k.trim().to_ascii_lowercase().as_str() {
+                "id" => id = Some(v.to_owned()),
+                "src" | "source" => src = Some(v.to_owned()),
+                "env" => env = Some(v.to_owned()),
+                "type" => kind = Some(v.to_owned()),
+                other => bail!("invalid secret {spec:?}: unexpected key {other:?}"),
+            }
+        }
+        let id = id
+            .or_else(|| src.clone().or_else(|| env.clone()))
+            .ok_or_else(|| anyhow!("invalid secret {spec:?}: no id"))?;
+        let source = match (kind.as_deref(), src, env) {
+            (Some("env"), Some(v), _) | (_, None, Some(v)) => hoist_engine::SecretSource::Env(v),
+            (_, Some(p), _) => hoist_engine::SecretSource::File(PathBuf::from(p)),
+            (Some("file"), None, None) => hoist_engine::SecretSource::File(PathBuf::from(&id)),
+            _ => hoist_engine::SecretSource::Env(id.clone()),
+        };
+        out.insert(id, source);
+    }
+    Ok(out)
+}
+
+/// `--ssh default` (the agent at $SSH_AUTH_SOCK) or `--ssh id=/path/to/socket`.
+fn parse_ssh(specs: &[String]) -> Result<HashMap<String, PathBuf>> {
+    let mut out = HashMap::new();
+    for spec in specs {
+        let (id, path) = match spec.split_once('=') {
+            Some((id, path)) => (
+                id.to_owned(),
+                PathBuf::from(path.split(',').next().unwrap_or(path)),
+            ),
+            None => {
+                let sock = std::env::var_os("SSH_AUTH_SOCK")
+                    .ok_or_else(|| anyhow!("--ssh {spec}: SSH_AUTH_SOCK is not set; give a socket path: {spec}=/path/to/agent.sock"))?;
+                (spec.clone(), PathBuf::from(sock))
+            }
+        };
+        if !path.exists() {
+            bail!("--ssh {id}: {} does not exist", path.display());
+        }
+        out.insert(id, path);
+    }
+    Ok(out)
 }
 
 /// BuildKit's failure report: the failing vertex's output, the Dockerfile snippet, the error.
