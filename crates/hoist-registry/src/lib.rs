@@ -34,6 +34,7 @@ pub mod credentials;
 pub mod endpoint;
 mod error;
 mod manifests;
+mod pargzip;
 mod progress;
 mod pull;
 mod push;

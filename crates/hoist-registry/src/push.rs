@@ -211,9 +211,8 @@ fn layer_blob(
     let writer = store.blob_writer().map_err(stored)?;
     let writer = match compression {
         Compression::Gzip => {
-            let mut enc = hoist_layer::compress_gzip(writer, 6);
-            io::copy(&mut tar, &mut enc).map_err(io_err)?;
-            enc.finish().map_err(io_err)?
+            let threads = std::thread::available_parallelism().map_or(1, usize::from);
+            crate::pargzip::compress(&mut tar, writer, gzip_level(), threads).map_err(io_err)?
         }
         Compression::Zstd => {
             let mut enc = hoist_layer::compress_zstd(writer, 3, 2).map_err(io_err)?;
@@ -230,6 +229,15 @@ fn layer_blob(
         .record_layer_blob(diff_id, &digest, stored_type, size)
         .map_err(stored)?;
     Ok(Descriptor::new(manifest_type, digest, size))
+}
+
+/// The gzip level for pushed layers: `HOIST_GZIP_LEVEL` (0–9), by default 1 — pushing is
+/// usually bound by compression, and level 1 on every core costs a few percent of size.
+fn gzip_level() -> u32 {
+    std::env::var("HOIST_GZIP_LEVEL")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .map_or(1, |l| l.min(9))
 }
 
 /// One blob: HEAD, mount from a sibling repository the store knows holds it, or upload.
