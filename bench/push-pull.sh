@@ -16,6 +16,7 @@ hoist="$PWD/target/release/hoist"
   || python3 /work/shared/bench/make-contexts "$work/ctx"
 [ -f "$work/large.tar" ] || tar -C "$work/ctx/large" -cf "$work/large.tar" .
 
+rm -rf "$work/registry" "$work/docker" "$work/docker-exec"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat > "$work/registry.yml" <<YML
 version: 0.1
