@@ -129,21 +129,23 @@ fn walk_inner(
         } else {
             format!("{base_rel}/{name}")
         };
-        if tree.ignored(&rel_in_tree) {
-            // An excluded directory may still hold re-included paths (`!` patterns).
-            let path = dir.join(&name);
-            let is_dir = fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
-            if !(is_dir && tree.ignore.is_some_and(Matcher::has_exclusions)) {
-                continue;
-            }
-        }
         let path = dir.join(&name);
-        out.push((path.clone(), name.clone()));
-        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-            let mut sub = Vec::new();
-            walk_inner(tree, &path, &rel_in_tree, &mut sub)?;
-            out.extend(sub.into_iter().map(|(p, r)| (p, format!("{name}/{r}"))));
+        let is_dir = fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+        let ignored = tree.ignored(&rel_in_tree);
+        // An excluded directory may still hold re-included paths (`!` patterns); it is sent
+        // only when something inside it is.
+        if ignored && !(is_dir && tree.ignore.is_some_and(Matcher::has_exclusions)) {
+            continue;
         }
+        let mut sub = Vec::new();
+        if is_dir {
+            walk_inner(tree, &path, &rel_in_tree, &mut sub)?;
+        }
+        if ignored && sub.is_empty() {
+            continue;
+        }
+        out.push((path.clone(), name.clone()));
+        out.extend(sub.into_iter().map(|(p, r)| (p, format!("{name}/{r}"))));
     }
     Ok(())
 }

@@ -89,6 +89,20 @@ fn file_mode(chmod: Option<&Chmod>, original: u32, is_dir: bool) -> Result<u32, 
     }
 }
 
+/// `--parents` keeps a source's path, from its `/./` pivot when it has one: `./a/./b/f` → `b/f`.
+fn pivoted(sources: &[String], rel: &str) -> String {
+    for src in sources {
+        let trimmed = src.strip_prefix("./").unwrap_or(src);
+        if let Some((before, _)) = trimmed.split_once("/./") {
+            let prefix = clean(before).join("/");
+            if let Some(rest) = rel.strip_prefix(&format!("{prefix}/")) {
+                return rest.to_owned();
+            }
+        }
+    }
+    rel.to_owned()
+}
+
 /// Plans the members of one COPY: `trees` are the source trees for `copy.sources` (the context
 /// or a stage), `root` the merged destination view.
 fn plan(
@@ -132,7 +146,7 @@ fn plan(
     };
     for sel in &selected {
         let meta = fs::metadata(&sel.real).map_err(|e| BuildError::io("reading", &sel.real, e))?;
-        let base_rel = sel.rel.clone();
+        let base_rel = pivoted(&copy.sources, &sel.rel);
         if meta.is_dir() {
             // A directory's contents go into the destination (or under its path with --parents).
             let target = if copy.parents {
@@ -141,11 +155,17 @@ fn plan(
                 dest.clone()
             };
             if !target.is_empty() && !exists_in_root(root, &target) {
+                // fsutil makes a missing destination 0755 (or the octal --chmod), never with
+                // the source directory's mode.
+                let mode = match &copy.chmod {
+                    Some(Chmod::Octal(m)) => *m,
+                    _ => 0o755,
+                };
                 members.push(Member {
                     dest: target.clone(),
-                    item: Item::Path {
-                        real: sel.real.clone(),
-                        meta: meta.clone(),
+                    item: Item::Dir {
+                        mode,
+                        mtime: jiff::Timestamp::now().as_second(),
                     },
                 });
             }
@@ -223,18 +243,36 @@ fn plan(
     Ok((all, owner))
 }
 
+/// Who owns what a COPY writes: `--chown`'s owner, the source's own (from a stage or image), or
+/// root (from the context).
+#[derive(Debug, Clone, Copy)]
+enum Owners {
+    Fixed(Owner),
+    Preserve,
+}
+
 fn write_stream(
     members: Vec<Member>,
-    owner: Owner,
+    owners: Owners,
     chmod: Option<Chmod>,
     out: impl io::Write,
 ) -> io::Result<()> {
     let mut tar = tar::Builder::new(out);
     tar.follow_symlinks(false);
+    // Hardlinked sources stay hardlinked (within what this COPY writes).
+    let mut links: std::collections::HashMap<(u64, u64), String> = std::collections::HashMap::new();
+    let fixed = match owners {
+        Owners::Fixed(o) => o,
+        Owners::Preserve => Owner::default(),
+    };
     for m in members {
         let mut h = tar::Header::new_gnu();
-        h.set_uid(u64::from(owner.uid));
-        h.set_gid(u64::from(owner.gid));
+        h.set_uid(u64::from(fixed.uid));
+        h.set_gid(u64::from(fixed.gid));
+        if let (Owners::Preserve, Item::Path { meta, .. }) = (owners, &m.item) {
+            h.set_uid(u64::from(meta.uid()));
+            h.set_gid(u64::from(meta.gid()));
+        }
         let path = m.dest;
         match m.item {
             Item::Dir { mode, mtime } => {
@@ -267,7 +305,17 @@ fn write_stream(
                     h.set_size(0);
                     let target = fs::read_link(&real)?;
                     tar.append_link(&mut h, &path, target)?;
+                } else if ft.is_file()
+                    && meta.nlink() > 1
+                    && links.contains_key(&(meta.dev(), meta.ino()))
+                {
+                    h.set_entry_type(tar::EntryType::Link);
+                    h.set_size(0);
+                    tar.append_link(&mut h, &path, &links[&(meta.dev(), meta.ino())])?;
                 } else if ft.is_file() {
+                    if meta.nlink() > 1 {
+                        links.insert((meta.dev(), meta.ino()), path.clone());
+                    }
                     h.set_entry_type(tar::EntryType::Regular);
                     h.set_size(meta.len());
                     let f = fs::File::open(&real)?;
@@ -290,7 +338,12 @@ pub(crate) fn copy(copy_op: &Copy, tree: &SourceTree<'_>, root: &Path) -> Result
     }
     let (reader, writer) = io::pipe().map_err(|e| BuildError::io("making a pipe for", root, e))?;
     let chmod = copy_op.chmod.clone();
-    let producer = std::thread::spawn(move || write_stream(members, owner, chmod, writer));
+    let owners = if copy_op.chown.is_some() || copy_op.from == hoist_plan::SourceRef::Context {
+        Owners::Fixed(owner)
+    } else {
+        Owners::Preserve
+    };
+    let producer = std::thread::spawn(move || write_stream(members, owners, chmod, writer));
     let opts = hoist_layer::ApplyOptions {
         whiteouts: hoist_layer::WhiteoutMode::Apply,
         follow_symlinks_in_root: true,

@@ -477,11 +477,16 @@ impl Solver<'_, '_> {
         ))
     }
 
+    /// The layer stack, topmost first. A layer that appears twice (two steps that changed
+    /// nothing alike) is kept only at its topmost place: overlayfs refuses a repeated lower dir,
+    /// and the upper copy already shows everything the lower one would.
     fn lowerdirs(&self, image: &StageImage) -> Vec<PathBuf> {
+        let mut seen = std::collections::HashSet::new();
         image
             .layers
             .iter()
             .rev()
+            .filter(|l| seen.insert(l.diff_id.clone()))
             .map(|l| self.store().snapshot_dir(l))
             .collect()
     }

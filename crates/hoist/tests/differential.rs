@@ -417,16 +417,51 @@ struct Image {
 
 fn read_archive(path: &Path) -> HashMap<String, Vec<u8>> {
     let mut files = HashMap::new();
+    // docker's legacy save writes a layer that appears twice once, and the second
+    // `<id>/layer.tar` as a symlink to the first.
+    let mut links = Vec::new();
     let mut ar = tar::Archive::new(fs::File::open(path).expect("open saved archive"));
     for e in ar.entries().expect("archive entries") {
         let mut e = e.expect("archive entry");
+        let name = e
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_owned();
+        if e.header().entry_type() == tar::EntryType::Symlink {
+            let target = e
+                .link_name()
+                .unwrap()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let dir = name.rsplit_once('/').map_or("", |(d, _)| d);
+            let resolved = Path::new(dir).join(&target);
+            let mut parts: Vec<String> = Vec::new();
+            for c in resolved.components() {
+                match c {
+                    std::path::Component::ParentDir => {
+                        parts.pop();
+                    }
+                    std::path::Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
+                    _ => {}
+                }
+            }
+            links.push((name, parts.join("/")));
+            continue;
+        }
         if e.header().entry_type() != tar::EntryType::Regular {
             continue;
         }
-        let name = e.path().unwrap().to_string_lossy().into_owned();
         let mut data = Vec::new();
         e.read_to_end(&mut data).unwrap();
-        files.insert(name.trim_start_matches("./").to_owned(), data);
+        files.insert(name, data);
+    }
+    for (name, target) in links {
+        if let Some(data) = files.get(&target).cloned() {
+            files.insert(name, data);
+        }
     }
     files
 }
