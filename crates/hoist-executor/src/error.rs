@@ -150,6 +150,13 @@ pub enum SandboxError {
         #[source]
         errno: Errno,
     },
+    /// Allocating or attaching the command's terminal failed.
+    #[error("failed to {what}")]
+    Terminal {
+        what: String,
+        #[source]
+        errno: Errno,
+    },
     /// The result pipe could not be written.
     #[error("failed to report to the parent")]
     Report {
@@ -164,9 +171,22 @@ pub enum ExecError {
     /// The sandbox needs real root (no user namespaces).
     #[error("the sandbox needs root privileges (running as uid {uid})")]
     NotRoot { uid: u32 },
-    /// `tty: true` is not implemented yet.
-    #[error("running a command with a terminal is not supported yet")]
-    TtyUnsupported,
+    /// A second [`SignalForwarder`](crate::SignalForwarder) while one is installed.
+    #[error("signal forwarding is already installed in this process")]
+    ForwarderInstalled,
+    /// Installing the signal handlers failed.
+    #[error("failed to install the signal handlers")]
+    Signals {
+        #[source]
+        source: std::io::Error,
+    },
+    /// The caller's terminal or the command's pty could not be handled.
+    #[error("failed to {what}")]
+    Terminal {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     /// argv is empty.
     #[error("no command to run: argv is empty")]
     EmptyArgs,

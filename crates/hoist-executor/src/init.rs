@@ -22,6 +22,16 @@ type Result<T> = std::result::Result<T, SandboxError>;
 /// Where the parent puts the spec pipe and the result pipe.
 pub(crate) const SPEC_FD: i32 = 3;
 pub(crate) const RESULT_FD: i32 = 4;
+/// Where the parent puts its end of the socket that receives the pty master (tty runs only).
+pub(crate) const TTY_FD: i32 = 5;
+
+/// Blocked in the init and pid 1 while they forward: the forwarded signals, and SIGCHLD so
+/// `sigwaitinfo` also wakes for a child's exit.
+fn forwarding_set() -> Vec<i32> {
+    let mut set = crate::signals::FORWARDED_SIGNALS.to_vec();
+    set.push(libc::SIGCHLD);
+    set
+}
 
 /// What the parent sends on the spec pipe.
 #[derive(Debug, Serialize, Deserialize)]
@@ -29,6 +39,10 @@ pub(crate) struct Request {
     pub(crate) spec: RunSpec,
     /// Host directory with `rootfs/` (the mount point) and the generated /etc files.
     pub(crate) state_dir: PathBuf,
+    /// Pass the forwarded signals down to the command (the caller forwards them to the init).
+    pub(crate) forward_signals: bool,
+    /// The pty's initial size (rows, columns), for `spec.tty`.
+    pub(crate) winsize: Option<(u16, u16)>,
 }
 
 /// One JSON line on the result pipe.
@@ -71,7 +85,8 @@ pub(crate) fn main() -> ! {
         std::process::exit(125);
     };
     let reporter = Reporter(report_fd);
-    let code = match intermediate(&reporter) {
+    let tty_socket = sys::take_inherited_fd(TTY_FD);
+    let code = match intermediate(&reporter, tty_socket) {
         Ok(code) => code,
         Err(e) => {
             reporter.error(e);
@@ -100,10 +115,24 @@ fn set(what: &str) -> impl FnOnce(rustix::io::Errno) -> SandboxError {
 }
 
 /// The first process: unshares the namespaces and forks pid 1, then waits for it.
-fn intermediate(reporter: &Reporter) -> Result<i32> {
+fn intermediate(reporter: &Reporter, tty_socket: Option<OwnedFd>) -> Result<i32> {
     rustix::io::fcntl_setfd(&reporter.0, rustix::io::FdFlags::CLOEXEC)
         .map_err(set("close-on-exec on the result pipe"))?;
+    if let Some(s) = &tty_socket {
+        rustix::io::fcntl_setfd(s, rustix::io::FdFlags::CLOEXEC)
+            .map_err(set("close-on-exec on the terminal socket"))?;
+    }
     let req = read_request()?;
+    if req.forward_signals {
+        // Out of the caller's session: a terminal's ^C reaches the caller only, which forwards
+        // it once (as docker's container is outside the client's process group).
+        rustix::process::setsid().map_err(set("a new session"))?;
+        // Already blocked by the caller's pre-exec; pid 1 inherits the mask.
+        sys::block_signals(&forwarding_set()).map_err(|errno| SandboxError::Set {
+            what: "the signal mask".to_owned(),
+            errno,
+        })?;
+    }
     // Die with the caller: a killed build must not leave sandboxes behind.
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(set("the parent death signal"))?;
@@ -125,7 +154,7 @@ fn intermediate(reporter: &Reporter) -> Result<i32> {
         errno,
     })? {
         Fork::Child => {
-            let code = match pid1(&req, reporter) {
+            let code = match pid1(&req, reporter, tty_socket) {
                 Ok(()) => 0,
                 Err(e) => {
                     reporter.error(e);
@@ -135,7 +164,12 @@ fn intermediate(reporter: &Reporter) -> Result<i32> {
             std::process::exit(code)
         }
         Fork::Parent(pid) => {
-            let status = wait_for(pid, "sandbox pid 1")?;
+            drop(tty_socket);
+            let status = if req.forward_signals {
+                forward_until(pid, "sandbox pid 1")?
+            } else {
+                wait_for(pid, "sandbox pid 1")?
+            };
             Ok(match status {
                 ExitStatus::Code(c) => c,
                 ExitStatus::Signal(s) => 128 + s,
@@ -169,7 +203,7 @@ fn wait_for(pid: Pid, what: &str) -> Result<ExitStatus> {
 }
 
 /// Pid 1 of the sandbox: builds the root, runs the command, reaps, cleans up, reports.
-fn pid1(req: &Request, reporter: &Reporter) -> Result<()> {
+fn pid1(req: &Request, reporter: &Reporter, tty_socket: Option<OwnedFd>) -> Result<()> {
     let spec = &req.spec;
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(set("the parent death signal"))?;
@@ -177,6 +211,17 @@ fn pid1(req: &Request, reporter: &Reporter) -> Result<()> {
     rustix::process::umask(rustix::fs::Mode::empty());
 
     let stubs = crate::rootfs::setup(spec, &req.state_dir)?;
+    // Allocated in the sandbox's own devpts, so the command sees /dev/pts/0 as runc's does.
+    let slave = match (spec.tty, tty_socket) {
+        (true, Some(socket)) => Some(crate::terminal::open_pty(&socket, req.winsize)?),
+        (true, None) => {
+            return Err(SandboxError::Terminal {
+                what: "receive the terminal socket".to_owned(),
+                errno: Errno(libc::EBADF),
+            });
+        }
+        (false, _) => None,
+    };
     rustix::system::sethostname(spec.hostname.as_bytes()).map_err(set("the hostname"))?;
     if spec.network == Network::None {
         sys::loopback_up().map_err(|errno| SandboxError::Set {
@@ -197,14 +242,21 @@ fn pid1(req: &Request, reporter: &Reporter) -> Result<()> {
         errno,
     })? {
         Fork::Child => {
-            let e = exec_command(spec, &user, &env);
+            let e = exec_command(spec, &user, &env, slave.as_ref());
             reporter.error(e);
             std::process::exit(127);
         }
         Fork::Parent(pid) => pid,
     };
 
-    let status = reap_until(child)?;
+    // The command holds the only copies now, so the caller sees EOF when it and its children
+    // are gone.
+    drop(slave);
+    let status = if req.forward_signals {
+        forward_until(child, "command")?
+    } else {
+        reap_until(child)?
+    };
     // Whatever the command left running dies with it, as when a container's init exits.
     sys::kill_all_others();
     while !matches!(
@@ -228,6 +280,31 @@ fn reap_until(child: Pid) -> Result<ExitStatus> {
                     errno: e.into(),
                 });
             }
+        }
+    }
+}
+
+/// With the forwarded signals and SIGCHLD blocked: pass each forwarded signal to `child` and
+/// reap children (every one, as pid 1 must) until `child` has exited.
+fn forward_until(child: Pid, what: &str) -> Result<ExitStatus> {
+    let set = forwarding_set();
+    let wait_err = |errno: Errno| SandboxError::Wait {
+        what: what.to_owned(),
+        errno,
+    };
+    loop {
+        // Reap first: the child may have exited before SIGCHLD was waited for.
+        loop {
+            match rustix::process::wait(WaitOptions::NOHANG) {
+                Ok(Some((pid, st))) if pid == child => return Ok(exit_status(st)),
+                Ok(Some(_)) | Err(rustix::io::Errno::INTR) => {}
+                Ok(None) => break,
+                Err(e) => return Err(wait_err(e.into())),
+            }
+        }
+        let sig = sys::wait_signal(&set).map_err(wait_err)?;
+        if sig != libc::SIGCHLD {
+            crate::signals::forward(child, sig);
         }
     }
 }
@@ -356,8 +433,13 @@ fn drop_privileges(user: &ExecUser) -> Result<()> {
 }
 
 /// The command's process after fork: only returns the error that prevented the exec.
-fn exec_command(spec: &RunSpec, user: &ExecUser, env: &[String]) -> SandboxError {
-    match prepare_exec(spec, user, env) {
+fn exec_command(
+    spec: &RunSpec,
+    user: &ExecUser,
+    env: &[String],
+    tty: Option<&OwnedFd>,
+) -> SandboxError {
+    match prepare_exec(spec, user, env, tty) {
         Ok((path, argv, envp)) => SandboxError::Exec {
             path: path.to_string_lossy().into_owned(),
             errno: sys::execve(&path, &argv, &envp),
@@ -370,8 +452,12 @@ fn prepare_exec(
     spec: &RunSpec,
     user: &ExecUser,
     env: &[String],
+    tty: Option<&OwnedFd>,
 ) -> Result<(CString, Vec<CString>, Vec<CString>)> {
     sys::reset_signals();
+    if let Some(slave) = tty {
+        crate::terminal::attach(slave, user.uid)?;
+    }
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     rustix::process::chdir(spec.cwd.as_str()).map_err(|e| SandboxError::Cwd {
         path: spec.cwd.clone(),

@@ -22,6 +22,11 @@
 //! caller typed). The command's stdout and stderr are pipes read by the caller and handed to the
 //! `on_output` callback as they arrive.
 //!
+//! [`run_with`] adds what a foreground `docker run` needs: a [`SignalForwarder`] whose caught
+//! signals travel init → pid 1 → command (each blocks them and forwards with `sigwaitinfo`), and
+//! `tty`, a pty that pid 1 opens in the sandbox's devpts and passes to the caller over a unix
+//! socket (fd 5), as runc's console socket does.
+//!
 //! This is the only crate of hoist allowed `unsafe`; it lives in the `sys` module, each block with
 //! its `// SAFETY:` proof.
 //!
@@ -33,12 +38,15 @@ mod error;
 mod init;
 mod parent;
 mod rootfs;
+mod signals;
 mod spec;
 mod sys;
+mod terminal;
 mod user;
 
 pub use error::{Errno, ExecError, SandboxError};
-pub use parent::run;
+pub use parent::{run, run_with};
+pub use signals::{FORWARDED_SIGNALS, SignalForwarder};
 pub use spec::{DEFAULT_HOSTNAME, DEFAULT_PATH, Mount, Network, Rootfs, RunSpec, Stdin};
 
 /// The hidden first argument that makes [`init_if_requested`] become the sandbox init.

@@ -9,8 +9,10 @@ use std::process::{Command, Stdio};
 use rustix::event::{PollFd, PollFlags};
 
 use crate::error::ExecError;
-use crate::init::{Message, RESULT_FD, Request, SPEC_FD};
+use crate::init::{Message, RESULT_FD, Request, SPEC_FD, TTY_FD};
+use crate::signals::{FORWARDED_SIGNALS, SignalForwarder};
 use crate::spec::{Network, RunSpec, Stdin};
+use crate::terminal::{self, RawMode};
 use crate::{ExitStatus, INIT_ARG, Output, sys};
 
 const INIT_EXE: &str = "/proc/self/exe";
@@ -22,6 +24,25 @@ const INIT_EXE: &str = "/proc/self/exe";
 /// `Err`. The calling binary's `main` must call [`init_if_requested`](crate::init_if_requested)
 /// first, since the sandbox init is a re-exec of `/proc/self/exe`.
 pub fn run(spec: &RunSpec, on_output: &mut dyn FnMut(Output<'_>)) -> Result<ExitStatus, ExecError> {
+    run_with(spec, on_output, None)
+}
+
+/// [`run`] for a foreground command, as `docker run` runs one.
+///
+/// With `signals`, the signals it catches ([`FORWARDED_SIGNALS`]) are passed to the command
+/// (through the sandbox's init and pid 1), and the sandbox leaves the caller's session so a
+/// terminal's ^C reaches the command once, by way of the caller.
+///
+/// With `spec.tty`, the command runs on a new pty of the sandbox (its controlling terminal,
+/// stdin, stdout and stderr) whose output comes to `on_output` as [`Output::Stdout`]. With
+/// `spec.stdin` [`Stdin::Inherit`] the caller's stdin is copied to the pty, and when stdin is a
+/// terminal it is in raw mode meanwhile. The pty gets the caller's terminal size, and with
+/// `signals` follows its resizes.
+pub fn run_with(
+    spec: &RunSpec,
+    on_output: &mut dyn FnMut(Output<'_>),
+    signals: Option<&SignalForwarder>,
+) -> Result<ExitStatus, ExecError> {
     validate(spec)?;
     let state = tempfile::Builder::new()
         .prefix("hoist-sandbox-")
@@ -44,9 +65,29 @@ pub fn run(spec: &RunSpec, on_output: &mut dyn FnMut(Output<'_>)) -> Result<Exit
     let (result_r, result_w) = pipe()?;
     let (spec_r, result_w) = (high(spec_r)?, high(result_w)?);
 
+    // The caller's end, and the one the init gets at TTY_FD.
+    let tty_socket = if spec.tty {
+        let (ours, theirs) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::STREAM,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| ExecError::Pipe { source: e.into() })?;
+        Some((ours, high(theirs)?))
+    } else {
+        None
+    };
+
     let request = serde_json::to_vec(&Request {
         spec: spec.clone(),
         state_dir: state.path().to_path_buf(),
+        forward_signals: signals.is_some(),
+        winsize: if spec.tty {
+            terminal::caller_winsize()
+        } else {
+            None
+        },
     })
     .map_err(|source| ExecError::EncodeSpec { source })?;
 
@@ -55,12 +96,24 @@ pub fn run(spec: &RunSpec, on_output: &mut dyn FnMut(Output<'_>)) -> Result<Exit
         .env_clear()
         .current_dir("/")
         .stdin(match spec.stdin {
-            Stdin::Null => Stdio::null(),
-            Stdin::Inherit => Stdio::inherit(),
+            // With a tty the caller copies stdin to the pty itself.
+            Stdin::Inherit if !spec.tty => Stdio::inherit(),
+            _ => Stdio::null(),
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    sys::pass_fds(&mut cmd, vec![(spec_r, SPEC_FD), (result_w, RESULT_FD)]);
+    let mut fds = vec![(spec_r, SPEC_FD), (result_w, RESULT_FD)];
+    let tty_socket = tty_socket.map(|(ours, theirs)| {
+        fds.push((theirs, TTY_FD));
+        ours
+    });
+    sys::pass_fds(&mut cmd, fds);
+    if signals.is_some() {
+        // Pending, not fatal, until the init is ready to forward them.
+        let mut set = FORWARDED_SIGNALS.to_vec();
+        set.push(libc::SIGCHLD);
+        sys::block_signals_on_exec(&mut cmd, &set);
+    }
     let spawned = cmd.spawn();
     // Dropping the command closes our copies of the child's pipe ends, so EOF means the
     // sandbox is gone.
@@ -75,7 +128,29 @@ pub fn run(spec: &RunSpec, on_output: &mut dyn FnMut(Output<'_>)) -> Result<Exit
 
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
-    let pumped = pump(stdout, stderr, std::fs::File::from(result_r), on_output);
+    let init_pid = rustix::process::Pid::from_raw(child.id() as i32);
+    let pumped = (|| {
+        let master = match &tty_socket {
+            Some(socket) => terminal::receive_master(socket)?,
+            None => None,
+        };
+        drop(tty_socket);
+        let raw = match &master {
+            Some(_) if spec.stdin == Stdin::Inherit => RawMode::enter()?,
+            _ => None,
+        };
+        let pumped = pump(Pump {
+            stdout,
+            stderr,
+            result: std::fs::File::from(result_r),
+            master,
+            copy_stdin: spec.tty && spec.stdin == Stdin::Inherit,
+            signals: signals.zip(init_pid),
+            on_output,
+        });
+        drop(raw);
+        pumped
+    })();
     let status = child.wait().map_err(|source| ExecError::Channel {
         what: "wait for",
         source,
@@ -89,9 +164,6 @@ fn validate(spec: &RunSpec) -> Result<(), ExecError> {
     let uid = rustix::process::geteuid();
     if !uid.is_root() {
         return Err(ExecError::NotRoot { uid: uid.as_raw() });
-    }
-    if spec.tty {
-        return Err(ExecError::TtyUnsupported);
     }
     if spec.args.is_empty() {
         return Err(ExecError::EmptyArgs);
@@ -173,44 +245,126 @@ fn write_state_files(spec: &RunSpec, state: &Path) -> Result<(), ExecError> {
     Ok(())
 }
 
-/// Read stdout, stderr and the result pipe until all three reach EOF, handing output on as it
-/// comes. Returns the result pipe's bytes.
-fn pump(
-    mut stdout: impl Read + AsFd,
-    mut stderr: impl Read + AsFd,
-    mut result: impl Read + AsFd,
-    on_output: &mut dyn FnMut(Output<'_>),
-) -> Result<Vec<u8>, ExecError> {
-    let mut open = [true; 3];
+/// What [`pump`] copies.
+struct Pump<'a, 'o> {
+    stdout: std::process::ChildStdout,
+    stderr: std::process::ChildStderr,
+    result: std::fs::File,
+    /// The command's pty (tty runs): its output goes on as stdout.
+    master: Option<OwnedFd>,
+    /// Copy the caller's stdin to `master`.
+    copy_stdin: bool,
+    /// Caught signals, forwarded to the init's pid.
+    signals: Option<(&'a SignalForwarder, rustix::process::Pid)>,
+    on_output: &'o mut dyn FnMut(Output<'_>),
+}
+
+/// Slots of the poll set.
+const STDOUT: usize = 0;
+const STDERR: usize = 1;
+const RESULT: usize = 2;
+const MASTER: usize = 3;
+const STDIN: usize = 4;
+const SIGNALS: usize = 5;
+
+/// Read stdout, stderr, the result pipe (and the pty master) until all reach EOF, handing output
+/// on as it comes, copying stdin to the pty and forwarding caught signals meanwhile. Returns the
+/// result pipe's bytes.
+fn pump(mut p: Pump<'_, '_>) -> Result<Vec<u8>, ExecError> {
+    let mut open = [
+        true,
+        true,
+        true,
+        p.master.is_some(),
+        p.copy_stdin && p.master.is_some(),
+        p.signals.is_some(),
+    ];
+    if let Some(m) = &p.master {
+        // Writes of stdin must not block while the command's output waits to be read.
+        rustix::fs::fcntl_setfl(m, rustix::fs::OFlags::NONBLOCK)
+            .map_err(|e| ExecError::Pipe { source: e.into() })?;
+    }
+    let stdin = rustix::stdio::stdin();
+    let mut to_master: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut collected = Vec::new();
     let channel = |source: std::io::Error| ExecError::Channel {
         what: "read from",
         source,
     };
-    while open.iter().any(|o| *o) {
+    // The sandbox's pipes decide the end; stdin and signals only matter while it runs.
+    while open[..=MASTER].iter().any(|o| *o) {
         let ready = {
             let flags = |o: bool| if o { PollFlags::IN } else { PollFlags::empty() };
+            let master_flags = if open[MASTER] && !to_master.is_empty() {
+                PollFlags::IN | PollFlags::OUT
+            } else {
+                flags(open[MASTER])
+            };
+            let signal_fd = match p.signals {
+                Some((s, _)) => s.fd(),
+                None => stdin,
+            };
+            let master_fd = p.master.as_ref().map_or(stdin, |m| m.as_fd());
+            // Reading stdin pauses while the pty has a backlog.
+            let read_stdin = open[STDIN] && open[MASTER] && to_master.len() < buf.len();
             let mut fds = [
-                PollFd::new(&stdout, flags(open[0])),
-                PollFd::new(&stderr, flags(open[1])),
-                PollFd::new(&result, flags(open[2])),
+                PollFd::new(&p.stdout, flags(open[STDOUT])),
+                PollFd::new(&p.stderr, flags(open[STDERR])),
+                PollFd::new(&p.result, flags(open[RESULT])),
+                PollFd::from_borrowed_fd(master_fd, master_flags),
+                PollFd::from_borrowed_fd(stdin, flags(read_stdin)),
+                PollFd::from_borrowed_fd(signal_fd, flags(open[SIGNALS])),
             ];
             match rustix::event::poll(&mut fds, None) {
                 Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(channel(e.into())),
             }
-            fds.map(|f| !f.revents().is_empty())
+            fds.map(|f| f.revents())
         };
-        for (i, is_ready) in ready.into_iter().enumerate() {
-            if !is_ready || !open[i] {
+        if let Some((forwarder, init)) = p.signals.filter(|_| !ready[SIGNALS].is_empty()) {
+            for sig in forwarder.take() {
+                match (&p.master, sig) {
+                    (Some(m), libc::SIGWINCH) => terminal::resize(m.as_fd()),
+                    (None, libc::SIGWINCH) => {}
+                    _ => crate::signals::forward(init, sig),
+                }
+            }
+        }
+        if let Some(m) = &p.master
+            && !ready[MASTER].is_empty()
+            && open[MASTER]
+            && !to_master.is_empty()
+        {
+            match rustix::io::write(m, &to_master) {
+                Ok(n) => {
+                    to_master.drain(..n);
+                }
+                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
+                // The pty is gone; its read side notices below.
+                Err(_) => to_master.clear(),
+            }
+        }
+        for i in [STDOUT, STDERR, RESULT, MASTER, STDIN] {
+            if ready[i].is_empty() || !open[i] {
                 continue;
             }
             let n = match i {
-                0 => stdout.read(&mut buf),
-                1 => stderr.read(&mut buf),
-                _ => result.read(&mut buf),
+                STDOUT => p.stdout.read(&mut buf),
+                STDERR => p.stderr.read(&mut buf),
+                RESULT => p.result.read(&mut buf),
+                MASTER => match p.master.as_ref().map(|m| rustix::io::read(m, &mut buf)) {
+                    Some(Ok(n)) => Ok(n),
+                    Some(Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR)) => continue,
+                    // EIO: every slave is closed, the command and its children are gone.
+                    Some(Err(_)) | None => Ok(0),
+                },
+                _ => match rustix::io::read(stdin, &mut buf) {
+                    Ok(n) => Ok(n),
+                    Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => continue,
+                    Err(_) => Ok(0),
+                },
             };
             let n = match n {
                 Ok(n) => n,
@@ -222,9 +376,10 @@ fn pump(
                 continue;
             }
             match i {
-                0 => on_output(Output::Stdout(&buf[..n])),
-                1 => on_output(Output::Stderr(&buf[..n])),
-                _ => collected.extend_from_slice(&buf[..n]),
+                STDOUT | MASTER => (p.on_output)(Output::Stdout(&buf[..n])),
+                STDERR => (p.on_output)(Output::Stderr(&buf[..n])),
+                RESULT => collected.extend_from_slice(&buf[..n]),
+                _ => to_master.extend_from_slice(&buf[..n]),
             }
         }
     }

@@ -34,7 +34,7 @@ pub struct RunSpec {
     pub mounts: Vec<Mount>,
     /// The command's stdin.
     pub stdin: Stdin,
-    /// Allocate a terminal. Not implemented yet: `run` refuses it.
+    /// Run the command on a new pty of the sandbox (see [`run_with`](crate::run_with)).
     pub tty: bool,
 }
 

@@ -164,3 +164,118 @@ pub(crate) fn pass_fds(cmd: &mut Command, fds: Vec<(OwnedFd, RawFd)>) {
         });
     }
 }
+
+/// Where [`on_forwarded_signal`] writes; -1 while no forwarder is installed.
+static SIGNAL_PIPE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// The handler of forwarded signals: one byte, the signal number, to the self-pipe.
+#[expect(unsafe_code)]
+extern "C" fn on_forwarded_signal(sig: libc::c_int) {
+    let fd = SIGNAL_PIPE.load(std::sync::atomic::Ordering::Relaxed);
+    if fd < 0 {
+        return;
+    }
+    let byte = sig as u8;
+    // SAFETY: write(2) and errno access are async-signal-safe; `byte` lives across the call and
+    // the length is 1. The pipe is non-blocking, so a full pipe drops the byte instead of
+    // hanging in the handler. errno is saved and restored for the interrupted code.
+    unsafe {
+        let errno = *libc::__errno_location();
+        libc::write(fd, (&raw const byte).cast(), 1);
+        *libc::__errno_location() = errno;
+    }
+}
+
+/// Route `signals` to the self-pipe whose (non-blocking) write end is `pipe`.
+/// The caller keeps `pipe` open until [`restore_signal_handlers`].
+#[expect(unsafe_code)]
+pub(crate) fn install_signal_handlers(signals: &[i32], pipe: RawFd) -> Result<(), Errno> {
+    SIGNAL_PIPE.store(pipe, std::sync::atomic::Ordering::SeqCst);
+    for &sig in signals {
+        // SAFETY: `action` is a local, zero-initialised (valid for sigaction) and fully set
+        // before use; the handler only does async-signal-safe work; a null old-action pointer is
+        // allowed.
+        let rc = unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_forwarded_signal as extern "C" fn(libc::c_int) as usize;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(sig, &action, std::ptr::null_mut())
+        };
+        if rc < 0 {
+            return Err(last_errno());
+        }
+    }
+    Ok(())
+}
+
+/// Give `signals` their default disposition back and detach the self-pipe.
+#[expect(unsafe_code)]
+pub(crate) fn restore_signal_handlers(signals: &[i32]) {
+    for &sig in signals {
+        // SAFETY: SIG_DFL installs no handler code; invalid signal numbers only return EINVAL.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    SIGNAL_PIPE.store(-1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// A signal set holding `signals`.
+#[expect(unsafe_code)]
+fn sigset(signals: &[i32]) -> libc::sigset_t {
+    // SAFETY: sigset_t is plain old data; sigemptyset initialises it before the adds, and
+    // invalid numbers only make sigaddset return EINVAL.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &sig in signals {
+            libc::sigaddset(&mut set, sig);
+        }
+        set
+    }
+}
+
+/// Block `signals` in this (single-threaded) process so [`wait_signal`] can take them.
+#[expect(unsafe_code)]
+pub(crate) fn block_signals(signals: &[i32]) -> Result<(), Errno> {
+    let set = sigset(signals);
+    // SAFETY: `set` is an initialised sigset_t borrowed for the call; a null old-set pointer is
+    // allowed.
+    if unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) } < 0 {
+        return Err(last_errno());
+    }
+    Ok(())
+}
+
+/// Wait for one of `signals` (which must be blocked) and return its number.
+#[expect(unsafe_code)]
+pub(crate) fn wait_signal(signals: &[i32]) -> Result<i32, Errno> {
+    let set = sigset(signals);
+    loop {
+        // SAFETY: `set` is an initialised sigset_t; a null siginfo pointer is allowed.
+        let sig = unsafe { libc::sigwaitinfo(&set, std::ptr::null_mut()) };
+        if sig >= 0 {
+            return Ok(sig);
+        }
+        let e = last_errno();
+        if e.0 != libc::EINTR {
+            return Err(e);
+        }
+    }
+}
+
+/// Make `cmd`'s child start with `signals` blocked, so a signal sent before it is ready to
+/// forward stays pending instead of killing it.
+#[expect(unsafe_code)]
+pub(crate) fn block_signals_on_exec(cmd: &mut Command, signals: &[i32]) {
+    let set = sigset(signals);
+    // SAFETY: the closure runs in the forked child before exec and only calls sigprocmask, which
+    // is async-signal-safe and allocates nothing; `set` is moved in, initialised.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Instant;
 
-use hoist_executor::{ExecError, ExitStatus, Mount, Network, Output, Rootfs, RunSpec};
+use hoist_executor::{
+    ExecError, ExitStatus, Mount, Network, Output, Rootfs, RunSpec, SignalForwarder,
+};
 
 const BUSYBOX: &str = "/bin/busybox";
 
@@ -60,6 +62,7 @@ fn main() {
         ("bind_and_tmpfs_mounts", bind_and_tmpfs_mounts),
         ("dir_rootfs_and_scratch", dir_rootfs_and_scratch),
         ("stdin_null_and_tty", stdin_null_and_tty),
+        ("signals_forwarded", signals_forwarded),
         ("concurrent_threads", concurrent_threads),
         ("many_layers", many_layers),
         ("etc_symlink_stays_inside", etc_symlink_stays_inside),
@@ -649,11 +652,73 @@ fn dir_rootfs_and_scratch() {
 }
 
 fn stdin_null_and_tty() {
-    let f = fixture(false);
+    let f = fixture(true);
     assert_eq!(out(&f.sh("cat; echo end")), "end\n");
-    let mut spec = f.sh("true");
+    // A pty of the sandbox's own devpts, the controlling terminal, owned by the user; its
+    // output (stderr included) arrives as stdout with the pty's CRLF.
+    let mut spec = f.sh("tty; [ -t 0 ] && [ -t 1 ] && echo t; echo e >&2; stat -c %u /dev/pts/0; : </dev/tty && echo ctty");
     spec.tty = true;
-    assert!(matches!(run(&spec).status, Err(ExecError::TtyUnsupported)));
+    spec.user = "app".into();
+    let r = run(&spec);
+    assert_eq!(r.ok(), "/dev/pts/0\r\nt\r\ne\r\n1000\r\nctty\r\n");
+    assert_eq!(r.stderr, "");
+    spec.args = vec!["sh".into(), "-c".into(), "exit 5".into()];
+    assert_eq!(run(&spec).status.unwrap(), ExitStatus::Code(5));
+}
+
+fn signals_forwarded() {
+    let f = fixture(false);
+    let forwarder = SignalForwarder::install().unwrap();
+    assert!(matches!(
+        SignalForwarder::install(),
+        Err(ExecError::ForwarderInstalled)
+    ));
+    for (tty, script, want) in [
+        (
+            false,
+            "trap 'echo got TERM; exit 42' TERM; echo ready; while true; do sleep 0.1; done",
+            ExitStatus::Code(42),
+        ),
+        (false, "echo ready; exec sleep 100", ExitStatus::Signal(15)),
+        (
+            true,
+            "trap 'echo got TERM; exit 42' TERM; echo ready; while true; do sleep 0.1; done",
+            ExitStatus::Code(42),
+        ),
+    ] {
+        let mut spec = f.sh(script);
+        spec.tty = tty;
+        let mut stdout = Vec::new();
+        let mut sent = false;
+        let status = hoist_executor::run_with(
+            &spec,
+            &mut |o| {
+                if let Output::Stdout(b) = o {
+                    stdout.extend_from_slice(b);
+                }
+                if !sent && stdout.starts_with(b"ready") {
+                    sent = true;
+                    rustix::process::kill_process(
+                        rustix::process::getpid(),
+                        rustix::process::Signal::TERM,
+                    )
+                    .unwrap();
+                }
+            },
+            Some(&forwarder),
+        );
+        assert_eq!(
+            status.unwrap(),
+            want,
+            "{script}: {}",
+            String::from_utf8_lossy(&stdout)
+        );
+        if want == ExitStatus::Code(42) {
+            assert!(String::from_utf8_lossy(&stdout).contains("got TERM"));
+        }
+    }
+    drop(forwarder);
+    assert!(SignalForwarder::install().is_ok());
 }
 
 fn concurrent_threads() {
