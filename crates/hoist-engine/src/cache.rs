@@ -137,9 +137,7 @@ fn context_inputs(
             if is_dir {
                 let mut children = Vec::new();
                 walk(tree, &sel.real, &sel.rel, &mut children)?;
-                for (real, rel) in children {
-                    let m = fs::symlink_metadata(&real)
-                        .map_err(|e| BuildError::io("reading", &real, e))?;
+                for (real, rel, m) in children {
                     files.push((format!("{}/{rel}", sel.rel), real, m));
                 }
             }

@@ -102,12 +102,15 @@ pub(crate) fn walk(
     tree: &SourceTree<'_>,
     dir: &Path,
     base_rel: &str,
-    out: &mut Vec<(PathBuf, String)>,
+    out: &mut Vec<(PathBuf, String, fs::Metadata)>,
 ) -> Result<(), BuildError> {
     let mut all = Vec::new();
     walk_inner(tree, dir, base_rel, &mut all)?;
     // `--exclude` also matches relative to the directory being copied.
-    out.extend(all.into_iter().filter(|(_, rel)| !tree.excluded_below(rel)));
+    out.extend(
+        all.into_iter()
+            .filter(|(_, rel, _)| !tree.excluded_below(rel)),
+    );
     Ok(())
 }
 
@@ -115,22 +118,25 @@ fn walk_inner(
     tree: &SourceTree<'_>,
     dir: &Path,
     base_rel: &str,
-    out: &mut Vec<(PathBuf, String)>,
+    out: &mut Vec<(PathBuf, String, fs::Metadata)>,
 ) -> Result<(), BuildError> {
-    let mut names: Vec<String> = fs::read_dir(dir)
+    let mut entries: Vec<(String, fs::DirEntry)> = fs::read_dir(dir)
         .map_err(|e| BuildError::io("reading", dir, e))?
         .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e))
         .collect();
-    names.sort();
-    for name in names {
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, entry) in entries {
         let rel_in_tree = if base_rel.is_empty() {
             name.clone()
         } else {
             format!("{base_rel}/{name}")
         };
         let path = dir.join(&name);
-        let is_dir = fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+        // One lstat per path (relative to the open directory), handed on to the hashing and
+        // the copy.
+        let Ok(meta) = entry.metadata() else { continue };
+        let is_dir = meta.is_dir();
         let ignored = tree.ignored(&rel_in_tree);
         // An excluded directory may still hold re-included paths (`!` patterns); it is sent
         // only when something inside it is.
@@ -144,8 +150,11 @@ fn walk_inner(
         if ignored && sub.is_empty() {
             continue;
         }
-        out.push((path.clone(), name.clone()));
-        out.extend(sub.into_iter().map(|(p, r)| (p, format!("{name}/{r}"))));
+        out.push((path.clone(), name.clone(), meta));
+        out.extend(
+            sub.into_iter()
+                .map(|(p, r, m)| (p, format!("{name}/{r}"), m)),
+        );
     }
     Ok(())
 }

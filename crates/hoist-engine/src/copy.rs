@@ -171,9 +171,7 @@ fn plan(
             }
             let mut children = Vec::new();
             walk(tree, &sel.real, &base_rel, &mut children)?;
-            for (real, rel) in children {
-                let m =
-                    fs::symlink_metadata(&real).map_err(|e| BuildError::io("reading", &real, e))?;
+            for (real, rel, m) in children {
                 members.push(Member {
                     dest: join(&target, &rel),
                     item: Item::Path { real, meta: m },

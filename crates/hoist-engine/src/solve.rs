@@ -374,10 +374,14 @@ impl Solver<'_, '_> {
             Op::Meta(_) => return Ok(true),
         };
         let (key, inputs) = key.finish();
-        let old = self.store().swap_step_inputs(
-            identity,
-            &serde_json::to_string(&inputs).unwrap_or_default(),
-        )?;
+        // The inputs are written only when the key moved: an unchanged 20k-file COPY costs no
+        // serialisation.
+        let old = if self.store().step_key(identity)?.as_deref() == Some(key.as_str()) {
+            None
+        } else {
+            let json = serde_json::to_string(&inputs).unwrap_or_default();
+            self.store().swap_step_inputs(identity, &key, &json)?
+        };
         if use_cache {
             if let Some(hit) = self.store().cache_get(&key)? {
                 built.image.layers.push(hit.layer);

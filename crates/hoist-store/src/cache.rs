@@ -42,6 +42,26 @@ pub struct CacheUsage {
     pub reclaimable: u64,
 }
 
+fn common_prefix<'a>(mut paths: impl Iterator<Item = &'a str>) -> String {
+    let Some(first) = paths.next() else {
+        return String::new();
+    };
+    let mut len = first.len();
+    for p in paths {
+        len = first
+            .bytes()
+            .zip(p.bytes())
+            .take(len)
+            .take_while(|(a, b)| a == b)
+            .count();
+    }
+    // Cut at a char boundary.
+    while !first.is_char_boundary(len) {
+        len -= 1;
+    }
+    first[..len].to_owned()
+}
+
 pub(crate) const CACHE_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS build_cache (
     key       TEXT PRIMARY KEY,
@@ -52,6 +72,7 @@ CREATE TABLE IF NOT EXISTS build_cache (
 CREATE INDEX IF NOT EXISTS build_cache_diff ON build_cache (diff_id);
 CREATE TABLE IF NOT EXISTS build_steps (
     identity TEXT PRIMARY KEY,
+    key      TEXT NOT NULL,
     inputs   TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS stat_cache (
@@ -105,10 +126,24 @@ impl Store {
         Ok(())
     }
 
-    /// The inputs a step had last time (for explaining a miss), and records the new ones.
+    /// The key a step had at its last build.
+    pub fn step_key(&self, identity: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .db()
+            .query_row(
+                "SELECT key FROM build_steps WHERE identity = ?1",
+                [identity],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Records a step's new key and inputs (only when its key changed), returning the inputs it
+    /// had before (for explaining a miss).
     pub fn swap_step_inputs(
         &self,
         identity: &str,
+        key: &str,
         inputs: &str,
     ) -> Result<Option<String>, StoreError> {
         let mut db = self.db();
@@ -121,41 +156,53 @@ impl Store {
             )
             .optional()?;
         tx.execute(
-            "INSERT INTO build_steps (identity, inputs) VALUES (?1, ?2)
-             ON CONFLICT(identity) DO UPDATE SET inputs = excluded.inputs",
-            params![identity, inputs],
+            "INSERT INTO build_steps (identity, key, inputs) VALUES (?1, ?2, ?3)
+             ON CONFLICT(identity) DO UPDATE SET key = excluded.key, inputs = excluded.inputs",
+            params![identity, key, inputs],
         )?;
         tx.commit()?;
         Ok(old)
     }
 
-    /// Digests of files whose stat is unchanged since they were last hashed.
+    /// Digests of files whose stat is unchanged since they were last hashed. One range scan
+    /// over the paths' common prefix (a context directory) answers them all.
     pub fn stat_lookup(
         &self,
         paths: &[(String, FileStat)],
     ) -> Result<Vec<Option<Digest>>, StoreError> {
+        let prefix = common_prefix(paths.iter().map(|(p, _)| p.as_str()));
+        let mut upper = prefix.clone();
+        upper.push(char::MAX);
         let db = self.db();
         let mut stmt = db.prepare_cached(
-            "SELECT digest FROM stat_cache WHERE path = ?1 AND dev = ?2 AND ino = ?3 AND size = ?4 AND mtime_ns = ?5 AND ctime_ns = ?6",
+            "SELECT path, dev, ino, size, mtime_ns, ctime_ns, digest FROM stat_cache WHERE path >= ?1 AND path < ?2",
         )?;
-        let mut out = Vec::with_capacity(paths.len());
-        for (path, s) in paths {
-            let d: Option<String> = stmt
-                .query_row(
-                    params![
-                        path,
-                        s.dev as i64,
-                        s.ino as i64,
-                        s.size as i64,
-                        s.mtime_ns,
-                        s.ctime_ns
-                    ],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            out.push(d.and_then(|d| d.parse().ok()));
+        let mut known: std::collections::HashMap<String, (FileStat, String)> =
+            std::collections::HashMap::new();
+        let rows = stmt.query_map(params![prefix, upper], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                FileStat {
+                    dev: r.get::<_, i64>(1)? as u64,
+                    ino: r.get::<_, i64>(2)? as u64,
+                    size: r.get::<_, i64>(3)? as u64,
+                    mtime_ns: r.get(4)?,
+                    ctime_ns: r.get(5)?,
+                },
+                r.get::<_, String>(6)?,
+            ))
+        })?;
+        for row in rows {
+            let (p, st, d) = row?;
+            known.insert(p, (st, d));
         }
-        Ok(out)
+        Ok(paths
+            .iter()
+            .map(|(p, st)| match known.get(p) {
+                Some((cached, d)) if cached == st => d.parse().ok(),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Remembers the digests of freshly hashed files.
