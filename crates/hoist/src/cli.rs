@@ -49,6 +49,8 @@ pub(crate) enum Command {
     Login(LoginArgs),
     /// Log out from a registry
     Logout(LogoutArgs),
+    /// Create and run a new container from an image (removed when it exits: hoist keeps no containers)
+    Run(crate::commands::RunArgs),
     /// Manage images
     Image {
         #[command(subcommand)]

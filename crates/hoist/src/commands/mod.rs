@@ -11,6 +11,7 @@ mod login;
 mod pull;
 mod push;
 mod rmi;
+mod run;
 mod save_load;
 mod system;
 
@@ -21,6 +22,7 @@ use anyhow::{Context, Result};
 use hoist_store::Store;
 
 use crate::cli::{Cli, Command, ImageCommand};
+pub(crate) use run::RunArgs;
 
 pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     let root = cli.root.clone().unwrap_or_else(Store::default_root);
@@ -98,6 +100,10 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         } => push::run(&open()?, &a, &mut out)?,
         Command::Login(a) => login::login(&a, &mut out)?,
         Command::Logout(a) => login::logout(&a, &mut out)?,
+        Command::Run(a) => {
+            drop(out);
+            return Ok(run::run(&root, &a));
+        }
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
