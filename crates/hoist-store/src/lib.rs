@@ -710,19 +710,28 @@ impl Store {
             )
             .map_err(StoreError::from)?;
             removal.untagged.push(name.clone());
-            let left = tags.len() + digests.len() - 1;
-            // Removing the last tag also drops the repo digests of that repository (docker).
-            let only_digests_left = name.digest().is_none()
-                && tags.len() == 1
-                && digests.iter().all(|d| d.repository() == name.repository());
-            if left > 0 && !only_digests_left {
+            // The last tag of a repository takes that repository's digest names with it
+            // (docker); the image goes when no name at all is left.
+            let mut remaining_digests: Vec<&Reference> =
+                digests.iter().filter(|d| **d != name).collect();
+            let repo_still_tagged = tags
+                .iter()
+                .any(|t| *t != name && t.repository() == name.repository());
+            if name.digest().is_none() && !repo_still_tagged {
+                for d in digests
+                    .iter()
+                    .filter(|d| d.repository() == name.repository())
+                {
+                    tx.execute("DELETE FROM repo_digests WHERE name = ?1", [d.to_string()])
+                        .map_err(StoreError::from)?;
+                    removal.untagged.push(d.clone());
+                }
+                remaining_digests.retain(|d| d.repository() != name.repository());
+            }
+            let remaining_tags = tags.iter().filter(|t| **t != name).count();
+            if remaining_tags + remaining_digests.len() > 0 {
                 tx.commit().map_err(StoreError::from)?;
                 return Ok(removal);
-            }
-            for d in &digests {
-                tx.execute("DELETE FROM repo_digests WHERE name = ?1", [d.to_string()])
-                    .map_err(StoreError::from)?;
-                removal.untagged.push(d.clone());
             }
         } else {
             let repos: std::collections::BTreeSet<String> =

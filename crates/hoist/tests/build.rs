@@ -593,3 +593,54 @@ fn failures_render_like_buildkit() {
         "{out:?}"
     );
 }
+
+#[test]
+fn from_pulls_a_missing_base_image_from_its_registry() {
+    let registry = hoist_test::registry::Registry::start_open();
+    let h = with_busybox();
+    let remote = format!("{}/base/busybox:1", registry.host());
+    h.ok(&["tag", "busybox", &remote]);
+    h.ok(&["push", "-q", &remote]);
+    h.ok(&["rmi", &remote]);
+    h.ok(&["rmi", "busybox"]);
+    assert_eq!(h.ok(&["images", "-q"]), "");
+    let ctx = context(
+        &h,
+        "ctx",
+        &[(
+            "Dockerfile",
+            &format!("FROM {remote}\nRUN echo pulled > /p\n"),
+        )],
+    );
+    let out = build(&h, &["-t", "frompull", ctx.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(file_in(&h, "frompull", "p").as_deref(), Some("pulled\n"));
+    assert!(
+        h.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+            .contains(&remote),
+        "the base is kept, as docker does"
+    );
+    // --pull fetches again even when the image is here.
+    let out = build(&h, &["--pull", ctx.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A base that exists nowhere fails with the registry's answer.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {}/nothing/here:1\n", registry.host()),
+    )
+    .unwrap();
+    let out = build(&h, &[ctx.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing/here"),
+        "{out:?}"
+    );
+}

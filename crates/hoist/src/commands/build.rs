@@ -16,23 +16,40 @@ use hoist_store::Store;
 use crate::cli::BuildArgs;
 use crate::progress::{Mode, Progress};
 
-/// Base images come from the store (pulling arrives with the registry client).
-struct LocalImages<'a> {
+/// Base images come from the store, and from their registry when missing (or with `--pull`),
+/// as docker's builder resolves them.
+struct BaseImages<'a> {
     store: &'a Store,
+    registry: hoist_registry::RegistryOptions,
 }
 
-impl ImageSource for LocalImages<'_> {
-    fn resolve(
-        &self,
-        reference: &str,
-        _platform: &Platform,
-        _pull: bool,
-    ) -> Result<Digest, String> {
+impl ImageSource for BaseImages<'_> {
+    fn resolve(&self, reference: &str, platform: &Platform, pull: bool) -> Result<Digest, String> {
         let r = Reference::parse(reference)
             .map_err(|e| e.to_string())?
             .with_default_tag();
-        self.store.resolve(&r.to_string()).map_err(|_| {
-            format!("{}: not found: the image is not in the local store (hoist pull it or hoist load it first)", r.familiar())
+        if !pull {
+            if let Ok(id) = self.store.resolve(&r.to_string()) {
+                return Ok(id);
+            }
+        }
+        let options = hoist_registry::PullOptions {
+            registry: Some(&self.registry),
+            progress: None,
+            concurrency: 0,
+        };
+        hoist_registry::pull(self.store, &r, platform, options).map_err(|e| {
+            let mut s = e.to_string();
+            let mut cur = std::error::Error::source(&e);
+            while let Some(c) = cur {
+                let t = c.to_string();
+                if !s.contains(&t) {
+                    s.push_str(": ");
+                    s.push_str(&t);
+                }
+                cur = c.source();
+            }
+            s
         })
     }
 }
@@ -205,7 +222,10 @@ pub(crate) fn run(store: &Store, args: &BuildArgs, out: &mut dyn Write) -> Resul
     };
     let mode = Mode::parse(&args.progress, args.quiet)?;
     let mut progress = Progress::new(mode);
-    let source = LocalImages { store };
+    let source = BaseImages {
+        store,
+        registry: super::pull::registry_options(),
+    };
     let engine = Engine::new(store, &source);
     let result = engine.build(&opts, &mut |e| progress.event(&e));
     let built = match result {
