@@ -566,13 +566,13 @@ fn failures_render_like_buildkit() {
     );
     std::fs::write(
         ctx.join("Dockerfile"),
-        "FROM busybox\nRUN --mount=type=bind,target=/x true\n",
+        "FROM busybox\nRUN --security=insecure true\n",
     )
     .unwrap();
     let out = build(&h, &[ctx.to_str().unwrap()]);
     assert!(
         String::from_utf8_lossy(&out.stderr)
-            .ends_with("ERROR: failed to solve: RUN --mount is not supported yet\n"),
+            .ends_with("ERROR: failed to solve: RUN --security=insecure is not supported yet\n"),
         "unsupported flags are errors: {out:?}"
     );
     std::fs::write(ctx.join("Dockerfile"), "FROM nothere:1.0\n").unwrap();
