@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "Hello ${NAME:-there}! This image was $(cat /app/built.txt)."
