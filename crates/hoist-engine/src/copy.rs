@@ -25,6 +25,8 @@ enum Item {
 struct Member {
     dest: String,
     item: Item,
+    /// The cache input naming its source (`file <path>`), for reusing an earlier layer.
+    input: Option<String>,
 }
 
 fn is_dir_in_root(root: &Path, path: &str) -> bool {
@@ -167,6 +169,7 @@ fn plan(
                         mode,
                         mtime: jiff::Timestamp::now().as_second(),
                     },
+                    input: None,
                 });
             }
             let mut children = Vec::new();
@@ -175,6 +178,7 @@ fn plan(
                 members.push(Member {
                     dest: join(&target, &rel),
                     item: Item::Path { real, meta: m },
+                    input: Some(format!("file {}/{rel}", sel.rel)),
                 });
             }
         } else {
@@ -191,6 +195,7 @@ fn plan(
             };
             members.push(Member {
                 dest: target,
+                input: Some(format!("file {}", sel.rel)),
                 item: Item::Path {
                     real: sel.real.clone(),
                     meta,
@@ -210,19 +215,21 @@ fn plan(
                 content: inline.content.clone().into_bytes(),
                 mode: inline.mode,
             },
+            input: None,
         });
     }
     // Parents of every destination that do not exist yet are created (0755, owned by --chown).
     let mut parents: Vec<String> = Vec::new();
+    let dests: std::collections::HashSet<&str> = members.iter().map(|m| m.dest.as_str()).collect();
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     for m in &members {
-        let parts: Vec<&str> = m.dest.split('/').collect();
-        for i in 1..parts.len() {
-            let p = parts[..i].join("/");
-            if !parents.contains(&p)
-                && !members.iter().any(|x| x.dest == p)
-                && !exists_in_root(root, &p)
-            {
-                parents.push(p);
+        let mut end = 0;
+        while let Some(i) = m.dest[end..].find('/') {
+            end += i;
+            let p = &m.dest[..end];
+            end += 1;
+            if seen.insert(p.to_owned()) && !dests.contains(p) && !exists_in_root(root, p) {
+                parents.push(p.to_owned());
             }
         }
     }
@@ -235,6 +242,7 @@ fn plan(
                 mode: 0o755,
                 mtime: now,
             },
+            input: None,
         })
         .collect();
     all.extend(members);
@@ -354,6 +362,114 @@ pub(crate) fn copy(copy_op: &Copy, tree: &SourceTree<'_>, root: &Path) -> Result
     produced.map_err(|e| BuildError::io("reading sources for", root, e))?;
     applied?;
     Ok(())
+}
+
+/// Rebuilds a COPY layer from the one an earlier build of the same step made, when only some
+/// selected files changed: directories still needed and unchanged files are hard-linked from
+/// `previous` (snapshots are immutable, so sharing inodes is safe), and only what changed is
+/// written. The result is the layer a full copy would make. `root` is a read-only view of the
+/// parent layers (for the same destination decisions as a full copy); `unchanged` says whether a
+/// source input is the same as in the earlier build.
+pub(crate) fn copy_incremental(
+    copy_op: &Copy,
+    tree: &SourceTree<'_>,
+    root: &Path,
+    previous: &Path,
+    out_dir: &Path,
+    unchanged: &dyn Fn(&str) -> bool,
+) -> Result<(), BuildError> {
+    let (members, owner) = plan(copy_op, tree, root)?;
+    // Directories the new layer needs: the members that are directories and every ancestor.
+    let mut needed: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for m in &members {
+        let mut end = 0;
+        while let Some(i) = m.dest[end..].find('/') {
+            end += i;
+            needed.insert(m.dest[..end].to_owned());
+            end += 1;
+        }
+        if matches!(&m.item, Item::Dir { .. })
+            || matches!(&m.item, Item::Path { meta, .. } if meta.is_dir())
+        {
+            needed.insert(m.dest.clone());
+        }
+    }
+    // Clone the needed directories that the earlier layer has, with their attributes; their
+    // times are set after their contents.
+    let mut dir_times = Vec::new();
+    for d in &needed {
+        let old = previous.join(d);
+        let Ok(meta) = fs::symlink_metadata(&old) else {
+            continue;
+        };
+        if !meta.is_dir() {
+            continue;
+        }
+        let new = out_dir.join(d);
+        fs::create_dir_all(&new).map_err(|e| BuildError::io("creating", &new, e))?;
+        std::os::unix::fs::lchown(&new, Some(meta.uid()), Some(meta.gid()))
+            .map_err(|e| BuildError::io("chown", &new, e))?;
+        fs::set_permissions(&new, fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .map_err(|e| BuildError::io("chmod", &new, e))?;
+        dir_times.push((new, meta));
+    }
+    let mut rest = Vec::new();
+    for m in members {
+        let reusable = match (&m.item, &m.input) {
+            (Item::Path { meta, .. }, Some(input)) if meta.is_file() => unchanged(input),
+            (Item::Dir { .. }, _) | (Item::Path { .. }, _) if out_dir.join(&m.dest).is_dir() => {
+                // Already cloned with its attributes.
+                continue;
+            }
+            _ => false,
+        };
+        let old = previous.join(&m.dest);
+        if reusable && fs::symlink_metadata(&old).is_ok_and(|x| x.is_file()) {
+            let new = out_dir.join(&m.dest);
+            fs::hard_link(&old, &new).map_err(|e| BuildError::io("linking", &new, e))?;
+        } else {
+            rest.push(m);
+        }
+    }
+    let (reader, writer) =
+        io::pipe().map_err(|e| BuildError::io("making a pipe for", out_dir, e))?;
+    let chmod = copy_op.chmod.clone();
+    let owners = if copy_op.chown.is_some() || copy_op.from == hoist_plan::SourceRef::Context {
+        Owners::Fixed(owner)
+    } else {
+        Owners::Preserve
+    };
+    let producer = std::thread::spawn(move || write_stream(rest, owners, chmod, writer));
+    let opts = hoist_layer::ApplyOptions {
+        whiteouts: hoist_layer::WhiteoutMode::Apply,
+        ..hoist_layer::ApplyOptions::default()
+    };
+    let applied = hoist_layer::apply_layer(reader, out_dir, &opts);
+    let produced = producer
+        .join()
+        .map_err(|_| BuildError::Invalid("the copy stream writer panicked".into()))?;
+    produced.map_err(|e| BuildError::io("reading sources for", out_dir, e))?;
+    applied?;
+    for (dir, meta) in dir_times.into_iter().rev() {
+        let t = filetime_of(&meta);
+        let _ = rustix::fs::utimensat(
+            rustix::fs::CWD,
+            &dir,
+            &rustix::fs::Timestamps {
+                last_access: t,
+                last_modification: t,
+            },
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        );
+    }
+    Ok(())
+}
+
+fn filetime_of(meta: &fs::Metadata) -> rustix::fs::Timespec {
+    rustix::fs::Timespec {
+        tv_sec: meta.mtime(),
+        tv_nsec: meta.mtime_nsec(),
+    }
 }
 
 /// ADD of a local archive unpacks it into the destination directory instead of copying it.

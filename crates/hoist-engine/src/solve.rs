@@ -376,7 +376,8 @@ impl Solver<'_, '_> {
         let (key, inputs) = key.finish();
         // The inputs are written only when the key moved: an unchanged 20k-file COPY costs no
         // serialisation.
-        let old = if self.store().step_key(identity)?.as_deref() == Some(key.as_str()) {
+        let prev_key = self.store().step_key(identity)?;
+        let old = if prev_key.as_deref() == Some(key.as_str()) {
             None
         } else {
             let json = serde_json::to_string(&inputs).unwrap_or_default();
@@ -406,11 +407,25 @@ impl Solver<'_, '_> {
                 mkdir_all(mount.path(), path, &user)?;
             }
             Op::Copy(c) => {
-                let mount = self.mount_rw(&built.image, &upper, &work)?;
                 let tree = tree
                     .as_ref()
                     .ok_or_else(|| BuildError::Invalid("no copy source".into()))?;
-                copy::copy(c, tree, mount.path())?;
+                match self.previous_copy(c, prev_key.as_deref(), old.as_deref(), &inputs)? {
+                    Some((previous, old_inputs)) => {
+                        let view = mounts::OverlayMount::new(
+                            &self.store().tmp_dir(),
+                            &self.lowerdirs(&built.image),
+                            None,
+                            self.empty,
+                        )?;
+                        let same = |name: &str| old_inputs.get(name) == inputs.get(name);
+                        copy::copy_incremental(c, tree, view.path(), &previous, &upper, &same)?;
+                    }
+                    None => {
+                        let mount = self.mount_rw(&built.image, &upper, &work)?;
+                        copy::copy(c, tree, mount.path())?;
+                    }
+                }
             }
             Op::Exec(e) => self.exec(id, e, &built.image, dir.path(), &upper, &work, run)?,
             Op::Meta(_) => {}
@@ -423,6 +438,43 @@ impl Solver<'_, '_> {
         history(&mut built.image, history_line, Some(created));
         built.key = key;
         Ok(false)
+    }
+
+    /// The layer an earlier build of this COPY made, when only its selected files differ now
+    /// (same parent, destination, flags and patterns): the new layer can reuse its unchanged
+    /// files instead of copying all of them again.
+    fn previous_copy(
+        &self,
+        c: &Copy,
+        prev_key: Option<&str>,
+        old_inputs: Option<&str>,
+        inputs: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Option<(PathBuf, std::collections::BTreeMap<String, String>)>, BuildError> {
+        if c.add || c.from != SourceRef::Context {
+            return Ok(None);
+        }
+        let (Some(prev_key), Some(old)) = (prev_key, old_inputs) else {
+            return Ok(None);
+        };
+        let Ok(old) = serde_json::from_str::<std::collections::BTreeMap<String, String>>(old)
+        else {
+            return Ok(None);
+        };
+        let same_shape = old
+            .iter()
+            .filter(|(k, _)| !k.starts_with("file "))
+            .all(|(k, v)| inputs.get(k) == Some(v))
+            && inputs
+                .keys()
+                .filter(|k| !k.starts_with("file "))
+                .all(|k| old.contains_key(k));
+        if !same_shape {
+            return Ok(None);
+        }
+        let Some(hit) = self.store().cache_get(prev_key)? else {
+            return Ok(None);
+        };
+        Ok(Some((self.store().snapshot_dir(&hit.layer), old)))
     }
 
     /// The tree a COPY reads and, for a stage or an image, the key that stands for its content.

@@ -233,7 +233,7 @@ fn independent_stages_run_at_the_same_time() {
     // Each stage can only finish if the other runs at the same time: they meet over loopback.
     let port = 20000 + (std::process::id() % 20000);
     let df = format!(
-        "FROM busybox AS listener\nRUN busybox nc -l -p {port} > /got\n\
+        "FROM busybox AS listener\nRUN printf '#!/bin/sh\\ncat > /got\\n' > /recv && chmod +x /recv && busybox nc -l -p {port} -e /recv\n\
          FROM busybox AS talker\nRUN for i in $(busybox seq 1 300); do echo hello | busybox nc 127.0.0.1 {port} && break; busybox sleep 0.1; done; echo sent > /sent\n\
          FROM busybox\nCOPY --from=listener /got /got\nCOPY --from=talker /sent /sent\n"
     );
@@ -296,4 +296,74 @@ fn builder_prune_and_system_df() {
     );
     let o = build(&h, &ctx, &[]);
     assert_eq!(o.cached.len(), 0);
+}
+
+/// The entries of one layer of an image (path, type, mode, owner, link, content), via `save`.
+fn layer_entries(h: &Hoist, image: &str, index: usize) -> Vec<String> {
+    use std::io::Read;
+    let archive = h.path(&format!("{image}.tar"));
+    h.ok(&["save", "-o", archive.to_str().unwrap(), image]);
+    let mut blobs = std::collections::BTreeMap::new();
+    let mut outer = tar::Archive::new(std::fs::File::open(&archive).unwrap());
+    for e in outer.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let mut buf = Vec::new();
+        e.read_to_end(&mut buf).unwrap();
+        blobs.insert(name, buf);
+    }
+    let m: serde_json::Value = serde_json::from_slice(&blobs["manifest.json"]).unwrap();
+    let layer = &blobs[m[0]["Layers"][index].as_str().unwrap()];
+    let mut t = tar::Archive::new(&layer[..]);
+    t.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let h = e.header().clone();
+            let mut content = String::new();
+            let _ = e.read_to_string(&mut content);
+            format!(
+                "{} {:?} {:o} {}:{} {:?} {content:?}",
+                e.path().unwrap().display(),
+                h.entry_type(),
+                h.mode().unwrap(),
+                h.uid().unwrap(),
+                h.gid().unwrap(),
+                h.link_name().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_copy_rebuilt_from_its_earlier_layer_equals_a_full_copy() {
+    let h = with_busybox();
+    let ctx = h.path("ctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox\nWORKDIR /srv\nCOPY app /srv/app\n",
+    );
+    write(&ctx, "app/a.txt", "a");
+    write(&ctx, "app/sub/b.txt", "b");
+    write(&ctx, "app/gone/g.txt", "g");
+    std::os::unix::fs::symlink("a.txt", ctx.join("app/link")).unwrap();
+    std::fs::hard_link(ctx.join("app/a.txt"), ctx.join("app/hard")).unwrap();
+    build(&h, &ctx, &[]);
+    // Some files change, one directory goes, one file arrives; the rest is reused.
+    write(&ctx, "app/sub/b.txt", "b changed");
+    std::fs::remove_dir_all(ctx.join("app/gone")).unwrap();
+    write(&ctx, "app/new.txt", "new");
+    std::fs::set_permissions(
+        ctx.join("app/a.txt"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let incremental = build(&h, &ctx, &["-t", "incremental"]);
+    assert_eq!(incremental.ran, ["COPY app /srv/app"]);
+    build(&h, &ctx, &["--no-cache", "-t", "full"]);
+    assert_eq!(
+        layer_entries(&h, "incremental", 2),
+        layer_entries(&h, "full", 2)
+    );
 }
