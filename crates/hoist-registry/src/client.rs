@@ -18,7 +18,7 @@ use url::Url;
 use crate::auth::{self, Challenge, TokenCache};
 use crate::endpoint::Endpoint;
 use crate::error::RegistryError;
-use crate::{Credentials, RegistryOptions};
+use crate::{CredentialSource, Credentials, RegistryOptions};
 
 /// Attempts for a retryable request (the first one included).
 const ATTEMPTS: u32 = 4;
@@ -157,10 +157,33 @@ impl Client {
         Self::with_credentials(endpoint, credentials)
     }
 
+    /// Connects to a mirror (see [`Endpoint::mirror`]), with docker's credentials for the
+    /// mirror's host. A mirror that does not answer is not retried: the next one is tried.
+    pub fn connect_mirror(
+        endpoint: Endpoint,
+        options: &RegistryOptions,
+    ) -> Result<Self, RegistryError> {
+        let credentials = match &options.credentials {
+            CredentialSource::Anonymous => None,
+            CredentialSource::DockerConfig | CredentialSource::Fixed(_) => {
+                CredentialSource::DockerConfig.lookup(&endpoint.host)?
+            }
+        };
+        Self::open(endpoint, credentials, false)
+    }
+
     /// Connects with the given credentials (login verifies them this way before storing).
     pub fn with_credentials(
         endpoint: Endpoint,
         credentials: Option<Credentials>,
+    ) -> Result<Self, RegistryError> {
+        Self::open(endpoint, credentials, true)
+    }
+
+    fn open(
+        endpoint: Endpoint,
+        credentials: Option<Credentials>,
+        retry_ping: bool,
     ) -> Result<Self, RegistryError> {
         let mut client = Self {
             agent: agent(endpoint.insecure),
@@ -171,11 +194,11 @@ impl Client {
                 tokens: TokenCache::default(),
             }),
         };
-        match client.ping() {
+        match client.ping(retry_ping) {
             Err(e) if client.endpoint.insecure && client.endpoint.base.scheme() == "https" => {
                 // An insecure registry may speak plain http only (docker's fallback).
                 client.endpoint = client.endpoint.plain_http();
-                client.ping().map_err(|_| e)?;
+                client.ping(retry_ping).map_err(|_| e)?;
             }
             other => other?,
         }
@@ -208,9 +231,9 @@ impl Client {
             })
     }
 
-    fn ping(&self) -> Result<(), RegistryError> {
+    fn ping(&self, retry: bool) -> Result<(), RegistryError> {
         let url = self.url("")?;
-        let resp = self.send_once(&Request::new(Method::Get, url, Vec::new()), None, true)?;
+        let resp = self.send_once(&Request::new(Method::Get, url, Vec::new()), None, retry)?;
         match resp.status().as_u16() {
             200..=299 => Ok(()),
             401 => {

@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use hoist_oci::DEFAULT_DOMAIN;
 use url::Url;
 
+use crate::error::RegistryError;
+
 /// The host Docker Hub's API lives on.
 pub const DOCKER_HUB_ENDPOINT: &str = "registry-1.docker.io";
 /// The key Docker Hub's credentials are stored under in `config.json`.
@@ -20,6 +22,9 @@ pub struct Endpoint {
     pub base: Url,
     /// Certificates are not verified, and plain http is tried when https fails.
     pub insecure: bool,
+    /// For a mirror, the registry it stands in for: sent as `?ns=<registry>` on every request,
+    /// as containerd and BuildKit do (registries that serve one namespace ignore it).
+    pub mirror_of: Option<String>,
 }
 
 impl Endpoint {
@@ -40,6 +45,72 @@ impl Endpoint {
             host,
             base,
             insecure: listed || is_loopback(&api_host),
+            mirror_of: None,
+        })
+    }
+
+    /// The endpoint of a mirror of `registry`: `http://host[:port]` or `https://host[:port]`
+    /// (a trailing `/` or `/v2/` allowed), or a bare `host[:port]` reached as any registry
+    /// host is (http on loopback, https elsewhere). Plain http, loopback and the insecure list
+    /// make it insecure.
+    pub fn mirror(
+        mirror: &str,
+        registry: &str,
+        insecure_hosts: &[String],
+    ) -> Result<Self, RegistryError> {
+        let invalid = |reason: &str| RegistryError::InvalidMirror {
+            registry: registry.to_owned(),
+            mirror: mirror.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let registry = normalize_host(registry);
+        if !mirror.contains("://") {
+            if mirror.is_empty() || mirror.contains(['/', '?', '#', '@']) {
+                return Err(invalid("expected host[:port] or http(s)://host[:port]"));
+            }
+            let mut endpoint =
+                Self::new(mirror, insecure_hosts).map_err(|e| invalid(&e.to_string()))?;
+            // A mirror is reached at its own address, never through docker.io's alias.
+            if endpoint.host == DEFAULT_DOMAIN {
+                return Err(invalid("docker.io cannot be a mirror"));
+            }
+            endpoint.mirror_of = Some(registry);
+            return Ok(endpoint);
+        }
+        let url = Url::parse(mirror).map_err(|e| invalid(&e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid("the scheme must be http or https"));
+        }
+        if !matches!(url.path(), "" | "/" | "/v2" | "/v2/") {
+            return Err(invalid("a mirror is a host: a path is not supported"));
+        }
+        if url.query().is_some()
+            || url.fragment().is_some()
+            || !url.username().is_empty()
+            || url.password().is_some()
+        {
+            return Err(invalid(
+                "a mirror is a host: credentials come from docker's config.json",
+            ));
+        }
+        let Some(name) = url.host_str() else {
+            return Err(invalid("no host"));
+        };
+        let host = match url.port() {
+            Some(p) => format!("{name}:{p}"),
+            None => name.to_owned(),
+        }
+        .to_ascii_lowercase();
+        let listed = insecure_hosts.iter().any(|h| {
+            normalize_host(h) == host || hostname(h) == hostname(&host) && !h.contains(':')
+        });
+        let mut base = url.clone();
+        base.set_path("/");
+        Ok(Self {
+            insecure: url.scheme() == "http" || listed || is_loopback(&host),
+            host,
+            base,
+            mirror_of: Some(registry),
         })
     }
 
@@ -55,9 +126,13 @@ impl Endpoint {
         }
     }
 
-    /// `<base>/v2/<rest>`.
+    /// `<base>/v2/<rest>`, with `ns=<registry>` for a mirror.
     pub fn url(&self, rest: &str) -> Result<Url, url::ParseError> {
-        self.base.join(&format!("/v2/{rest}"))
+        let mut url = self.base.join(&format!("/v2/{rest}"))?;
+        if let Some(ns) = &self.mirror_of {
+            url.query_pairs_mut().append_pair("ns", ns);
+        }
+        Ok(url)
     }
 }
 
@@ -140,6 +215,60 @@ mod tests {
                 .unwrap()
                 .insecure
         );
+    }
+
+    #[test]
+    fn mirrors() {
+        let m = Endpoint::mirror("http://127.0.0.1:5000", "docker.io", &[]).unwrap();
+        assert_eq!(m.host, "127.0.0.1:5000");
+        assert!(m.insecure);
+        assert_eq!(
+            m.url("library/python/manifests/3.7-slim").unwrap().as_str(),
+            "http://127.0.0.1:5000/v2/library/python/manifests/3.7-slim?ns=docker.io"
+        );
+        let m = Endpoint::mirror("https://Mirror.Example/", "index.docker.io", &[]).unwrap();
+        assert_eq!(m.host, "mirror.example");
+        assert_eq!(m.base.as_str(), "https://mirror.example/");
+        assert!(!m.insecure);
+        assert_eq!(m.mirror_of.as_deref(), Some("docker.io"));
+        let m = Endpoint::mirror("http://mirror.example:8080/v2/", "quay.io", &[]).unwrap();
+        assert_eq!(m.host, "mirror.example:8080");
+        assert!(m.insecure);
+        assert_eq!(
+            m.url("").unwrap().as_str(),
+            "http://mirror.example:8080/v2/?ns=quay.io"
+        );
+        let m = Endpoint::mirror(
+            "mirror.example:5000",
+            "docker.io",
+            &["mirror.example".into()],
+        )
+        .unwrap();
+        assert_eq!(m.base.as_str(), "https://mirror.example:5000/");
+        assert!(m.insecure);
+        assert_eq!(
+            Endpoint::mirror("localhost:5000", "docker.io", &[])
+                .unwrap()
+                .base
+                .as_str(),
+            "http://localhost:5000/"
+        );
+        for bad in [
+            "ftp://m.example",
+            "https://m.example/prefix",
+            "https://u:p@m.example",
+            "m.example/x",
+            "",
+            "docker.io",
+        ] {
+            assert!(
+                matches!(
+                    Endpoint::mirror(bad, "docker.io", &[]),
+                    Err(RegistryError::InvalidMirror { .. })
+                ),
+                "{bad:?} should be refused"
+            );
+        }
     }
 
     #[test]

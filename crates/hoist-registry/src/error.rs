@@ -103,6 +103,23 @@ pub enum RegistryError {
         #[source]
         source: StoreError,
     },
+    /// A mirror address in hoist's configuration that cannot be used.
+    #[error("invalid mirror {mirror:?} for {registry}: {reason}")]
+    InvalidMirror {
+        registry: String,
+        mirror: String,
+        reason: String,
+    },
+    /// Every mirror failed, and then the registry itself: its error (causes included), with
+    /// each mirror's.
+    #[error("{} (mirrors tried first: {tried})", chain(.origin))]
+    Mirrors {
+        origin: Box<RegistryError>,
+        tried: String,
+    },
+    /// hoist's configuration file is not what it should be.
+    #[error("{path}: {message}")]
+    HoistConfig { path: PathBuf, message: String },
     /// The local store.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -161,6 +178,21 @@ impl RegistryError {
             _ => false,
         }
     }
+}
+
+/// An error and its causes, `: `-separated (a cause already in the text is not repeated).
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
 }
 
 /// io errors that a broken download shows up as.

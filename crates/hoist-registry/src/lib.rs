@@ -19,17 +19,20 @@
 //!
 //! # Layout
 //!
-//! - [`endpoint`]: host → base URL (docker.io alias, http for loopback, insecure list).
+//! - [`endpoint`]: host → base URL (docker.io alias, http for loopback, insecure list, mirrors).
+//! - [`config`]: hoist's configuration file (registry mirrors, insecure registries).
 //! - `auth`: challenges, token requests, the per-scope-set token cache.
 //! - [`Client`]: one registry; every request is authenticated, re-challenged and retried there.
 //! - `manifests`, `blobs`: the distribution API calls.
-//! - [`pull()`], [`push()`]: whole images between the store and a registry.
+//! - [`pull()`], [`push()`]: whole images between the store and a registry; a pull tries the
+//!   registry's mirrors first, a push never does.
 //! - [`credentials`]: docker's `config.json`, credential helpers, `DOCKER_AUTH_CONFIG`.
 //! - [`Event`]: progress; this crate never prints.
 
 mod auth;
 mod blobs;
 mod client;
+pub mod config;
 pub mod credentials;
 pub mod endpoint;
 mod error;
@@ -42,6 +45,7 @@ mod secret;
 
 pub use blobs::{BlobPush, BlobReader, UploadMode};
 pub use client::Client;
+pub use config::HoistConfig;
 pub use credentials::{CredentialSource, Credentials, DockerConfig, StoredIn};
 pub use endpoint::Endpoint;
 pub use error::RegistryError;
@@ -57,6 +61,20 @@ pub struct RegistryOptions {
     /// Hosts (`host[:port]`, or a host name for every port) to reach without TLS verification,
     /// falling back to plain http; loopback hosts are always insecure.
     pub insecure_registries: Vec<String>,
-    /// Where credentials come from.
+    /// Where credentials come from (for the registry named; a mirror's come from docker's
+    /// configuration under the mirror's host, unless pulls are anonymous).
     pub credentials: CredentialSource,
+    /// Registry host (as [`endpoint::normalize_host`] gives it) → mirrors a pull tries first,
+    /// in order (see [`config`] for the forms a mirror takes).
+    pub mirrors: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl RegistryOptions {
+    /// The mirrors of `host`, in order.
+    #[must_use]
+    pub fn mirrors_of(&self, host: &str) -> &[String] {
+        self.mirrors
+            .get(&endpoint::normalize_host(host))
+            .map_or(&[], Vec::as_slice)
+    }
 }

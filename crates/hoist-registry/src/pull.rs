@@ -9,7 +9,8 @@ use hoist_oci::{Descriptor, Digest, ImageConfig, Index, Manifest, Platform, Refe
 use hoist_store::{LayerInfo, Store};
 
 use crate::client::{Client, Progress};
-use crate::error::RegistryError;
+use crate::endpoint::Endpoint;
+use crate::error::{RegistryError, chain};
 use crate::progress::{Event, Reporter, emit};
 use crate::{FetchedManifest, RegistryOptions};
 
@@ -48,7 +49,10 @@ pub fn pull(
     pull_image(store, reference, platform, options).map(|p| p.id)
 }
 
-/// [`pull`], reporting more of what happened.
+/// [`pull`], reporting more of what happened. The registry's mirrors are tried first, in
+/// order: a mirror that cannot be reached, fails, or does not have the manifest (404) gives way
+/// to the next, and the last to the registry itself, as containerd and BuildKit do. Layers come
+/// from whichever answered for the manifest.
 pub fn pull_image(
     store: &Store,
     reference: &Reference,
@@ -56,14 +60,24 @@ pub fn pull_image(
     options: PullOptions<'_>,
 ) -> Result<PulledImage, RegistryError> {
     let default_options = RegistryOptions::default();
-    let client = Client::connect(
-        reference.domain(),
-        options.registry.unwrap_or(&default_options),
-    )?;
-    pull_with(&client, store, reference, platform, options)
+    let registry = options.registry.unwrap_or(&default_options);
+    let reference = reference.clone().with_default_tag();
+    let tag_or_digest = tag_or_digest(&reference);
+    emit(
+        options.progress,
+        Event::Pulling {
+            tag_or_digest: tag_or_digest.clone(),
+            repository: reference.path().to_owned(),
+        },
+    );
+    let (client, top) = first_answer(&reference, registry, |c| {
+        c.get_manifest(&reference, &tag_or_digest)
+    })?;
+    pull_resolved(&client, store, &reference, top, platform, options)
 }
 
-/// Pulls every tag of `reference`'s repository (`pull -a`).
+/// Pulls every tag of `reference`'s repository (`pull -a`), listed by the first of its mirrors
+/// (then the registry) that answers.
 pub fn pull_all_tags(
     store: &Store,
     reference: &Reference,
@@ -71,22 +85,65 @@ pub fn pull_all_tags(
     options: PullOptions<'_>,
 ) -> Result<Vec<PulledImage>, RegistryError> {
     let default_options = RegistryOptions::default();
-    let client = Client::connect(
-        reference.domain(),
-        options.registry.unwrap_or(&default_options),
-    )?;
-    let tags = client.tags(reference)?;
-    if tags.is_empty() {
-        return Err(RegistryError::NoTags {
-            repository: reference.familiar_repository(),
-        });
-    }
+    let registry = options.registry.unwrap_or(&default_options);
+    let (client, tags) = first_answer(reference, registry, |c| {
+        let tags = c.tags(reference)?;
+        if tags.is_empty() {
+            return Err(RegistryError::NoTags {
+                repository: reference.familiar_repository(),
+            });
+        }
+        Ok(tags)
+    })?;
     tags.iter()
         .map(|t| pull_with(&client, store, &reference.with_tag(t), platform, options))
         .collect()
 }
 
-/// Pulls through an existing client.
+/// `ask` of each mirror of `reference`'s registry in turn, then of the registry: the first
+/// answer, with the client that gave it. Every failure of a mirror (unreachable, 5xx, 404,
+/// refused) moves on to the next; only the local store's errors stop the search. When the
+/// registry fails too, its error carries each mirror's.
+fn first_answer<T>(
+    reference: &Reference,
+    registry: &RegistryOptions,
+    ask: impl Fn(&Client) -> Result<T, RegistryError>,
+) -> Result<(Client, T), RegistryError> {
+    let origin = reference.domain();
+    let mut tried = Vec::new();
+    for mirror in registry.mirrors_of(origin) {
+        let answer = Endpoint::mirror(mirror, origin, &registry.insecure_registries)
+            .and_then(|e| Client::connect_mirror(e, registry))
+            .and_then(|c| ask(&c).map(|t| (c, t)));
+        match answer {
+            Ok(found) => return Ok(found),
+            Err(e @ (RegistryError::Store(_) | RegistryError::Layer { .. })) => return Err(e),
+            Err(e) => tried.push(format!("{mirror}: {}", chain(&e))),
+        }
+    }
+    Client::connect(origin, registry)
+        .and_then(|c| ask(&c).map(|t| (c, t)))
+        .map_err(|e| {
+            if tried.is_empty() {
+                e
+            } else {
+                RegistryError::Mirrors {
+                    origin: Box::new(e),
+                    tried: tried.join("; "),
+                }
+            }
+        })
+}
+
+fn tag_or_digest(reference: &Reference) -> String {
+    match (reference.digest(), reference.tag()) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.to_owned(),
+        (None, None) => "latest".to_owned(),
+    }
+}
+
+/// Pulls through an existing client (no mirrors).
 pub fn pull_with(
     client: &Client,
     store: &Store,
@@ -95,11 +152,7 @@ pub fn pull_with(
     options: PullOptions<'_>,
 ) -> Result<PulledImage, RegistryError> {
     let reference = reference.clone().with_default_tag();
-    let tag_or_digest = match (reference.digest(), reference.tag()) {
-        (Some(d), _) => d.to_string(),
-        (None, Some(t)) => t.to_owned(),
-        (None, None) => "latest".to_owned(),
-    };
+    let tag_or_digest = tag_or_digest(&reference);
     emit(
         options.progress,
         Event::Pulling {
@@ -108,6 +161,19 @@ pub fn pull_with(
         },
     );
     let top = client.get_manifest(&reference, &tag_or_digest)?;
+    pull_resolved(client, store, &reference, top, platform, options)
+}
+
+/// The rest of a pull once `top`, what the reference names, has been fetched from `client`.
+fn pull_resolved(
+    client: &Client,
+    store: &Store,
+    reference: &Reference,
+    top: FetchedManifest,
+    platform: &Platform,
+    options: PullOptions<'_>,
+) -> Result<PulledImage, RegistryError> {
+    let reference = reference.clone();
     let manifest = if media::is_index(&top.media_type) {
         let index: Index = parse(&top.bytes, "image index", client)?;
         let chosen = choose_platform(&index, platform)?;

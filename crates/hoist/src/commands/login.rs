@@ -50,7 +50,7 @@ pub(crate) fn login(args: &LoginArgs, out: &mut dyn Write) -> Result<()> {
         (Some(u), None) => prompt(Some(u), out)?,
         (None, Some(_)) => bail!("Must provide --username with --password"),
     };
-    let options = registry_options();
+    let options = registry_options()?;
     let endpoint = Endpoint::new(&host, &options.insecure_registries)?;
     let client = Client::with_credentials(endpoint, Some(credentials.clone()))?;
     let identity = client.verify_login()?;

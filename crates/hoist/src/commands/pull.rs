@@ -10,20 +10,25 @@ use hoist_store::Store;
 
 use crate::cli::PullArgs;
 
-/// Registry settings from the environment: `HOIST_INSECURE_REGISTRIES` (comma-separated
-/// `host[:port]`) adds to the loopback hosts that are always insecure.
-pub(crate) fn registry_options() -> RegistryOptions {
-    let insecure_registries = std::env::var("HOIST_INSECURE_REGISTRIES")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|h| !h.is_empty())
-        .map(str::to_owned)
-        .collect();
-    RegistryOptions {
+/// Registry settings: hoist's configuration file (mirrors, insecure registries; see
+/// `hoist_registry::config` for where it lives) and `HOIST_INSECURE_REGISTRIES`
+/// (comma-separated `host[:port]`), adding to the loopback hosts that are always insecure.
+pub(crate) fn registry_options() -> Result<RegistryOptions> {
+    let config = hoist_registry::HoistConfig::load()?;
+    let mut insecure_registries = config.insecure_registries;
+    insecure_registries.extend(
+        std::env::var("HOIST_INSECURE_REGISTRIES")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned),
+    );
+    Ok(RegistryOptions {
         insecure_registries,
+        mirrors: config.registry_mirrors,
         ..RegistryOptions::default()
-    }
+    })
 }
 
 /// docker's non-tty line for a pull event (progress counts are not shown without a tty).
@@ -82,7 +87,7 @@ pub(crate) fn run(store: &Store, args: &PullArgs, out: &mut dyn Write) -> Result
         Some(p) => p.parse::<Platform>()?,
         None => Platform::host(),
     };
-    let options = registry_options();
+    let options = registry_options()?;
     if args.all_tags {
         if reference.tag().is_some() || reference.digest().is_some() {
             bail!("tag can't be used with --all-tags/-a");

@@ -55,7 +55,7 @@ pub(crate) fn run(store: &Store, args: &PushArgs, out: &mut dyn Write) -> Result
             Err(e) => return Err(e.into()),
         }
     }
-    let options = registry_options();
+    let options = registry_options()?;
     let client = Client::connect(reference.domain(), &options)?;
     if !args.quiet {
         writeln!(
