@@ -28,13 +28,20 @@ fn main() -> ExitCode {
 
 /// `outer: cause: root cause`, skipping causes already spelled out by their parent.
 fn render_chain(err: &anyhow::Error) -> String {
+    error_chain(err.as_ref())
+}
+
+/// `outer: cause: root cause` of any error, skipping causes already spelled out by their parent.
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
-    for cause in err.chain().skip(1) {
+    let mut cur = err.source();
+    while let Some(cause) = cur {
         let c = cause.to_string();
         if !out.contains(&c) {
             out.push_str(": ");
             out.push_str(&c);
         }
+        cur = cause.source();
     }
     out
 }

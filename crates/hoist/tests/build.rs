@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::path::Path;
+use std::io::Write;
 use std::process::Stdio;
 
-use common::Hoist;
+use common::{Hoist, file_in};
 
 /// A store with the fixed busybox image loaded as `busybox`.
 fn with_busybox() -> Hoist {
@@ -30,84 +28,13 @@ fn context(h: &Hoist, name: &str, files: &[(&str, &str)]) -> std::path::PathBuf 
     dir
 }
 
-/// Every layer of an image as a list of tar entries (`path type mode uid:gid`), via `hoist save`.
+/// Every layer of an image as a list of tar entries (`path type mode uid:gid`).
 fn layers(h: &Hoist, image: &str) -> Vec<Vec<String>> {
-    let archive = h.path(&format!("{}.tar", image.replace([':', '/'], "_")));
-    h.ok(&["save", "-o", archive.to_str().unwrap(), image]);
-    let mut outer = tar::Archive::new(std::fs::File::open(&archive).unwrap());
-    let mut blobs: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    let mut manifest = Vec::new();
-    for e in outer.entries().unwrap() {
-        let mut e = e.unwrap();
-        let name = e.path().unwrap().to_string_lossy().into_owned();
-        let mut buf = Vec::new();
-        e.read_to_end(&mut buf).unwrap();
-        if name == "manifest.json" {
-            manifest = buf;
-        } else {
-            blobs.insert(name, buf);
-        }
-    }
-    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
-    m[0]["Layers"]
-        .as_array()
-        .unwrap()
+    common::saved_layers(h, image)
+        .0
         .iter()
-        .map(|l| {
-            let bytes = &blobs[l.as_str().unwrap()];
-            let mut t = tar::Archive::new(&bytes[..]);
-            t.entries()
-                .unwrap()
-                .map(|e| {
-                    let e = e.unwrap();
-                    let h = e.header();
-                    format!(
-                        "{} {:?} {:o} {}:{}",
-                        e.path().unwrap().display(),
-                        h.entry_type(),
-                        h.mode().unwrap(),
-                        h.uid().unwrap(),
-                        h.gid().unwrap()
-                    )
-                })
-                .collect()
-        })
+        .map(|l| l.iter().map(common::LayerEntry::summary).collect())
         .collect()
-}
-
-/// The content of `path` in the image, found in the topmost layer that has it.
-fn file_in(h: &Hoist, image: &str, path: &str) -> Option<String> {
-    let archive = h.path("peek.tar");
-    h.ok(&["save", "-o", archive.to_str().unwrap(), image]);
-    let mut outer = tar::Archive::new(std::fs::File::open(&archive).unwrap());
-    let mut blobs: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    let mut manifest = Vec::new();
-    for e in outer.entries().unwrap() {
-        let mut e = e.unwrap();
-        let name = e.path().unwrap().to_string_lossy().into_owned();
-        let mut buf = Vec::new();
-        e.read_to_end(&mut buf).unwrap();
-        if name == "manifest.json" {
-            manifest = buf;
-        } else {
-            blobs.insert(name, buf);
-        }
-    }
-    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
-    let mut found = None;
-    for l in m[0]["Layers"].as_array().unwrap() {
-        let bytes = &blobs[l.as_str().unwrap()];
-        let mut t = tar::Archive::new(&bytes[..]);
-        for e in t.entries().unwrap() {
-            let mut e = e.unwrap();
-            if e.path().unwrap() == Path::new(path) {
-                let mut s = String::new();
-                e.read_to_string(&mut s).unwrap();
-                found = Some(s);
-            }
-        }
-    }
-    found
 }
 
 fn build(h: &Hoist, args: &[&str]) -> std::process::Output {

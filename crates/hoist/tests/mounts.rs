@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 
 use common::Hoist;
 
@@ -16,43 +15,15 @@ fn with_busybox() -> Hoist {
     h
 }
 
-/// Every file of every layer: path → content (what `hoist save` would hand to docker).
+/// Every file of every layer: the paths in order, path → content, and the raw saved archive.
 fn layer_files(h: &Hoist, image: &str) -> (Vec<String>, BTreeMap<String, Vec<u8>>, Vec<u8>) {
-    let archive = h.path("img.tar");
-    h.ok(&["save", "-o", archive.to_str().unwrap(), image]);
-    let mut raw = Vec::new();
-    std::fs::File::open(&archive)
-        .unwrap()
-        .read_to_end(&mut raw)
-        .unwrap();
-    let mut outer = tar::Archive::new(&raw[..]);
-    let mut names = Vec::new();
-    let mut files = BTreeMap::new();
-    let mut manifest = Vec::new();
-    let mut blobs = BTreeMap::new();
-    for e in outer.entries().unwrap() {
-        let mut e = e.unwrap();
-        let name = e.path().unwrap().to_string_lossy().into_owned();
-        let mut buf = Vec::new();
-        e.read_to_end(&mut buf).unwrap();
-        if name == "manifest.json" {
-            manifest = buf;
-        } else {
-            blobs.insert(name, buf);
-        }
-    }
-    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
-    for l in m[0]["Layers"].as_array().unwrap() {
-        let mut t = tar::Archive::new(&blobs[l.as_str().unwrap()][..]);
-        for e in t.entries().unwrap() {
-            let mut e = e.unwrap();
-            let p = e.path().unwrap().to_string_lossy().into_owned();
-            let mut buf = Vec::new();
-            e.read_to_end(&mut buf).unwrap();
-            names.push(p.clone());
-            files.insert(p, buf);
-        }
-    }
+    let (layers, raw) = common::saved_layers(h, image);
+    let names = layers.iter().flatten().map(|e| e.path.clone()).collect();
+    let files = layers
+        .into_iter()
+        .flatten()
+        .map(|e| (e.path, e.content))
+        .collect();
     (names, files, raw)
 }
 

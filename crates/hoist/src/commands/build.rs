@@ -38,19 +38,7 @@ impl ImageSource for BaseImages<'_> {
             progress: None,
             concurrency: 0,
         };
-        hoist_registry::pull(self.store, &r, platform, options).map_err(|e| {
-            let mut s = e.to_string();
-            let mut cur = std::error::Error::source(&e);
-            while let Some(c) = cur {
-                let t = c.to_string();
-                if !s.contains(&t) {
-                    s.push_str(": ");
-                    s.push_str(&t);
-                }
-                cur = c.source();
-            }
-            s
-        })
+        hoist_registry::pull(self.store, &r, platform, options).map_err(|e| crate::error_chain(&e))
     }
 }
 
@@ -337,23 +325,6 @@ fn render_failure(e: &BuildError, progress: &Progress, name: &str, source: &str)
             s.push_str(&format!("ERROR: failed to solve: {message}\n"));
             s
         }
-        other => format!(
-            "ERROR: failed to solve: {}\n",
-            crate::render_chain(&anyhow::Error::msg(chain(other)))
-        ),
+        other => format!("ERROR: failed to solve: {}\n", crate::error_chain(other)),
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
 }

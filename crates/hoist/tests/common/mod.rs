@@ -87,3 +87,75 @@ pub fn files_in(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// One entry of a layer tar, as `hoist save` hands it to docker.
+pub struct LayerEntry {
+    pub path: String,
+    pub header: tar::Header,
+    pub content: Vec<u8>,
+}
+
+impl LayerEntry {
+    /// `path type mode uid:gid`, the form the build tests compare.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} {:?} {:o} {}:{}",
+            self.path,
+            self.header.entry_type(),
+            self.header.mode().unwrap(),
+            self.header.uid().unwrap(),
+            self.header.gid().unwrap()
+        )
+    }
+}
+
+/// Every layer of `image`, base first, read from a `hoist save` archive; also the raw archive.
+pub fn saved_layers(h: &Hoist, image: &str) -> (Vec<Vec<LayerEntry>>, Vec<u8>) {
+    use std::io::Read;
+    let archive = h.path(&format!("saved-{}.tar", image.replace([':', '/'], "_")));
+    h.ok(&["save", "-o", archive.to_str().unwrap(), image]);
+    let raw = std::fs::read(&archive).unwrap();
+    let mut blobs = std::collections::BTreeMap::new();
+    let mut outer = tar::Archive::new(&raw[..]);
+    for e in outer.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let mut buf = Vec::new();
+        e.read_to_end(&mut buf).unwrap();
+        blobs.insert(name, buf);
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(&blobs["manifest.json"]).unwrap();
+    let layers = manifest[0]["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let mut t = tar::Archive::new(&blobs[l.as_str().unwrap()][..]);
+            t.entries()
+                .unwrap()
+                .map(|e| {
+                    let mut e = e.unwrap();
+                    let mut content = Vec::new();
+                    e.read_to_end(&mut content).unwrap();
+                    LayerEntry {
+                        path: e.path().unwrap().to_string_lossy().into_owned(),
+                        header: e.header().clone(),
+                        content,
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    (layers, raw)
+}
+
+/// The content of `path` in the image: the topmost layer that has it.
+pub fn file_in(h: &Hoist, image: &str, path: &str) -> Option<String> {
+    let (layers, _) = saved_layers(h, image);
+    layers
+        .iter()
+        .flatten()
+        .filter(|e| e.path == path)
+        .last()
+        .map(|e| String::from_utf8_lossy(&e.content).into_owned())
+}
