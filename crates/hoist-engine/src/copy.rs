@@ -548,7 +548,7 @@ mod tests {
         assert_eq!(symbolic_mode("u=rwX,go=rX", 0o600, false).unwrap(), 0o644);
         assert_eq!(symbolic_mode("u=rwX,go=rX", 0o700, true).unwrap(), 0o755);
         assert_eq!(symbolic_mode("+x", 0o644, false).unwrap(), 0o755);
-        assert_eq!(symbolic_mode("g-w,o-r", 0o664, false).unwrap(), 0o660);
+        assert_eq!(symbolic_mode("g-w,o-r", 0o664, false).unwrap(), 0o640);
         assert_eq!(symbolic_mode("a=r", 0o777, false).unwrap(), 0o444);
         assert!(symbolic_mode("q+x", 0o644, false).is_err());
     }
