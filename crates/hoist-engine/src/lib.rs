@@ -36,6 +36,21 @@ pub trait ImageSource: Sync {
     /// The id of `reference` for `platform` in the store; `pull` asks for a fresh copy even when
     /// one is stored.
     fn resolve(&self, reference: &str, platform: &Platform, pull: bool) -> Result<Digest, String>;
+
+    /// Downloads `url` (ADD of a URL) into `out`; the network stays in the binary.
+    fn fetch(&self, url: &str, out: &mut dyn std::io::Write) -> Result<Fetched, String> {
+        let _ = out;
+        Err(format!(
+            "cannot fetch {url}: no network access was given to the build"
+        ))
+    }
+}
+
+/// What a download said about its file.
+#[derive(Debug, Clone, Default)]
+pub struct Fetched {
+    /// `Last-Modified`, as Unix seconds (the file's mtime, as BuildKit sets it).
+    pub last_modified: Option<i64>,
 }
 
 /// RUN's network unless the instruction says otherwise.

@@ -82,9 +82,12 @@ impl Solver<'_, '_> {
     ) -> Result<Vec<Option<BuiltStage>>, BuildError> {
         let n = self.plan.stages.len();
         let deps: Vec<Vec<usize>> = self.plan.stages.iter().map(dependencies).collect();
+        // Stages mostly wait (on processes, the network, the disk), so a few per core keep the
+        // cores busy without letting a 50-stage file start 50 sandboxes at once.
         let workers = std::thread::available_parallelism()
             .map_or(2, std::num::NonZero::get)
-            .max(2);
+            .saturating_mul(4)
+            .max(4);
         let (tx, rx) = mpsc::channel::<Msg>();
         let mut done: Vec<Option<BuiltStage>> = vec![None; n];
         let mut first_error: Option<BuildError> = None;
@@ -345,6 +348,8 @@ impl Solver<'_, '_> {
         // Where COPY reads from, mounted read-only when it is another stage or an image.
         let mut from_mount = None;
         let mut tree = None;
+        // ADD of URLs: the downloads, and the COPY of them that replaces the ADD.
+        let mut fetched: Option<(tempfile::TempDir, Copy)> = None;
         let (key, history_line) = match op {
             Op::Workdir(path) => {
                 built.image.container().working_dir = Some(path.clone());
@@ -364,6 +369,16 @@ impl Solver<'_, '_> {
                 let mut key = cache::exec_key(&parent, e);
                 self.mount_inputs(e, run, &mut key)?;
                 (key, e.history.clone())
+            }
+            Op::Copy(c) if c.add && c.sources.iter().any(|s| is_url(s)) => {
+                let (dir, local, key) = self.fetch_urls(&parent, c)?;
+                tree = Some(context::SourceTree {
+                    root: dir.path().to_owned(),
+                    ignore: None,
+                    exclude: None,
+                });
+                fetched = Some((dir, local));
+                (key, c.history.clone())
             }
             Op::Copy(c) => {
                 let (t, from_key) = self.copy_source(c, run, &mut from_mount)?;
@@ -410,6 +425,7 @@ impl Solver<'_, '_> {
                 let tree = tree
                     .as_ref()
                     .ok_or_else(|| BuildError::Invalid("no copy source".into()))?;
+                let c = fetched.as_ref().map_or(c, |(_, local)| local);
                 match self.previous_copy(c, prev_key.as_deref(), old.as_deref(), &inputs)? {
                     Some((previous, old_inputs)) => {
                         let view = mounts::OverlayMount::new(
@@ -438,6 +454,86 @@ impl Solver<'_, '_> {
         history(&mut built.image, history_line, Some(created));
         built.key = key;
         Ok(false)
+    }
+
+    /// Downloads every URL of an ADD (verifying `--checksum`) into a directory, as files named
+    /// after the URL's last path segment with mode 0600 and `Last-Modified` as mtime, as docker
+    /// does; returns that directory, the plain COPY of those files the ADD becomes, and the key
+    /// (over the URLs and the downloaded contents).
+    fn fetch_urls(
+        &self,
+        parent: &str,
+        c: &Copy,
+    ) -> Result<(tempfile::TempDir, Copy, cache::Key), BuildError> {
+        if !c.sources.iter().all(|s| is_url(s)) {
+            return Err(BuildError::Unsupported(
+                "ADD mixing URLs and local files".into(),
+            ));
+        }
+        if c.checksum.is_some() && c.sources.len() != 1 {
+            return Err(BuildError::Invalid(
+                "checksum can't be specified for multiple sources".into(),
+            ));
+        }
+        let tmp = self.store().tmp_dir();
+        let dir = tempfile::Builder::new()
+            .prefix("add-")
+            .tempdir_in(&tmp)
+            .map_err(|e| BuildError::io("creating a directory in", &tmp, e))?;
+        let mut key = cache::Key::new(parent, "add-url");
+        key.field("dest", &c.dest);
+        key.field("chown", c.chown.as_deref().unwrap_or(""));
+        key.field("chmod", &format!("{:?}", c.chmod));
+        let mut names = Vec::new();
+        for (i, url) in c.sources.iter().enumerate() {
+            let name = url_file_name(url);
+            let sub = dir.path().join(i.to_string());
+            std::fs::create_dir(&sub).map_err(|e| BuildError::io("creating", &sub, e))?;
+            let path = sub.join(&name);
+            let mut file =
+                std::fs::File::create(&path).map_err(|e| BuildError::io("creating", &path, e))?;
+            let mut hashing = hoist_layer::HashingWriter::new(&mut file);
+            let info = self
+                .engine
+                .source
+                .fetch(url, &mut hashing)
+                .map_err(BuildError::Invalid)?;
+            let (_, digest, _) = hashing.finish();
+            if let Some(want) = &c.checksum {
+                if want != digest.as_str() {
+                    return Err(BuildError::Invalid(format!(
+                        "digest mismatch for {url}: expected {want}, got {digest}"
+                    )));
+                }
+            }
+            drop(file);
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .map_err(|e| BuildError::io("chmod", &path, e))?;
+            if let Some(t) = info.last_modified {
+                let ts = rustix::fs::Timespec {
+                    tv_sec: t,
+                    tv_nsec: 0,
+                };
+                let _ = rustix::fs::utimensat(
+                    rustix::fs::CWD,
+                    &path,
+                    &rustix::fs::Timestamps {
+                        last_access: ts,
+                        last_modification: ts,
+                    },
+                    rustix::fs::AtFlags::empty(),
+                );
+            }
+            key.field(&format!("url {url}"), digest.as_str());
+            names.push(format!("{i}/{name}"));
+        }
+        let local = Copy {
+            add: false,
+            from: SourceRef::Context,
+            sources: names,
+            ..c.clone()
+        };
+        Ok((dir, local, key))
     }
 
     /// The layer an earlier build of this COPY made, when only its selected files differ now
@@ -649,6 +745,20 @@ impl Solver<'_, '_> {
             )));
         }
         Ok(())
+    }
+}
+
+fn is_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+/// The file name docker gives a downloaded URL: its path's last segment.
+fn url_file_name(url: &str) -> String {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let after_host = path.splitn(4, '/').nth(3).unwrap_or("");
+    match after_host.rsplit('/').next() {
+        Some(n) if !n.is_empty() => n.to_owned(),
+        _ => "__unnamed__".to_owned(),
     }
 }
 

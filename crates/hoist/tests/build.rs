@@ -571,3 +571,127 @@ fn from_pulls_a_missing_base_image_from_its_registry() {
         "{out:?}"
     );
 }
+
+#[test]
+fn add_downloads_urls_with_checksums() {
+    use hoist_test::registry::{HttpResponse, HttpServer};
+    let body = std::sync::Arc::new(std::sync::Mutex::new(b"downloaded content\n".to_vec()));
+    let served = body.clone();
+    let server = HttpServer::start(move |req| {
+        if req.path.starts_with("/files/hello.txt") {
+            let mut r = HttpResponse::status(200)
+                .with_header("Last-Modified", "Wed, 21 Oct 2015 07:28:00 GMT");
+            r.body = served.lock().unwrap().clone();
+            r
+        } else {
+            HttpResponse::status(404)
+        }
+    });
+    let h = with_busybox();
+    let url = format!("http://{}/files/hello.txt?x=1", server.addr());
+    let digest = "sha256:8be5d1e6da3c4aa0d0bdf52ebc1ef0a7e7bba4b2e9b9dbf3b0a8f9bfe6c1d6a0";
+    let ctx = context(
+        &h,
+        "ctx",
+        &[(
+            "Dockerfile",
+            &format!("FROM busybox\nADD {url} /dl/\nADD --chmod=644 {url} /renamed.txt\n"),
+        )],
+    );
+    let out = build(&h, &["-t", "added", ctx.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (layers, _) = common::saved_layers(&h, "added");
+    let all: Vec<&common::LayerEntry> = layers.iter().flatten().collect();
+    let dl = all
+        .iter()
+        .find(|e| e.path == "dl/hello.txt")
+        .expect("dl/hello.txt");
+    assert_eq!(dl.content, b"downloaded content\n");
+    assert_eq!(
+        dl.header.mode().unwrap(),
+        0o600,
+        "docker gives downloads mode 600"
+    );
+    assert_eq!(
+        dl.header.mtime().unwrap(),
+        1_445_412_480,
+        "Last-Modified becomes the mtime"
+    );
+    let renamed = all
+        .iter()
+        .find(|e| e.path == "renamed.txt")
+        .expect("renamed.txt");
+    assert_eq!(renamed.header.mode().unwrap(), 0o644);
+    // Unchanged content hits the cache; changed content misses.
+    let out = build(&h, &[ctx.to_str().unwrap()]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr)
+            .matches("CACHED")
+            .count(),
+        2
+    );
+    *body.lock().unwrap() = b"new content\n".to_vec();
+    let out = build(&h, &[ctx.to_str().unwrap()]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr)
+            .matches("CACHED")
+            .count(),
+        0
+    );
+    // --checksum is verified.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM busybox\nADD --checksum={digest} {url} /x\n"),
+    )
+    .unwrap();
+    let out = build(&h, &[ctx.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("digest mismatch") && err.contains(digest),
+        "{err}"
+    );
+    let real = format!("sha256:{}", hex_sha256(b"new content\n"));
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM busybox\nADD --checksum={real} {url} /x\n"),
+    )
+    .unwrap();
+    let out = build(&h, &[ctx.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A URL that is not there fails with the server's answer.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM busybox\nADD http://{}/missing /x\n", server.addr()),
+    )
+    .unwrap();
+    let out = build(&h, &[ctx.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("404"),
+        "{out:?}"
+    );
+}
+
+fn hex_sha256(data: &[u8]) -> String {
+    let mut child = std::process::Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}

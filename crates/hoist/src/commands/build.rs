@@ -40,6 +40,24 @@ impl ImageSource for BaseImages<'_> {
         };
         hoist_registry::pull(self.store, &r, platform, options).map_err(|e| crate::error_chain(&e))
     }
+
+    fn fetch(&self, url: &str, out: &mut dyn Write) -> Result<hoist_engine::Fetched, String> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(std::time::Duration::from_secs(600)))
+            .build()
+            .into();
+        let fail = |e: &dyn std::fmt::Display| format!("failed to load {url}: {e}");
+        let response = agent.get(url).call().map_err(|e| fail(&e))?;
+        let last_modified = response
+            .headers()
+            .get("last-modified")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| jiff::fmt::rfc2822::parse(v).ok())
+            .map(|z| z.timestamp().as_second());
+        let mut body = response.into_body();
+        std::io::copy(&mut body.as_reader(), out).map_err(|e| fail(&e))?;
+        Ok(hoist_engine::Fetched { last_modified })
+    }
 }
 
 /// The context as a directory: the one given, or a temporary one unpacked from a tar.
