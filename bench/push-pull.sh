@@ -45,3 +45,20 @@ echo "push, first   hoist $(HOIST_ROOT="$work/h1" t "$hoist" push "$host/hoist/l
 echo "push, again   hoist $(HOIST_ROOT="$work/h1" t "$hoist" push "$host/hoist/large:1") s   docker $(t docker push "$host/docker/large:1") s"
 docker rmi -f "$host/docker/large:1" >/dev/null
 echo "pull, empty   hoist $(HOIST_ROOT="$work/h2" t "$hoist" pull "$host/hoist/large:1") s   docker $(t docker pull "$host/docker/large:1") s"
+
+# Buildah (Debian's), from the same image: what hoist's push must beat by 2×.
+if command -v buildah >/dev/null; then
+  b=(buildah --root "$work/buildah" --runroot "$work/buildah-run" --storage-driver vfs)
+  rm -rf "$work/buildah" "$work/buildah-run"
+  HOIST_ROOT="$work/h1" "$hoist" save -o "$work/large-image.tar" "$host/hoist/large:1"
+  "${b[@]}" pull -q "docker-archive:$work/large-image.tar" >/dev/null
+  "${b[@]}" tag "$host/hoist/large:1" "$host/buildah/large:1"
+  echo "push, first   buildah $(t "${b[@]}" push --tls-verify=false "$host/buildah/large:1") s"
+  echo "push, again   buildah $(t "${b[@]}" push --tls-verify=false "$host/buildah/large:1") s"
+  # A fresh hoist store pushing to a fresh repository: compression included again.
+  rm -rf "$work/h3"
+  HOIST_ROOT="$work/h3" "$hoist" load -q -i "$work/large-image.tar"
+  HOIST_ROOT="$work/h3" "$hoist" tag "$host/hoist/large:1" "$host/hoist2/large:1"
+  echo "push, fresh   hoist $(HOIST_ROOT="$work/h3" t "$hoist" push "$host/hoist2/large:1") s"
+  rm -rf "$work/buildah" "$work/buildah-run"
+fi
