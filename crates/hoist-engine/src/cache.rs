@@ -46,6 +46,21 @@ impl Key {
         self.inputs.insert(name.to_owned(), value.to_owned());
     }
 
+    /// Records an input for explanations without hashing it (it is covered by a digest field).
+    pub(crate) fn note(&mut self, name: String, value: String) {
+        self.inputs.insert(name, value);
+    }
+
+    /// The key as it stands, without finishing it.
+    pub(crate) fn peek(&self) -> String {
+        self.hasher.clone().finish().to_string()
+    }
+
+    /// Whether per-file inputs were recorded (the slow path ran).
+    pub(crate) fn has_file_inputs(&self) -> bool {
+        self.inputs.keys().any(|k| k.starts_with("file "))
+    }
+
     pub(crate) fn finish(self) -> (String, BTreeMap<String, String>) {
         (self.hasher.finish().to_string(), self.inputs)
     }
@@ -89,6 +104,7 @@ pub(crate) fn copy_key(
     tree: &SourceTree<'_>,
     from: Option<&str>,
     store: &Store,
+    per_file: bool,
 ) -> Result<Key, BuildError> {
     let mut k = Key::new(parent, if c.add { "add" } else { "copy" });
     k.field("dest", &c.dest);
@@ -111,8 +127,10 @@ pub(crate) fn copy_key(
     }
     match (&c.from, from) {
         (SourceRef::Context, _) => {
-            for (name, value) in context_inputs(c, tree, store)? {
-                k.field(&name, &value);
+            let inputs = context_inputs(c, tree, store, per_file)?;
+            k.field("files", &inputs.digest);
+            for (name, value) in inputs.per_file.unwrap_or_default() {
+                k.note(name, value);
             }
         }
         (_, Some(from)) => k.field("from", from),
@@ -121,12 +139,23 @@ pub(crate) fn copy_key(
     Ok(k)
 }
 
-/// `file <path>` → `<mode> <digest or link target>` for every selected context path.
+/// The selected context files, as one digest over `file <path>` → `<mode> <digest or link
+/// target>`, and those per-file inputs when they were computed.
+pub(crate) struct ContextInputs {
+    pub(crate) digest: String,
+    pub(crate) per_file: Option<Vec<(String, String)>>,
+}
+
+/// Hashes the selected context files. An unchanged selection is recognised from its stats
+/// alone — one digest over every path's (mode, device, inode, size, mtime, ctime), looked up in
+/// the store — so a warm rebuild reads no contents and no per-file rows; `per_file` forces the
+/// per-file inputs (for explanations and incremental copies).
 fn context_inputs(
     c: &Copy,
     tree: &SourceTree<'_>,
     store: &Store,
-) -> Result<Vec<(String, String)>, BuildError> {
+    per_file: bool,
+) -> Result<ContextInputs, BuildError> {
     let mut files: Vec<(String, PathBuf, fs::Metadata)> = Vec::new();
     for src in &c.sources {
         for sel in tree.select(src)? {
@@ -143,8 +172,29 @@ fn context_inputs(
             }
         }
     }
+    let mut fp = Sha256Hasher::new();
+    fp.update(tree.root.as_os_str().as_encoded_bytes());
+    for (rel, _, m) in &files {
+        let st = stat_of(m);
+        fp.update(&(rel.len() as u64).to_le_bytes());
+        fp.update(rel.as_bytes());
+        for v in [u64::from(m.mode()), st.dev, st.ino, st.size] {
+            fp.update(&v.to_le_bytes());
+        }
+        fp.update(&st.mtime_ns.to_le_bytes());
+        fp.update(&st.ctime_ns.to_le_bytes());
+    }
+    let fingerprint = fp.finish().to_string();
+    if !per_file {
+        if let Some(digest) = store.fingerprint_get(&fingerprint)? {
+            return Ok(ContextInputs {
+                digest,
+                per_file: None,
+            });
+        }
+    }
     let digests = file_digests(&files, store)?;
-    Ok(files
+    let per_file: Vec<(String, String)> = files
         .iter()
         .zip(digests)
         .map(|((rel, _, meta), digest)| {
@@ -153,7 +203,20 @@ fn context_inputs(
                 format!("{:o} {digest}", meta.mode() & 0o177_777),
             )
         })
-        .collect())
+        .collect();
+    let mut h = Sha256Hasher::new();
+    for (name, value) in &per_file {
+        for part in [name, value] {
+            h.update(&(part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+    }
+    let digest = h.finish().to_string();
+    store.fingerprint_put(&fingerprint, &digest)?;
+    Ok(ContextInputs {
+        digest,
+        per_file: Some(per_file),
+    })
 }
 
 fn stat_of(m: &fs::Metadata) -> FileStat {
@@ -291,7 +354,10 @@ pub(crate) fn explain(old: Option<&str>, new: &BTreeMap<String, String>) -> Opti
     for name in old.keys().filter(|k| !new.contains_key(*k)) {
         reasons.push(describe(name, "removed"));
     }
-    // A changed parent explains everything below it; say so only when nothing else changed.
+    // A changed parent explains everything below it, and the per-file lines explain the
+    // selection's digest: say those only when nothing more precise changed.
+    let precise = reasons.iter().any(|r| r.starts_with("file "));
+    reasons.retain(|r| !(precise && r == "the selected files changed"));
     let own: Vec<&String> = reasons
         .iter()
         .filter(|r| !r.starts_with("a previous step"))
@@ -315,6 +381,7 @@ fn describe(name: &str, how: &str) -> String {
         Some(("arg", var)) => format!("build arg {var} {how}"),
         Some(("inline", f)) => format!("inline file {f} {how}"),
         _ if name == "parent" => "a previous step or the base image changed".to_owned(),
+        _ if name == "files" => "the selected files changed".to_owned(),
         _ if name == "from" => format!("the --from source {how}"),
         _ => format!("{name} {how}"),
     }

@@ -382,7 +382,16 @@ impl Solver<'_, '_> {
             }
             Op::Copy(c) => {
                 let (t, from_key) = self.copy_source(c, run, &mut from_mount)?;
-                let key = cache::copy_key(&parent, c, &t, from_key.as_deref(), self.store())?;
+                let mut key =
+                    cache::copy_key(&parent, c, &t, from_key.as_deref(), self.store(), false)?;
+                // Recognised from stats alone, the key has no per-file inputs; a step whose
+                // key moved records them (for --explain-cache and an incremental copy).
+                if c.from == SourceRef::Context
+                    && !key.has_file_inputs()
+                    && self.store().step_key(identity)?.as_deref() != Some(key.peek().as_str())
+                {
+                    key = cache::copy_key(&parent, c, &t, from_key.as_deref(), self.store(), true)?;
+                }
                 tree = Some(t);
                 (key, c.history.clone())
             }
@@ -837,7 +846,7 @@ impl Solver<'_, '_> {
                             history: String::new(),
                         };
                         let (digest, _) =
-                            cache::copy_key("", &copy, &tree, None, self.store())?.finish();
+                            cache::copy_key("", &copy, &tree, None, self.store(), false)?.finish();
                         key.field(&format!("mount {n} context"), &digest);
                     }
                     SourceRef::Stage(i) => {

@@ -75,6 +75,10 @@ CREATE TABLE IF NOT EXISTS build_steps (
     key      TEXT NOT NULL,
     inputs   TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS stat_fingerprints (
+    fingerprint TEXT PRIMARY KEY,
+    digest      TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS stat_cache (
     path     TEXT PRIMARY KEY,
     dev      INTEGER NOT NULL,
@@ -205,6 +209,27 @@ impl Store {
             .collect())
     }
 
+    /// The content digest of a whole selection of files whose stats hash to `fingerprint`.
+    pub fn fingerprint_get(&self, fingerprint: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .db()
+            .query_row(
+                "SELECT digest FROM stat_fingerprints WHERE fingerprint = ?1",
+                [fingerprint],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Remembers a selection's content digest under the hash of its stats.
+    pub fn fingerprint_put(&self, fingerprint: &str, digest: &str) -> Result<(), StoreError> {
+        self.db().execute(
+            "INSERT OR REPLACE INTO stat_fingerprints (fingerprint, digest) VALUES (?1, ?2)",
+            params![fingerprint, digest],
+        )?;
+        Ok(())
+    }
+
     /// Remembers the digests of freshly hashed files.
     pub fn stat_record(&self, entries: &[(String, FileStat, Digest)]) -> Result<(), StoreError> {
         if entries.is_empty() {
@@ -331,6 +356,7 @@ impl Store {
             }
             if keep_bytes.is_none() {
                 tx.execute("DELETE FROM build_steps", [])?;
+                tx.execute("DELETE FROM stat_fingerprints", [])?;
             }
             tx.execute(
                 "DELETE FROM layer_blobs WHERE diff_id NOT IN (SELECT diff_id FROM image_layers)
