@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use ureq::config::RedirectAuthHeaders;
 use ureq::http::Response;
-use ureq::tls::{RootCerts, TlsConfig};
 use ureq::{Agent, SendBody};
 use url::Url;
 
 use crate::auth::{self, Challenge, TokenCache};
 use crate::endpoint::Endpoint;
 use crate::error::RegistryError;
+use crate::tls::HostTls;
 use crate::{CredentialSource, Credentials, RegistryOptions};
 
 /// Attempts for a retryable request (the first one included).
@@ -124,12 +124,16 @@ impl std::fmt::Debug for Client {
     }
 }
 
-fn agent(insecure: bool) -> Agent {
-    let tls = TlsConfig::builder()
-        .root_certs(RootCerts::PlatformVerifier)
-        .disable_verification(insecure)
-        .build();
-    Agent::config_builder()
+/// The agent for `endpoint`: its host's certs.d directory (extra CAs, a client certificate)
+/// and whether certificates are verified.
+fn agent(endpoint: &Endpoint) -> Result<Agent, RegistryError> {
+    let host = endpoint.tls_host();
+    let files = match crate::tls::host_dir(&host) {
+        Some(dir) => HostTls::read(&host, &dir)?,
+        None => HostTls::default(),
+    };
+    let tls = files.config(endpoint.verify_tls);
+    Ok(Agent::config_builder()
         .http_status_as_error(false)
         .user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION")))
         .tls_config(tls)
@@ -140,7 +144,7 @@ fn agent(insecure: bool) -> Agent {
         .timeout_per_read(Some(Duration::from_secs(120)))
         .max_idle_connections_per_host(8)
         .build()
-        .new_agent()
+        .new_agent())
 }
 
 impl Client {
@@ -153,6 +157,11 @@ impl Client {
                 source,
             }
         })?;
+        let endpoint = if options.skip_tls_verify {
+            endpoint.without_tls_verify()
+        } else {
+            endpoint
+        };
         let credentials = options.credentials.lookup(&endpoint.host)?;
         Self::with_credentials(endpoint, credentials)
     }
@@ -168,6 +177,11 @@ impl Client {
             CredentialSource::DockerConfig | CredentialSource::Fixed(_) => {
                 CredentialSource::DockerConfig.lookup(&endpoint.host)?
             }
+        };
+        let endpoint = if options.skip_tls_verify {
+            endpoint.without_tls_verify()
+        } else {
+            endpoint
         };
         Self::open(endpoint, credentials, false)
     }
@@ -186,7 +200,7 @@ impl Client {
         retry_ping: bool,
     ) -> Result<Self, RegistryError> {
         let mut client = Self {
-            agent: agent(endpoint.insecure),
+            agent: agent(&endpoint)?,
             endpoint,
             credentials,
             state: Mutex::new(AuthState {

@@ -1,5 +1,13 @@
 //! Where a registry host is reached: docker.io's alias, http for loopback, https elsewhere,
 //! and the user's insecure list (https without verification, falling back to http).
+//!
+//! A loopback registry that speaks only https: docker reaches loopback hosts https-first
+//! (unverified) with an http fallback. hoist keeps plain http as the loopback default (no TLS
+//! handshake thrown at every local registry) and takes a certs.d directory for the host
+//! (`/etc/docker/certs.d/127.0.0.1:5000/`, see [`crate::tls`]) as the sign that it speaks
+//! TLS: then it is https-first, *verified* against the directory's CAs, with the http fallback
+//! kept. `--tls-verify=false` ([`Endpoint::without_tls_verify`]) makes any host https-first,
+//! unverified, with the http fallback.
 
 use std::net::IpAddr;
 
@@ -20,8 +28,11 @@ pub struct Endpoint {
     pub host: String,
     /// `https://registry-1.docker.io`, `http://127.0.0.1:5000`.
     pub base: Url,
-    /// Certificates are not verified, and plain http is tried when https fails.
+    /// Plain http is tried when https fails.
     pub insecure: bool,
+    /// Certificates are verified (not for the insecure list, nor for a loopback host unless it
+    /// has a certs.d directory).
+    pub verify_tls: bool,
     /// For a mirror, the registry it stands in for: sent as `?ns=<registry>` on every request,
     /// as containerd and BuildKit do (registries that serve one namespace ignore it).
     pub mirror_of: Option<String>,
@@ -39,12 +50,19 @@ impl Endpoint {
         let listed = insecure_hosts.iter().any(|h| {
             normalize_host(h) == host || hostname(h) == hostname(&host) && !h.contains(':')
         });
-        let scheme = if is_loopback(&host) { "http" } else { "https" };
+        let loopback = is_loopback(&api_host);
+        let tls_dir = loopback && crate::tls::host_dir(&api_host).is_some();
+        let scheme = if loopback && !tls_dir {
+            "http"
+        } else {
+            "https"
+        };
         let base = Url::parse(&format!("{scheme}://{api_host}"))?;
         Ok(Self {
             host,
             base,
-            insecure: listed || is_loopback(&api_host),
+            insecure: listed || loopback,
+            verify_tls: !listed && (!loopback || tls_dir),
             mirror_of: None,
         })
     }
@@ -106,12 +124,40 @@ impl Endpoint {
         });
         let mut base = url.clone();
         base.set_path("/");
+        let loopback = is_loopback(&host);
         Ok(Self {
-            insecure: url.scheme() == "http" || listed || is_loopback(&host),
+            insecure: url.scheme() == "http" || listed || loopback,
+            verify_tls: url.scheme() == "https"
+                && !listed
+                && (!loopback || crate::tls::host_dir(&host).is_some()),
             host,
             base,
             mirror_of: Some(registry),
         })
+    }
+
+    /// `--tls-verify=false`: https without verification first, then plain http.
+    #[must_use]
+    pub fn without_tls_verify(self) -> Self {
+        let mut base = self.base.clone();
+        // Only the scheme changes; https is always a valid scheme for an http(s) URL.
+        let _ = base.set_scheme("https");
+        Self {
+            base,
+            insecure: true,
+            verify_tls: false,
+            ..self
+        }
+    }
+
+    /// `host[:port]` of the URL the endpoint is reached at: the certs.d directory's name.
+    #[must_use]
+    pub fn tls_host(&self) -> String {
+        let name = self.base.host_str().unwrap_or_default();
+        match self.base.port() {
+            Some(p) => format!("{name}:{p}"),
+            None => name.to_owned(),
+        }
     }
 
     /// The same endpoint over plain http (the insecure fallback).
@@ -269,6 +315,26 @@ mod tests {
                 "{bad:?} should be refused"
             );
         }
+    }
+
+    #[test]
+    fn tls_verification() {
+        assert!(Endpoint::new("reg.example", &[]).unwrap().verify_tls);
+        assert!(
+            !Endpoint::new("reg.example", &["reg.example".into()])
+                .unwrap()
+                .verify_tls
+        );
+        let off = Endpoint::new("localhost:5000", &[])
+            .unwrap()
+            .without_tls_verify();
+        assert_eq!(off.base.as_str(), "https://localhost:5000/");
+        assert!(off.insecure && !off.verify_tls);
+        assert_eq!(off.tls_host(), "localhost:5000");
+        assert_eq!(
+            Endpoint::new("docker.io", &[]).unwrap().tls_host(),
+            DOCKER_HUB_ENDPOINT
+        );
     }
 
     #[test]

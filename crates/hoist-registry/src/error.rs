@@ -117,6 +117,13 @@ pub enum RegistryError {
         origin: Box<RegistryError>,
         tried: String,
     },
+    /// A host's certs.d directory (CAs, client certificate) that cannot be used.
+    #[error("TLS configuration for {host} in {path}: {message}")]
+    Tls {
+        host: String,
+        path: PathBuf,
+        message: String,
+    },
     /// hoist's configuration file is not what it should be.
     #[error("{path}: {message}")]
     HoistConfig { path: PathBuf, message: String },

@@ -21,6 +21,7 @@
 //!
 //! - [`endpoint`]: host → base URL (docker.io alias, http for loopback, insecure list, mirrors).
 //! - [`config`]: hoist's configuration file (registry mirrors, insecure registries).
+//! - [`tls`]: docker's `/etc/docker/certs.d/<host>/` (extra CAs, client certificates).
 //! - `auth`: challenges, token requests, the per-scope-set token cache.
 //! - [`Client`]: one registry; every request is authenticated, re-challenged and retried there.
 //! - `manifests`, `blobs`: the distribution API calls.
@@ -42,6 +43,7 @@ mod progress;
 mod pull;
 mod push;
 mod secret;
+pub mod tls;
 
 pub use blobs::{BlobPush, BlobReader, UploadMode};
 pub use client::Client;
@@ -67,6 +69,9 @@ pub struct RegistryOptions {
     /// Registry host (as [`endpoint::normalize_host`] gives it) → mirrors a pull tries first,
     /// in order (see [`config`] for the forms a mirror takes).
     pub mirrors: std::collections::BTreeMap<String, Vec<String>>,
+    /// `--tls-verify=false`: every registry (and mirror) of the operation is reached
+    /// https-first without verifying certificates, falling back to plain http.
+    pub skip_tls_verify: bool,
 }
 
 impl RegistryOptions {

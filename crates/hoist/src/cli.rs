@@ -287,6 +287,9 @@ pub(crate) struct BuildArgs {
     /// SSH agent socket or keys to expose to the build (format: "default|<id>[=<socket>]")
     #[arg(long = "ssh", value_name = "SPEC")]
     pub(crate) ssh: Vec<String>,
+    /// Require HTTPS and verify certificates when talking to registries (podman's flag)
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub(crate) tls_verify: bool,
     /// Build context: a directory, a tar archive, or "-" for a tar or a Dockerfile on stdin
     pub(crate) context: String,
 }
@@ -302,6 +305,9 @@ pub(crate) struct PullArgs {
     /// Suppress verbose output
     #[arg(short, long)]
     pub(crate) quiet: bool,
+    /// Require HTTPS and verify certificates when talking to registries (podman's flag)
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub(crate) tls_verify: bool,
     /// NAME[:TAG|@DIGEST]
     pub(crate) name: String,
 }
@@ -317,6 +323,9 @@ pub(crate) struct PushArgs {
     /// Layer compression: gzip (Docker manifest) or zstd (OCI manifest)
     #[arg(long, value_name = "gzip|zstd")]
     pub(crate) compression: Option<String>,
+    /// Require HTTPS and verify certificates when talking to registries (podman's flag)
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub(crate) tls_verify: bool,
     /// NAME[:TAG]
     pub(crate) name: String,
 }
@@ -332,6 +341,9 @@ pub(crate) struct LoginArgs {
     /// Take the Password or Personal Access Token (PAT) from stdin
     #[arg(long)]
     pub(crate) password_stdin: bool,
+    /// Require HTTPS and verify certificates when talking to registries (podman's flag)
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub(crate) tls_verify: bool,
     /// SERVER
     pub(crate) server: Option<String>,
 }

@@ -230,7 +230,10 @@ pub(crate) fn run(store: &Store, args: &BuildArgs, out: &mut dyn Write) -> Resul
     let mut progress = Progress::new(mode);
     let source = BaseImages {
         store,
-        registry: super::pull::registry_options()?,
+        registry: hoist_registry::RegistryOptions {
+            skip_tls_verify: !args.tls_verify,
+            ..super::pull::registry_options()?
+        },
     };
     let engine = Engine::new(store, &source);
     let result = engine.build(&opts, &mut |e| progress.event(&e));

@@ -51,7 +51,10 @@ pub(crate) fn login(args: &LoginArgs, out: &mut dyn Write) -> Result<()> {
         (None, Some(_)) => bail!("Must provide --username with --password"),
     };
     let options = registry_options()?;
-    let endpoint = Endpoint::new(&host, &options.insecure_registries)?;
+    let mut endpoint = Endpoint::new(&host, &options.insecure_registries)?;
+    if !args.tls_verify {
+        endpoint = endpoint.without_tls_verify();
+    }
     let client = Client::with_credentials(endpoint, Some(credentials.clone()))?;
     let identity = client.verify_login()?;
     let to_store = match identity {

@@ -87,7 +87,8 @@ pub(crate) fn run(store: &Store, args: &PullArgs, out: &mut dyn Write) -> Result
         Some(p) => p.parse::<Platform>()?,
         None => Platform::host(),
     };
-    let options = registry_options()?;
+    let mut options = registry_options()?;
+    options.skip_tls_verify = !args.tls_verify;
     if args.all_tags {
         if reference.tag().is_some() || reference.digest().is_some() {
             bail!("tag can't be used with --all-tags/-a");

@@ -55,7 +55,8 @@ pub(crate) fn run(store: &Store, args: &PushArgs, out: &mut dyn Write) -> Result
             Err(e) => return Err(e.into()),
         }
     }
-    let options = registry_options()?;
+    let mut options = registry_options()?;
+    options.skip_tls_verify = !args.tls_verify;
     let client = Client::connect(reference.domain(), &options)?;
     if !args.quiet {
         writeln!(

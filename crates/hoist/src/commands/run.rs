@@ -324,6 +324,7 @@ fn find_or_pull(store: &Store, image: &str) -> Result<hoist_oci::Digest> {
         all_tags: false,
         platform: None,
         quiet: false,
+        tls_verify: true,
         name: shown.clone(),
     };
     // docker run prints the pull's progress and status to stderr, without `docker pull`'s last
