@@ -185,13 +185,11 @@ fn context_inputs(
         fp.update(&st.ctime_ns.to_le_bytes());
     }
     let fingerprint = fp.finish().to_string();
-    if !per_file {
-        if let Some(digest) = store.fingerprint_get(&fingerprint)? {
-            return Ok(ContextInputs {
-                digest,
-                per_file: None,
-            });
-        }
+    if !per_file && let Some(digest) = store.fingerprint_get(&fingerprint)? {
+        return Ok(ContextInputs {
+            digest,
+            per_file: None,
+        });
     }
     let digests = file_digests(&files, store)?;
     let per_file: Vec<(String, String)> = files

@@ -337,10 +337,10 @@ fn write_stream(
 /// Runs one COPY/ADD onto the merged view `root`.
 pub(crate) fn copy(copy_op: &Copy, tree: &SourceTree<'_>, root: &Path) -> Result<(), BuildError> {
     let (members, owner) = plan(copy_op, tree, root)?;
-    if copy_op.add {
-        if let Some(done) = add_archives(copy_op, &members, root)? {
-            return done;
-        }
+    if copy_op.add
+        && let Some(done) = add_archives(copy_op, &members, root)?
+    {
+        return done;
     }
     let (reader, writer) = io::pipe().map_err(|e| BuildError::io("making a pipe for", root, e))?;
     let chmod = copy_op.chmod.clone();

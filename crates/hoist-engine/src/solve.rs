@@ -407,13 +407,11 @@ impl Solver<'_, '_> {
             let json = serde_json::to_string(&inputs).unwrap_or_default();
             self.store().swap_step_inputs(identity, &key, &json)?
         };
-        if use_cache {
-            if let Some(hit) = self.store().cache_get(&key)? {
-                built.image.layers.push(hit.layer);
-                history(&mut built.image, history_line, Some(hit.created));
-                built.key = key;
-                return Ok(true);
-            }
+        if use_cache && let Some(hit) = self.store().cache_get(&key)? {
+            built.image.layers.push(hit.layer);
+            history(&mut built.image, history_line, Some(hit.created));
+            built.key = key;
+            return Ok(true);
         }
         if self.opts.explain_cache {
             let why = if !use_cache {
@@ -508,12 +506,12 @@ impl Solver<'_, '_> {
                 .fetch(url, &mut hashing)
                 .map_err(BuildError::Invalid)?;
             let (_, digest, _) = hashing.finish();
-            if let Some(want) = &c.checksum {
-                if want != digest.as_str() {
-                    return Err(BuildError::Invalid(format!(
-                        "digest mismatch for {url}: expected {want}, got {digest}"
-                    )));
-                }
+            if let Some(want) = &c.checksum
+                && want != digest.as_str()
+            {
+                return Err(BuildError::Invalid(format!(
+                    "digest mismatch for {url}: expected {want}, got {digest}"
+                )));
             }
             drop(file);
             std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
@@ -553,8 +551,8 @@ impl Solver<'_, '_> {
         c: &Copy,
         prev_key: Option<&str>,
         old_inputs: Option<&str>,
-        inputs: &std::collections::BTreeMap<String, String>,
-    ) -> Result<Option<(PathBuf, std::collections::BTreeMap<String, String>)>, BuildError> {
+        inputs: &Inputs,
+    ) -> Result<Option<(PathBuf, Inputs)>, BuildError> {
         if c.add || c.from != SourceRef::Context {
             return Ok(None);
         }
@@ -756,6 +754,9 @@ impl Solver<'_, '_> {
         Ok(())
     }
 }
+
+/// A step's named cache inputs.
+type Inputs = std::collections::BTreeMap<String, String>;
 
 fn is_url(s: &str) -> bool {
     s.starts_with("http://") || s.starts_with("https://")

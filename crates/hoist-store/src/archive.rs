@@ -116,11 +116,11 @@ impl Store {
                 continue;
             }
             let expected = blob_name(&name);
-            if let Some(d) = &expected {
-                if let Some(layer) = self.layer_by_blob(d)? {
-                    entries.insert(name, Entry::Layer(layer));
-                    continue;
-                }
+            if let Some(d) = &expected
+                && let Some(layer) = self.layer_by_blob(d)?
+            {
+                entries.insert(name, Entry::Layer(layer));
+                continue;
             }
             let mut stream = io::Cursor::new(head).chain(&mut entry);
             let layer = self.import_layer(&mut stream, expected.as_ref())?;

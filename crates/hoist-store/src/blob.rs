@@ -55,13 +55,13 @@ impl BlobWriter {
         } = self;
         let size = hasher.len();
         let digest = hasher.finish();
-        if let Some(expected) = expected {
-            if *expected != digest {
-                return Err(StoreError::DigestMismatch {
-                    expected: expected.clone(),
-                    actual: digest,
-                });
-            }
+        if let Some(expected) = expected
+            && *expected != digest
+        {
+            return Err(StoreError::DigestMismatch {
+                expected: expected.clone(),
+                actual: digest,
+            });
         }
         let file = file
             .into_inner()

@@ -440,10 +440,10 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (d, m, s) = row?;
-            if let Ok(d) = d.parse::<Digest>() {
-                if self.has_blob(&d) {
-                    out.push((d, m, s as u64));
-                }
+            if let Ok(d) = d.parse::<Digest>()
+                && self.has_blob(&d)
+            {
+                out.push((d, m, s as u64));
             }
         }
         Ok(out)
