@@ -115,7 +115,31 @@ fn read_block(input: &mut dyn Read) -> io::Result<Vec<u8>> {
     Ok(block)
 }
 
+/// Whether a block will not shrink (random or already compressed data): a 64 KiB sample that
+/// deflates to more than 97% of its size. Such blocks are stored, which costs a copy instead of
+/// a full deflate pass; the decision depends on the bytes alone, so output stays deterministic.
+fn incompressible(data: &[u8]) -> bool {
+    const SAMPLE: usize = 64 * 1024;
+    if data.len() < SAMPLE {
+        return false;
+    }
+    let sample = &data[..SAMPLE];
+    let mut c = Compress::new(Compression::new(1), false);
+    let mut out = Vec::with_capacity(SAMPLE + 1024);
+    if c.compress_vec(sample, &mut out, FlushCompress::Finish)
+        .is_err()
+    {
+        return false;
+    }
+    c.total_in() as usize == SAMPLE && out.len() * 100 > SAMPLE * 97
+}
+
 fn deflate_block(job: &Job, level: u32) -> io::Result<Vec<u8>> {
+    let level = if level > 0 && incompressible(&job.data) {
+        0
+    } else {
+        level
+    };
     let mut c = Compress::new(Compression::new(level), false);
     if let Some(previous) = &job.previous {
         c.set_dictionary(&previous[previous.len().saturating_sub(WINDOW)..])
