@@ -563,13 +563,15 @@ impl Solver<'_, '_> {
         else {
             return Ok(None);
         };
+        // Everything but the files themselves (and their digest) must be as before.
+        let about_files = |k: &str| k.starts_with("file ") || k == "files";
         let same_shape = old
             .iter()
-            .filter(|(k, _)| !k.starts_with("file "))
+            .filter(|(k, _)| !about_files(k))
             .all(|(k, v)| inputs.get(k) == Some(v))
             && inputs
                 .keys()
-                .filter(|k| !k.starts_with("file "))
+                .filter(|k| !about_files(k))
                 .all(|k| old.contains_key(k));
         if !same_shape {
             return Ok(None);

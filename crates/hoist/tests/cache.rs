@@ -347,6 +347,7 @@ fn a_copy_rebuilt_from_its_earlier_layer_equals_a_full_copy() {
     write(&ctx, "app/a.txt", "a");
     write(&ctx, "app/sub/b.txt", "b");
     write(&ctx, "app/gone/g.txt", "g");
+    write(&ctx, "app/sub/keep.txt", "unchanged");
     std::os::unix::fs::symlink("a.txt", ctx.join("app/link")).unwrap();
     std::fs::hard_link(ctx.join("app/a.txt"), ctx.join("app/hard")).unwrap();
     build(&h, &ctx, &[]);
@@ -361,6 +362,18 @@ fn a_copy_rebuilt_from_its_earlier_layer_equals_a_full_copy() {
     .unwrap();
     let incremental = build(&h, &ctx, &["-t", "incremental"]);
     assert_eq!(incremental.ran, ["COPY app /srv/app"]);
+    // The unchanged file was linked from the earlier layer, not copied: both snapshots hold
+    // one inode.
+    let mut linked = 0;
+    for snap in std::fs::read_dir(h.root().join("v1/snapshots")).unwrap() {
+        let keep = snap.unwrap().path().join("srv/app/sub/keep.txt");
+        if let Ok(m) = std::fs::metadata(&keep) {
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(m.nlink(), 2, "{}", keep.display());
+            linked += 1;
+        }
+    }
+    assert_eq!(linked, 2);
     build(&h, &ctx, &["--no-cache", "-t", "full"]);
     assert_eq!(
         layer_entries(&h, "incremental", 2),
