@@ -104,22 +104,8 @@ pub struct CommandLine {
     pub heredocs: Vec<Heredoc>,
 }
 
-/// `RUN` network mode.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Network {
-    #[default]
-    Default,
-    None,
-    Host,
-}
-
-/// `RUN` security mode.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Security {
-    #[default]
-    Sandbox,
-    Insecure,
-}
+/// `RUN --network` and `--security` take the plan's own types: they pass through unchanged.
+pub use hoist_plan::{Network, Security};
 
 /// `RUN [--mount=…]… [--network=…] [--security=…] command`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,15 +6,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use hoist_plan::{
     Base, Chmod as PlanChmod, Copy, Exec, Healthcheck as PlanHealthcheck, InlineFile, Lines, Meta,
-    Mount as PlanMount, MountKind, Network as PlanNetwork, Op, Plan, Platform,
-    Security as PlanSecurity, Sharing as PlanSharing, SourceRef, Stage, Step,
+    Mount as PlanMount, MountKind, Op, Plan, Platform, Sharing as PlanSharing, SourceRef, Stage,
+    Step,
 };
 
 use crate::error::{Error, ErrorKind, Span, suggest};
 use crate::ignore::clean;
 use crate::instructions::{
-    Command, FileCopy, Healthcheck, Instruction, Network, Run, Security, parse_command,
-    parse_instructions,
+    Command, FileCopy, Healthcheck, Instruction, Run, parse_command, parse_instructions,
 };
 use crate::mount::{self, Chmod, MountType, Sharing};
 use crate::parser::{Dockerfile, Warning, parse, parse_heredoc};
@@ -884,15 +883,8 @@ impl Lowering {
             user: state.user.clone(),
             mounts,
             inline_files,
-            network: match run.network {
-                Network::Default => PlanNetwork::Default,
-                Network::None => PlanNetwork::None,
-                Network::Host => PlanNetwork::Host,
-            },
-            security: match run.security {
-                Security::Sandbox => PlanSecurity::Sandbox,
-                Security::Insecure => PlanSecurity::Insecure,
-            },
+            network: run.network,
+            security: run.security,
             history,
         })
     }
