@@ -53,7 +53,12 @@ pub(crate) fn builder_prune(
             return Ok(());
         }
     }
-    let (entries, bytes) = store.prune_cache(keep)?;
+    let (entries, mut bytes) = store.prune_cache(keep)?;
+    // `--all` also empties the RUN --mount=type=cache directories, as BuildKit's prune of all
+    // records does.
+    if args.all && keep.is_none() {
+        bytes += store.prune_cache_mounts()?;
+    }
     if entries > 0 {
         writeln!(out, "Deleted build cache objects: {entries}")?;
     }
