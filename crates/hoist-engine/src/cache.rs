@@ -15,7 +15,7 @@ use hoist_plan::{Copy, Exec, SourceRef};
 use hoist_store::{FileStat, Store};
 
 use crate::BuildError;
-use crate::context::{SourceTree, walk};
+use crate::context::{SourceTree, walk_prefixed};
 
 const VERSION: &str = "hoist-cache/v1";
 
@@ -156,25 +156,21 @@ fn context_inputs(
     store: &Store,
     per_file: bool,
 ) -> Result<ContextInputs, BuildError> {
-    let mut files: Vec<(String, PathBuf, fs::Metadata)> = Vec::new();
+    let mut files: Vec<(PathBuf, String, fs::Metadata)> = Vec::new();
     for src in &c.sources {
         for sel in tree.select(src)? {
             let meta =
                 fs::metadata(&sel.real).map_err(|e| BuildError::io("reading", &sel.real, e))?;
             let is_dir = meta.is_dir();
-            files.push((sel.rel.clone(), sel.real.clone(), meta));
+            files.push((sel.real.clone(), sel.rel.clone(), meta));
             if is_dir {
-                let mut children = Vec::new();
-                walk(tree, &sel.real, &sel.rel, &mut children)?;
-                for (real, rel, m) in children {
-                    files.push((format!("{}/{rel}", sel.rel), real, m));
-                }
+                walk_prefixed(tree, &sel.real, &sel.rel, &sel.rel, &mut files)?;
             }
         }
     }
     let mut fp = Sha256Hasher::new();
     fp.update(tree.root.as_os_str().as_encoded_bytes());
-    for (rel, _, m) in &files {
+    for (_, rel, m) in &files {
         let st = stat_of(m);
         fp.update(&(rel.len() as u64).to_le_bytes());
         fp.update(rel.as_bytes());
@@ -195,7 +191,7 @@ fn context_inputs(
     let per_file: Vec<(String, String)> = files
         .iter()
         .zip(digests)
-        .map(|((rel, _, meta), digest)| {
+        .map(|((_, rel, meta), digest)| {
             (
                 format!("file {rel}"),
                 format!("{:o} {digest}", meta.mode() & 0o177_777),
@@ -230,7 +226,7 @@ fn stat_of(m: &fs::Metadata) -> FileStat {
 /// Content digests (or `dir`, or `-> target`), hashing only files whose stat changed, in
 /// parallel.
 fn file_digests(
-    files: &[(String, PathBuf, fs::Metadata)],
+    files: &[(PathBuf, String, fs::Metadata)],
     store: &Store,
 ) -> Result<Vec<String>, BuildError> {
     let regular: Vec<usize> = files
@@ -243,7 +239,7 @@ fn file_digests(
         .iter()
         .map(|&i| {
             (
-                files[i].1.to_string_lossy().into_owned(),
+                files[i].0.to_string_lossy().into_owned(),
                 stat_of(&files[i].2),
             )
         })
@@ -253,7 +249,7 @@ fn file_digests(
     let hashed = hash_parallel(
         &misses
             .iter()
-            .map(|&j| files[regular[j]].1.clone())
+            .map(|&j| files[regular[j]].0.clone())
             .collect::<Vec<_>>(),
     )?;
     let mut by_file: Vec<Option<Digest>> = vec![None; files.len()];
@@ -270,7 +266,7 @@ fn file_digests(
     files
         .iter()
         .zip(by_file)
-        .map(|((_, real, meta), d)| {
+        .map(|((real, _, meta), d)| {
             Ok(match d {
                 Some(d) => d.to_string(),
                 None if meta.is_dir() => "dir".to_owned(),

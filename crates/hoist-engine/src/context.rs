@@ -104,20 +104,46 @@ pub(crate) fn walk(
     base_rel: &str,
     out: &mut Vec<(PathBuf, String, fs::Metadata)>,
 ) -> Result<(), BuildError> {
-    let mut all = Vec::new();
-    walk_inner(tree, dir, base_rel, &mut all)?;
-    // `--exclude` also matches relative to the directory being copied.
-    out.extend(
-        all.into_iter()
-            .filter(|(_, rel, _)| !tree.excluded_below(rel)),
-    );
-    Ok(())
+    walk_prefixed(tree, dir, base_rel, "", out)
 }
 
-fn walk_inner(
+/// [`walk`], with every reported path under `prefix` (saves re-joining them afterwards).
+pub(crate) fn walk_prefixed(
     tree: &SourceTree<'_>,
     dir: &Path,
     base_rel: &str,
+    prefix: &str,
+    out: &mut Vec<(PathBuf, String, fs::Metadata)>,
+) -> Result<(), BuildError> {
+    let start = out.len();
+    walk_inner(tree, dir, base_rel, prefix, out)?;
+    // `--exclude` also matches relative to the directory being copied.
+    if tree.exclude.is_some() {
+        let below = |rel: &str| {
+            let rel = if prefix.is_empty() {
+                rel
+            } else {
+                rel.strip_prefix(prefix)
+                    .map_or(rel, |r| r.trim_start_matches('/'))
+            };
+            tree.excluded_below(rel)
+        };
+        let kept: Vec<_> = out
+            .drain(start..)
+            .filter(|(_, rel, _)| !below(rel))
+            .collect();
+        out.extend(kept);
+    }
+    Ok(())
+}
+
+/// `tree_rel` is `dir`'s path in the tree (for .dockerignore), `out_rel` its path relative to
+/// the walked directory (what is reported); entries go straight into `out`.
+fn walk_inner(
+    tree: &SourceTree<'_>,
+    dir: &Path,
+    tree_rel: &str,
+    out_rel: &str,
     out: &mut Vec<(PathBuf, String, fs::Metadata)>,
 ) -> Result<(), BuildError> {
     let mut entries: Vec<(String, fs::DirEntry)> = fs::read_dir(dir)
@@ -126,13 +152,15 @@ fn walk_inner(
         .map(|e| (e.file_name().to_string_lossy().into_owned(), e))
         .collect();
     entries.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, entry) in entries {
-        let rel_in_tree = if base_rel.is_empty() {
-            name.clone()
+    let join = |base: &str, name: &str| {
+        if base.is_empty() {
+            name.to_owned()
         } else {
-            format!("{base_rel}/{name}")
-        };
-        let path = dir.join(&name);
+            format!("{base}/{name}")
+        }
+    };
+    for (name, entry) in entries {
+        let rel_in_tree = join(tree_rel, &name);
         // One lstat per path (relative to the open directory), handed on to the hashing and
         // the copy.
         let Ok(meta) = entry.metadata() else { continue };
@@ -143,18 +171,16 @@ fn walk_inner(
         if ignored && !(is_dir && tree.ignore.is_some_and(Matcher::has_exclusions)) {
             continue;
         }
-        let mut sub = Vec::new();
+        let rel = join(out_rel, &name);
+        let path = entry.path();
+        let at = out.len();
+        out.push((path.clone(), rel.clone(), meta));
         if is_dir {
-            walk_inner(tree, &path, &rel_in_tree, &mut sub)?;
+            walk_inner(tree, &path, &rel_in_tree, &rel, out)?;
         }
-        if ignored && sub.is_empty() {
-            continue;
+        if ignored && out.len() == at + 1 {
+            out.truncate(at);
         }
-        out.push((path.clone(), name.clone(), meta));
-        out.extend(
-            sub.into_iter()
-                .map(|(p, r, m)| (p, format!("{name}/{r}"), m)),
-        );
     }
     Ok(())
 }
