@@ -25,7 +25,6 @@ pub(crate) enum Command {
     /// Build an image from a Dockerfile
     Build(BuildArgs),
     /// List images
-    #[command(visible_alias = "image-ls")]
     Images(ImagesArgs),
     /// Show the history of an image
     History(HistoryArgs),
