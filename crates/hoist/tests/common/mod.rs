@@ -24,10 +24,20 @@ impl Hoist {
     }
 
     pub fn cmd(&self) -> Command {
+        // The machine's own docker credentials and hoist config (mirrors, insecure registries)
+        // must not reach the tests: each store gets empty ones of its own.
+        let config = self.dir.path().join("hoist-config.json");
+        if !config.exists() {
+            std::fs::write(&config, "{}").expect("write an empty hoist config");
+        }
         let mut c = Command::new(env!("CARGO_BIN_EXE_hoist"));
         c.arg("--root")
             .arg(self.root())
             .env_remove("HOIST_ROOT")
+            .env_remove("HOIST_INSECURE_REGISTRIES")
+            .env_remove("DOCKER_AUTH_CONFIG")
+            .env("HOIST_CONFIG", &config)
+            .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
             .env("TZ", "UTC");
         c
     }
