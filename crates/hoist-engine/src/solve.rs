@@ -381,6 +381,12 @@ impl Solver<'_, '_> {
                 (key, c.history.clone())
             }
             Op::Copy(c) => {
+                if c.checksum.is_some() {
+                    // As BuildKit: a checksum pins a download; a local file has none to pin.
+                    return Err(BuildError::Invalid(
+                        "checksum can't be specified for non-HTTP(S) sources".into(),
+                    ));
+                }
                 let (t, from_key) = self.copy_source(c, run, &mut from_mount)?;
                 let mut key =
                     cache::copy_key(&parent, c, &t, from_key.as_deref(), self.store(), false)?;

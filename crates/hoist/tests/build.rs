@@ -695,3 +695,27 @@ fn hex_sha256(data: &[u8]) -> String {
         .unwrap()
         .to_owned()
 }
+
+#[test]
+fn add_checksum_of_a_local_file_is_refused() {
+    let h = with_busybox();
+    let ctx = context(
+        &h,
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nADD --checksum=sha256:0000000000000000000000000000000000000000000000000000000000000000 f /f\n",
+            ),
+            ("f", "x"),
+        ],
+    );
+    let out = build(&h, &[ctx.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).ends_with(
+            "ERROR: failed to solve: checksum can't be specified for non-HTTP(S) sources\n"
+        ),
+        "{out:?}"
+    );
+}
