@@ -820,8 +820,8 @@ impl Store {
             .is_some())
     }
 
-    /// Removes images with no name (dangling), or every image no name... `all` removes every
-    /// image without a tag or that is unused; returns what each removal did.
+    /// Removes the images with no name (dangling), or with `all` every image (hoist keeps no
+    /// containers, so none is in use); returns what each removal did.
     pub fn prune(&self, all: bool) -> Result<Vec<Removal>, StoreError> {
         let mut out = Vec::new();
         for img in self.images()? {

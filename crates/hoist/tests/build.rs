@@ -5,6 +5,7 @@
 mod common;
 
 use std::io::Write;
+use std::path::Path;
 use std::process::Stdio;
 
 use common::{Hoist, file_in};
@@ -41,6 +42,16 @@ fn build(h: &Hoist, args: &[&str]) -> std::process::Output {
     let mut a = vec!["build", "--progress", "plain"];
     a.extend_from_slice(args);
     h.output(&a)
+}
+
+/// Builds `dockerfile` in `ctx`, expecting exit status 1 and `needle` in the error output.
+fn failing_build(h: &Hoist, ctx: &Path, dockerfile: &str, needle: &str) -> String {
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    let out = build(h, &[ctx.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(needle), "{needle:?} not in:\n{err}");
+    err
 }
 
 #[test]
@@ -559,16 +570,11 @@ fn from_pulls_a_missing_base_image_from_its_registry() {
         String::from_utf8_lossy(&out.stderr)
     );
     // A base that exists nowhere fails with the registry's answer.
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        format!("FROM {}/nothing/here:1\n", registry.host()),
-    )
-    .unwrap();
-    let out = build(&h, &[ctx.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("nothing/here"),
-        "{out:?}"
+    failing_build(
+        &h,
+        &ctx,
+        &format!("FROM {}/nothing/here:1\n", registry.host()),
+        "nothing/here",
     );
 }
 
@@ -668,16 +674,11 @@ fn add_downloads_urls_with_checksums() {
         String::from_utf8_lossy(&out.stderr)
     );
     // A URL that is not there fails with the server's answer.
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        format!("FROM busybox\nADD http://{}/missing /x\n", server.addr()),
-    )
-    .unwrap();
-    let out = build(&h, &[ctx.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("404"),
-        "{out:?}"
+    failing_build(
+        &h,
+        &ctx,
+        &format!("FROM busybox\nADD http://{}/missing /x\n", server.addr()),
+        "404",
     );
 }
 

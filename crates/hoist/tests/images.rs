@@ -339,10 +339,9 @@ fn prune_dangling_and_all() {
         out.starts_with(&format!("Deleted Images:\ndeleted: {dangling}\n")),
         "{out}"
     );
-    assert!(
-        out.ends_with("\nTotal reclaimed space: 0B\n") || out.contains("Total reclaimed space: "),
-        "{out}"
-    );
+    // Only the dangling image's config goes: its layer is shared with `keep`.
+    let small = regex::Regex::new(r"\n\nTotal reclaimed space: \d{1,3}B\n$").unwrap();
+    assert!(small.is_match(&out), "{out}");
     assert_eq!(h.ok(&["images", "--format", "{{.Repository}}"]), "keep\n");
     let out = h.ok(&["image", "prune", "-a", "-f"]);
     assert!(out.contains("untagged: keep:latest\n"), "{out}");
