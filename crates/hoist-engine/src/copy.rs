@@ -1,11 +1,14 @@
-//! COPY and ADD: the selected sources become a tar stream with their destination paths, owners
-//! and modes, which is applied onto the merged view of the stage being built. The applier
-//! resolves every destination inside the root, so a symlink in the image cannot send a write
-//! outside it, and overlayfs records exactly what changed in the upper directory.
+//! COPY and ADD. The usual case writes the selected files straight into the new layer's
+//! directory, on every core, with no stream and no overlay on the write path
+//! ([`copy_into_layer`]). When a destination crosses a symlink (which COPY follows inside the
+//! root), two sources land on one path, or ADD unpacks an archive, the sources become a tar
+//! stream with their destination paths, owners and modes, applied onto the merged view of the
+//! stage being built: the applier resolves every destination inside the root, so a symlink in
+//! the image cannot send a write outside it, and overlayfs records what changed.
 
 use std::fs;
 use std::io::{self, Read};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use hoist_plan::{Chmod, Copy};
@@ -362,6 +365,388 @@ pub(crate) fn copy(copy_op: &Copy, tree: &SourceTree<'_>, root: &Path) -> Result
     produced.map_err(|e| BuildError::io("reading sources for", root, e))?;
     applied?;
     Ok(())
+}
+
+/// Writes one COPY straight into the new layer's directory `out_dir`, with `lower` a read-only
+/// view of the parent layers for the destination decisions, instead of applying a tar stream
+/// onto the merged view: no stream, no overlay on the write path, and the files written on all
+/// cores. overlayfs then sees the same upper directory the merged view would have left, so the
+/// layer is the same.
+///
+/// Returns false, having written nothing, when the copy needs the merged view: a destination's
+/// parent is a symlink (in the image or among the copied paths, which a COPY follows inside the
+/// root), two sources land on the same path, or ADD unpacks an archive.
+pub(crate) fn copy_into_layer(
+    copy_op: &Copy,
+    tree: &SourceTree<'_>,
+    lower: &Path,
+    out_dir: &Path,
+) -> Result<bool, BuildError> {
+    let (members, owner) = plan(copy_op, tree, lower)?;
+    if copy_op.add
+        && copy_op.unpack != Some(false)
+        && members.iter().any(
+            |m| matches!(&m.item, Item::Path { real, meta } if meta.is_file() && is_archive(real)),
+        )
+    {
+        return Ok(false);
+    }
+    let Some(parents) = direct_parents(&members, lower) else {
+        return Ok(false);
+    };
+    let owners = if copy_op.chown.is_some() || copy_op.from == hoist_plan::SourceRef::Context {
+        Owners::Fixed(owner)
+    } else {
+        Owners::Preserve
+    };
+    let w = DirectWriter {
+        out_dir,
+        owners,
+        chmod: copy_op.chmod.as_ref(),
+    };
+    w.write(&members, &parents)?;
+    Ok(true)
+}
+
+fn is_dir_member(m: &Member) -> bool {
+    matches!(&m.item, Item::Dir { .. })
+        || matches!(&m.item, Item::Path { meta, .. } if meta.is_dir())
+}
+
+/// The directories a direct write must create that no member names (they exist in the image;
+/// the new layer gets them with the image's attributes, as a copy-up would), or `None` when the
+/// copy needs the merged view (see [`copy_into_layer`]).
+fn direct_parents(members: &[Member], lower: &Path) -> Option<Vec<(String, fs::Metadata)>> {
+    let mut dests = std::collections::HashSet::with_capacity(members.len());
+    let mut not_dirs = std::collections::HashSet::new();
+    for m in members {
+        if !dests.insert(m.dest.as_str()) {
+            return None;
+        }
+        if !is_dir_member(m) {
+            not_dirs.insert(m.dest.as_str());
+        }
+    }
+    let mut checked = std::collections::HashSet::new();
+    let mut from_lower = Vec::new();
+    for m in members {
+        let own = is_dir_member(m).then_some(m.dest.len());
+        let ancestors = m
+            .dest
+            .match_indices('/')
+            .map(|(i, _)| i)
+            .chain(own)
+            .map(|end| &m.dest[..end]);
+        for p in ancestors {
+            if p.is_empty() || !checked.insert(p) {
+                continue;
+            }
+            if not_dirs.contains(p) {
+                return None;
+            }
+            match fs::symlink_metadata(lower.join(p)) {
+                Ok(md) if md.file_type().is_symlink() => return None,
+                Ok(md) if !dests.contains(p) => {
+                    if !md.is_dir() {
+                        return None;
+                    }
+                    from_lower.push((p.to_owned(), md));
+                }
+                Ok(_) => {}
+                Err(_) if dests.contains(p) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+    Some(from_lower)
+}
+
+struct DirectWriter<'a> {
+    out_dir: &'a Path,
+    owners: Owners,
+    chmod: Option<&'a Chmod>,
+}
+
+/// Members per claim of a worker: neighbours share a parent directory, whose descriptor a
+/// worker keeps.
+const DIRECT_CHUNK: usize = 64;
+
+impl DirectWriter<'_> {
+    fn owner_of(&self, item: &Item) -> (u32, u32) {
+        match (self.owners, item) {
+            (Owners::Preserve, Item::Path { meta, .. }) => (meta.uid(), meta.gid()),
+            (Owners::Fixed(o), _) => (o.uid, o.gid),
+            (Owners::Preserve, _) => (0, 0),
+        }
+    }
+
+    fn write(
+        &self,
+        members: &[Member],
+        parents: &[(String, fs::Metadata)],
+    ) -> Result<(), BuildError> {
+        // Directories first, parents before children (members come in that order; the image's
+        // directories are parents of members), so files can be written in any order after.
+        let mut dir_times = Vec::new();
+        for (p, md) in parents {
+            let path = self.out_dir.join(p);
+            fs::create_dir(&path).map_err(|e| BuildError::io("creating", &path, e))?;
+            std::os::unix::fs::lchown(&path, Some(md.uid()), Some(md.gid()))
+                .map_err(|e| BuildError::io("chown", &path, e))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(md.mode() & 0o7777))
+                .map_err(|e| BuildError::io("chmod", &path, e))?;
+        }
+        let mut parents_sorted: Vec<&str> = parents.iter().map(|(p, _)| p.as_str()).collect();
+        parents_sorted.sort_unstable();
+        let mut files = Vec::new();
+        // (dev, inode) of a multiply-linked source → the first destination written for it.
+        let mut first_of: std::collections::HashMap<(u64, u64), &str> =
+            std::collections::HashMap::new();
+        let mut links = Vec::new();
+        for m in members {
+            match &m.item {
+                Item::Dir { mode, mtime } => {
+                    // The plan chose its mode (0755, or an octal --chmod), as the stream did.
+                    self.make_dir(&m.dest, *mode, self.owner_of(&m.item))?;
+                    dir_times.push((m.dest.as_str(), *mtime));
+                }
+                Item::Path { meta, .. } if meta.is_dir() => {
+                    let mode = file_mode(self.chmod, meta.permissions().mode(), true)?;
+                    self.make_dir(&m.dest, mode, self.owner_of(&m.item))?;
+                    dir_times.push((m.dest.as_str(), meta.mtime()));
+                }
+                Item::Path { meta, .. } if meta.is_file() && meta.nlink() > 1 => {
+                    match first_of.entry((meta.dev(), meta.ino())) {
+                        std::collections::hash_map::Entry::Occupied(first) => {
+                            links.push((*first.get(), m.dest.as_str()));
+                        }
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            v.insert(&m.dest);
+                            files.push(m);
+                        }
+                    }
+                }
+                _ => files.push(m),
+            }
+        }
+        self.write_parallel(&files)?;
+        for (first, dest) in links {
+            let (from, to) = (self.out_dir.join(first), self.out_dir.join(dest));
+            fs::hard_link(&from, &to).map_err(|e| BuildError::io("linking", &to, e))?;
+        }
+        // A directory's time last: writing into it moved it.
+        for (dest, mtime) in dir_times.into_iter().rev() {
+            let path = self.out_dir.join(dest);
+            let t = rustix::fs::Timespec {
+                tv_sec: mtime,
+                tv_nsec: 0,
+            };
+            rustix::fs::utimensat(
+                rustix::fs::CWD,
+                &path,
+                &rustix::fs::Timestamps {
+                    last_access: t,
+                    last_modification: t,
+                },
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| BuildError::io("setting the time of", &path, e.into()))?;
+        }
+        Ok(())
+    }
+
+    fn make_dir(&self, dest: &str, mode: u32, (uid, gid): (u32, u32)) -> Result<(), BuildError> {
+        let path = self.out_dir.join(dest);
+        fs::create_dir(&path).map_err(|e| BuildError::io("creating", &path, e))?;
+        std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
+            .map_err(|e| BuildError::io("chown", &path, e))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o7777))
+            .map_err(|e| BuildError::io("chmod", &path, e))
+    }
+
+    /// Writes the non-directory members on every core.
+    fn write_parallel(&self, files: &[&Member]) -> Result<(), BuildError> {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let root = rustix::fs::open(
+            self.out_dir,
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| BuildError::io("opening", self.out_dir, e.into()))?;
+        let workers = std::thread::available_parallelism()
+            .map_or(2, std::num::NonZero::get)
+            .clamp(1, 8)
+            .min(files.len().div_ceil(DIRECT_CHUNK).max(1));
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let first_error = std::sync::Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| {
+                    let mut parent: Option<(&str, rustix::fd::OwnedFd)> = None;
+                    while !failed.load(Ordering::Relaxed) {
+                        let start = next.fetch_add(DIRECT_CHUNK, Ordering::Relaxed);
+                        let Some(chunk) = files.get(start..(start + DIRECT_CHUNK).min(files.len()))
+                        else {
+                            break;
+                        };
+                        for m in chunk {
+                            if let Err(e) = self.write_one(&root, &mut parent, m) {
+                                failed.store(true, Ordering::Relaxed);
+                                first_error
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                    .get_or_insert(e);
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        match first_error
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// One file, symlink or inline file, created in its parent (opened beneath the layer root
+    /// without following any symlink) and given its owner, mode and time.
+    fn write_one<'m>(
+        &self,
+        root: &rustix::fd::OwnedFd,
+        parent: &mut Option<(&'m str, rustix::fd::OwnedFd)>,
+        m: &'m Member,
+    ) -> Result<(), BuildError> {
+        use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, ResolveFlags};
+        let path = || self.out_dir.join(&m.dest);
+        let (dir_path, name) = m.dest.rsplit_once('/').unwrap_or(("", m.dest.as_str()));
+        if parent.as_ref().is_none_or(|(p, _)| *p != dir_path) {
+            let fd = if dir_path.is_empty() {
+                rfs::openat(
+                    root,
+                    ".",
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+            } else {
+                rfs::openat2(
+                    root,
+                    dir_path,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+                )
+            }
+            .map_err(|e| BuildError::io("opening", &self.out_dir.join(dir_path), e.into()))?;
+            *parent = Some((dir_path, fd));
+        }
+        let Some((_, dir)) = parent.as_ref() else {
+            return Ok(());
+        };
+        let (uid, gid) = self.owner_of(&m.item);
+        let create = |mode: u32| {
+            rfs::openat(
+                dir,
+                name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(mode),
+            )
+            .map(fs::File::from)
+            .map_err(|e| BuildError::io("creating", &path(), e.into()))
+        };
+        let finish = |f: &fs::File, mode: u32, mtime: i64| -> Result<(), BuildError> {
+            // Owner before mode: chown clears setuid and setgid.
+            rfs::fchown(
+                f,
+                Some(rfs::Uid::from_raw(uid)),
+                Some(rfs::Gid::from_raw(gid)),
+            )
+            .map_err(|e| BuildError::io("chown", &path(), e.into()))?;
+            rfs::fchmod(f, Mode::from_raw_mode(mode & 0o7777))
+                .map_err(|e| BuildError::io("chmod", &path(), e.into()))?;
+            let t = rfs::Timespec {
+                tv_sec: mtime,
+                tv_nsec: 0,
+            };
+            rfs::futimens(
+                f,
+                &rfs::Timestamps {
+                    last_access: t,
+                    last_modification: t,
+                },
+            )
+            .map_err(|e| BuildError::io("setting the time of", &path(), e.into()))
+        };
+        match &m.item {
+            Item::Inline { content, mode } => {
+                let mut f = create(0o600)?;
+                io::Write::write_all(&mut f, content)
+                    .map_err(|e| BuildError::io("writing", &path(), e))?;
+                let mode = file_mode(self.chmod, *mode, false)?;
+                finish(&f, mode, jiff::Timestamp::now().as_second())
+            }
+            Item::Path { real, meta } if meta.is_file() => {
+                let src = fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(nofollow())
+                    .open(real)
+                    .map_err(|e| BuildError::io("reading", real, e))?;
+                let mut f = create(0o600)?;
+                let want = meta.len();
+                // std's copy uses copy_file_range: the bytes never pass through this process.
+                let got = io::copy(&mut src.take(want), &mut f)
+                    .map_err(|e| BuildError::io("copying", real, e))?;
+                if got != want {
+                    return Err(BuildError::Invalid(format!(
+                        "{} changed while it was copied ({want} bytes expected, {got} read)",
+                        real.display()
+                    )));
+                }
+                let mode = file_mode(self.chmod, meta.permissions().mode(), false)?;
+                finish(&f, mode, meta.mtime())
+            }
+            Item::Path { real, meta } if meta.file_type().is_symlink() => {
+                let target = fs::read_link(real).map_err(|e| BuildError::io("reading", real, e))?;
+                rfs::symlinkat(&target, dir, name)
+                    .map_err(|e| BuildError::io("creating", &path(), e.into()))?;
+                rfs::chownat(
+                    dir,
+                    name,
+                    Some(rfs::Uid::from_raw(uid)),
+                    Some(rfs::Gid::from_raw(gid)),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| BuildError::io("chown", &path(), e.into()))?;
+                let t = rfs::Timespec {
+                    tv_sec: meta.mtime(),
+                    tv_nsec: 0,
+                };
+                rfs::utimensat(
+                    dir,
+                    name,
+                    &rfs::Timestamps {
+                        last_access: t,
+                        last_modification: t,
+                    },
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| BuildError::io("setting the time of", &path(), e.into()))
+            }
+            // Sockets, fifos and devices in a source are skipped, as BuildKit's copy does;
+            // directories were made before.
+            _ => Ok(()),
+        }
+    }
+}
+
+fn nofollow() -> i32 {
+    i32::try_from(rustix::fs::OFlags::NOFOLLOW.bits()).unwrap_or(0)
 }
 
 /// Rebuilds a COPY layer from the one an earlier build of the same step made, when only some

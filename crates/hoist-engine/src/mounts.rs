@@ -12,7 +12,9 @@ use crate::BuildError;
 /// A mounted overlay; unmounted on drop.
 pub(crate) struct OverlayMount {
     target: PathBuf,
-    _dir: tempfile::TempDir,
+    /// The mount point's directory; `None` for a read-only view of at most one layer, which is
+    /// that layer's (or an empty) directory itself.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl OverlayMount {
@@ -24,6 +26,10 @@ impl OverlayMount {
         upper: Option<(&Path, &Path)>,
         empty: &Path,
     ) -> Result<Self, BuildError> {
+        if upper.is_none() && lowerdirs.len() <= 1 {
+            let target = lowerdirs.first().map_or(empty, PathBuf::as_path).to_owned();
+            return Ok(Self { target, dir: None });
+        }
         let dir = tempfile::Builder::new()
             .prefix("mnt-")
             .tempdir_in(tmp)
@@ -56,7 +62,10 @@ impl OverlayMount {
                 source: e.into(),
             }
         })?;
-        Ok(Self { target, _dir: dir })
+        Ok(Self {
+            target,
+            dir: Some(dir),
+        })
     }
 
     /// The merged view.
@@ -67,6 +76,9 @@ impl OverlayMount {
 
 impl Drop for OverlayMount {
     fn drop(&mut self) {
+        if self.dir.is_none() {
+            return;
+        }
         // Nothing can hold the mount busy once the engine's file operations are done; DETACH
         // covers an fd still being closed on another thread.
         let _ = unmount(&self.target, UnmountFlags::DETACH);

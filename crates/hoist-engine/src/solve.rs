@@ -451,8 +451,17 @@ impl Solver<'_, '_> {
                         copy::copy_incremental(c, tree, view.path(), &previous, &upper, &same)?;
                     }
                     None => {
-                        let mount = self.mount_rw(&built.image, &upper, &work)?;
-                        copy::copy(c, tree, mount.path())?;
+                        let view = mounts::OverlayMount::new(
+                            &self.store().tmp_dir(),
+                            &self.lowerdirs(&built.image),
+                            None,
+                            self.empty,
+                        )?;
+                        if !copy::copy_into_layer(c, tree, view.path(), &upper)? {
+                            drop(view);
+                            let mount = self.mount_rw(&built.image, &upper, &work)?;
+                            copy::copy(c, tree, mount.path())?;
+                        }
                     }
                 }
             }

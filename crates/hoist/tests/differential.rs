@@ -95,6 +95,7 @@ fn cases() -> Vec<Case> {
         case("copy_chown"),
         case("copy_chmod"),
         case("copy_from"),
+        case("copy_into_existing"),
         Case {
             target: Some("middle"),
             ..case("multistage_target")
