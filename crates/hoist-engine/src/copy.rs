@@ -8,6 +8,7 @@
 
 use std::fs;
 use std::io::{self, Read};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -467,10 +468,6 @@ struct DirectWriter<'a> {
     chmod: Option<&'a Chmod>,
 }
 
-/// Members per claim of a worker: neighbours share a parent directory, whose descriptor a
-/// worker keeps.
-const DIRECT_CHUNK: usize = 64;
-
 impl DirectWriter<'_> {
     fn owner_of(&self, item: &Item) -> (u32, u32) {
         match (self.owners, item) {
@@ -566,89 +563,22 @@ impl DirectWriter<'_> {
 
     /// Writes the non-directory members on every core.
     fn write_parallel(&self, files: &[&Member]) -> Result<(), BuildError> {
-        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-        let root = rustix::fs::open(
-            self.out_dir,
-            rustix::fs::OFlags::RDONLY
-                | rustix::fs::OFlags::DIRECTORY
-                | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .map_err(|e| BuildError::io("opening", self.out_dir, e.into()))?;
-        let workers = std::thread::available_parallelism()
-            .map_or(2, std::num::NonZero::get)
-            .clamp(1, 8)
-            .min(files.len().div_ceil(DIRECT_CHUNK).max(1));
-        let next = AtomicUsize::new(0);
-        let failed = AtomicBool::new(false);
-        let first_error = std::sync::Mutex::new(None);
-        std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| {
-                    let mut parent: Option<(&str, rustix::fd::OwnedFd)> = None;
-                    while !failed.load(Ordering::Relaxed) {
-                        let start = next.fetch_add(DIRECT_CHUNK, Ordering::Relaxed);
-                        let Some(chunk) = files.get(start..(start + DIRECT_CHUNK).min(files.len()))
-                        else {
-                            break;
-                        };
-                        for m in chunk {
-                            if let Err(e) = self.write_one(&root, &mut parent, m) {
-                                failed.store(true, Ordering::Relaxed);
-                                first_error
-                                    .lock()
-                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                    .get_or_insert(e);
-                                return;
-                            }
-                        }
-                    }
-                });
-            }
-        });
-        match first_error
-            .into_inner()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-        {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        let root = open_dir(self.out_dir)?;
+        for_each_parallel(files, || None, |parent, m| self.write_one(&root, parent, m))
     }
 
     /// One file, symlink or inline file, created in its parent (opened beneath the layer root
     /// without following any symlink) and given its owner, mode and time.
     fn write_one<'m>(
         &self,
-        root: &rustix::fd::OwnedFd,
-        parent: &mut Option<(&'m str, rustix::fd::OwnedFd)>,
+        root: &OwnedFd,
+        parent: &mut Parent<'m>,
         m: &'m Member,
     ) -> Result<(), BuildError> {
-        use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, ResolveFlags};
+        use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
         let path = || self.out_dir.join(&m.dest);
-        let (dir_path, name) = m.dest.rsplit_once('/').unwrap_or(("", m.dest.as_str()));
-        if parent.as_ref().is_none_or(|(p, _)| *p != dir_path) {
-            let fd = if dir_path.is_empty() {
-                rfs::openat(
-                    root,
-                    ".",
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-            } else {
-                rfs::openat2(
-                    root,
-                    dir_path,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-                )
-            }
-            .map_err(|e| BuildError::io("opening", &self.out_dir.join(dir_path), e.into()))?;
-            *parent = Some((dir_path, fd));
-        }
-        let Some((_, dir)) = parent.as_ref() else {
-            return Ok(());
-        };
+        let (dir_path, name) = split_dest(&m.dest);
+        let dir = cached_parent(root, self.out_dir, parent, dir_path)?;
         let (uid, gid) = self.owner_of(&m.item);
         let create = |mode: u32| {
             rfs::openat(
@@ -745,6 +675,106 @@ impl DirectWriter<'_> {
     }
 }
 
+/// A worker's open parent directory (its path in the layer and descriptor): neighbouring
+/// members share one.
+type Parent<'a> = Option<(&'a str, OwnedFd)>;
+
+fn split_dest(dest: &str) -> (&str, &str) {
+    dest.rsplit_once('/').unwrap_or(("", dest))
+}
+
+fn open_dir(path: &Path) -> Result<OwnedFd, BuildError> {
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| BuildError::io("opening", path, e.into()))
+}
+
+/// `dir_path` opened beneath `root` without following any symlink, reusing the worker's
+/// descriptor when the previous member had the same parent.
+fn cached_parent<'p, 'a>(
+    root: &OwnedFd,
+    root_path: &Path,
+    parent: &'p mut Parent<'a>,
+    dir_path: &'a str,
+) -> Result<&'p OwnedFd, BuildError> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    if parent.as_ref().is_none_or(|(p, _)| *p != dir_path) {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let fd = if dir_path.is_empty() {
+            rustix::fs::openat(root, ".", flags, Mode::empty())
+        } else {
+            rustix::fs::openat2(
+                root,
+                dir_path,
+                flags,
+                Mode::empty(),
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+            )
+        }
+        .map_err(|e| BuildError::io("opening", &root_path.join(dir_path), e.into()))?;
+        *parent = Some((dir_path, fd));
+    }
+    match parent {
+        Some((_, fd)) => Ok(fd),
+        None => Err(BuildError::Invalid("no parent directory".into())),
+    }
+}
+
+/// Members per claim of a worker: neighbours share a parent directory, whose descriptor a
+/// worker keeps.
+const CHUNK: usize = 64;
+
+/// Runs `f` over `items` on every core, in chunks of neighbours, each worker with its own state
+/// from `init`; stops at the first error and returns it.
+fn for_each_parallel<T: Sync, S>(
+    items: &[T],
+    init: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, &T) -> Result<(), BuildError> + Sync,
+) -> Result<(), BuildError> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let workers = std::thread::available_parallelism()
+        .map_or(2, std::num::NonZero::get)
+        .clamp(1, 8)
+        .min(items.len().div_ceil(CHUNK).max(1));
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let first_error = std::sync::Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                let mut state = init();
+                while !failed.load(Ordering::Relaxed) {
+                    let start = next.fetch_add(CHUNK, Ordering::Relaxed);
+                    let Some(chunk) = items.get(start..(start + CHUNK).min(items.len())) else {
+                        break;
+                    };
+                    for item in chunk {
+                        if let Err(e) = f(&mut state, item) {
+                            failed.store(true, Ordering::Relaxed);
+                            first_error
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .get_or_insert(e);
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    match first_error
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 fn nofollow() -> i32 {
     i32::try_from(rustix::fs::OFlags::NOFOLLOW.bits()).unwrap_or(0)
 }
@@ -799,20 +829,24 @@ pub(crate) fn copy_incremental(
         dir_times.push((new, meta));
     }
     let mut rest = Vec::new();
+    let mut reusable = Vec::new();
     for m in members {
-        let reusable = match (&m.item, &m.input) {
-            (Item::Path { meta, .. }, Some(input)) if meta.is_file() => unchanged(input),
+        match (&m.item, &m.input) {
+            (Item::Path { meta, .. }, Some(input)) if meta.is_file() && unchanged(input) => {
+                reusable.push(m);
+            }
+            (Item::Path { meta, .. }, Some(_)) if meta.is_file() => rest.push(m),
             (Item::Dir { .. }, _) | (Item::Path { .. }, _) if out_dir.join(&m.dest).is_dir() => {
                 // Already cloned with its attributes.
-                continue;
             }
-            _ => false,
-        };
-        let old = previous.join(&m.dest);
-        if reusable && fs::symlink_metadata(&old).is_ok_and(|x| x.is_file()) {
-            let new = out_dir.join(&m.dest);
-            fs::hard_link(&old, &new).map_err(|e| BuildError::io("linking", &new, e))?;
-        } else {
+            _ => rest.push(m),
+        }
+    }
+    let mut not_linked = link_parallel(previous, out_dir, &reusable)?
+        .into_iter()
+        .peekable();
+    for (i, m) in reusable.into_iter().enumerate() {
+        if not_linked.next_if_eq(&i).is_some() {
             rest.push(m);
         }
     }
@@ -848,6 +882,58 @@ pub(crate) fn copy_incremental(
         );
     }
     Ok(())
+}
+
+/// Hard-links each member's file from the earlier layer `previous` into `out_dir` (whose
+/// directories exist), on every core; returns the indices, in order, of members the earlier
+/// layer has no regular file for (they are written instead).
+fn link_parallel(
+    previous: &Path,
+    out_dir: &Path,
+    members: &[Member],
+) -> Result<Vec<usize>, BuildError> {
+    use rustix::fs::{AtFlags, FileType};
+    let (old_root, new_root) = (open_dir(previous)?, open_dir(out_dir)?);
+    let missing = std::sync::Mutex::new(Vec::new());
+    let indexed: Vec<(usize, &str)> = members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (i, m.dest.as_str()))
+        .collect();
+    for_each_parallel(
+        &indexed,
+        || (None, None),
+        |(old_parent, new_parent): &mut (Parent<'_>, Parent<'_>), &(i, dest)| {
+            let (dir_path, name) = split_dest(dest);
+            let old_dir = match cached_parent(&old_root, previous, old_parent, dir_path) {
+                Ok(d) => d,
+                Err(_) => {
+                    missing
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(i);
+                    return Ok(());
+                }
+            };
+            let is_file = rustix::fs::statat(old_dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile);
+            if !is_file {
+                missing
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(i);
+                return Ok(());
+            }
+            let new_dir = cached_parent(&new_root, out_dir, new_parent, dir_path)?;
+            rustix::fs::linkat(old_dir, name, new_dir, name, AtFlags::empty())
+                .map_err(|e| BuildError::io("linking", &out_dir.join(dest), e.into()))
+        },
+    )?;
+    let mut missing = missing
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    missing.sort_unstable();
+    Ok(missing)
 }
 
 fn filetime_of(meta: &fs::Metadata) -> rustix::fs::Timespec {
