@@ -151,6 +151,16 @@ pub fn run_with(
         drop(raw);
         pumped
     })();
+    if let Ok(result) = &pumped
+        && let Some(exit) = reported(result)
+    {
+        // Every pipe is closed, so pid 1 has been reaped and nothing of the sandbox runs:
+        // the init is in its exit, where tearing down the namespaces takes tens of
+        // milliseconds (an RCU grace period). Nothing waits for that; a thread reaps it.
+        std::thread::spawn(move || child.wait());
+        drop(state);
+        return exit;
+    }
     let status = child.wait().map_err(|source| ExecError::Channel {
         what: "wait for",
         source,
@@ -158,6 +168,23 @@ pub fn run_with(
     let result = pumped?;
     drop(state);
     interpret(&result, status)
+}
+
+/// What the sandbox reported on its result channel, if it reported anything.
+fn reported(result: &[u8]) -> Option<Result<ExitStatus, ExecError>> {
+    let mut exit = None;
+    for line in result.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        match serde_json::from_slice::<Message>(line) {
+            Ok(Message::Error(e)) => return Some(Err(e.into())),
+            Ok(Message::Exit(s)) => exit = Some(s),
+            Err(_) => {
+                return Some(Err(ExecError::BadMessage {
+                    line: String::from_utf8_lossy(line).into_owned(),
+                }));
+            }
+        }
+    }
+    exit.map(Ok)
 }
 
 fn validate(spec: &RunSpec) -> Result<(), ExecError> {
@@ -387,19 +414,7 @@ fn pump(mut p: Pump<'_, '_>) -> Result<Vec<u8>, ExecError> {
 }
 
 fn interpret(result: &[u8], status: std::process::ExitStatus) -> Result<ExitStatus, ExecError> {
-    let mut exit = None;
-    for line in result.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        match serde_json::from_slice::<Message>(line) {
-            Ok(Message::Error(e)) => return Err(e.into()),
-            Ok(Message::Exit(s)) => exit = Some(s),
-            Err(_) => {
-                return Err(ExecError::BadMessage {
-                    line: String::from_utf8_lossy(line).into_owned(),
-                });
-            }
-        }
-    }
-    exit.ok_or(ExecError::NoResult { status })
+    reported(result).unwrap_or(Err(ExecError::NoResult { status }))
 }
 
 #[cfg(test)]
