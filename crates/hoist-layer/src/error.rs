@@ -91,10 +91,33 @@ pub enum LayerError {
         expected: u64,
         actual: u64,
     },
+    /// A file was replaced by another while being archived.
+    #[error("{path:?} was replaced while being archived")]
+    Replaced { path: String },
     /// Writing the tar stream failed.
     #[error("failed to write the layer archive")]
     WriteArchive {
         #[source]
         source: io::Error,
     },
+}
+
+/// Why stored [`crate::Checkpoints`] bytes cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckpointError {
+    /// Shorter than their own layout says.
+    #[error("layer checkpoints are truncated")]
+    Truncated,
+    /// Not checkpoint data at all.
+    #[error("not layer checkpoint data")]
+    Magic,
+    /// Written by a hoist with another encoding.
+    #[error("layer checkpoints have version {0}, this hoist reads version 1")]
+    Version(u8),
+    /// Corrupted.
+    #[error("layer checkpoints fail their checksum")]
+    Checksum,
+    /// Well-formed bytes that do not describe a possible layer.
+    #[error("layer checkpoints are inconsistent: {0}")]
+    Invalid(&'static str),
 }

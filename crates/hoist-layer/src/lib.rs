@@ -15,11 +15,16 @@
 //! - [`apply_layer`]: tar → directory, in one of two [`WhiteoutMode`]s (a merged rootfs, or an
 //!   overlay lowerdir snapshot).
 //! - [`write_layer`] / [`write_tree`]: directory → deterministic tar, returning the diff_id.
+//! - [`digest_layer`]: the same diff_id without the tar, resumable from the [`Checkpoints`] of
+//!   an earlier version of the tree so a rebuilt layer re-hashes only what follows the change.
 //! - [`decompress`], [`Compression`], [`compress_gzip`], [`compress_zstd`]: the codecs.
 //! - [`HashingReader`] / [`HashingWriter`]: sha256 and byte count of whatever streams through.
 
 mod apply;
+mod checkpoint;
 mod compression;
+#[cfg(test)]
+mod digest_tests;
 mod error;
 mod hashing;
 mod names;
@@ -27,12 +32,13 @@ mod reader;
 mod write;
 
 pub use apply::{ApplyOptions, ApplyStats, DevicePolicy, WhiteoutMode, apply_layer};
+pub use checkpoint::Checkpoints;
 pub use compression::{
     Compression, Encoder, Sniffed, compress, compress_gzip, compress_zstd, decompress, sniff,
 };
-pub use error::{EscapeReason, LayerError};
+pub use error::{CheckpointError, EscapeReason, LayerError};
 pub use hashing::{HashingReader, HashingWriter};
-pub use write::{LayerSummary, WriteOptions, write_layer, write_tree};
+pub use write::{LayerSummary, WriteOptions, digest_layer, write_layer, write_tree};
 
 /// The name of an opaque-directory marker inside a layer tar.
 pub const OPAQUE_MARKER: &str = ".wh..wh..opq";

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use hoist_oci::Digest;
@@ -23,13 +23,14 @@ use rustix::io::Errno;
 use tar::{EntryType, Header};
 
 use crate::apply::list_dir;
+use crate::checkpoint::{self, Checkpoints, DigestSink};
 use crate::error::LayerError;
 use crate::hashing::HashingWriter;
 use crate::reader::Xattrs;
 use crate::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 
 const BLOCK: usize = 512;
-const COPY_BUF: usize = 128 * 1024;
+pub(crate) const COPY_BUF: usize = 128 * 1024;
 /// Largest value a 7-digit octal uid/gid field holds; beyond it a PAX record carries it.
 const MAX_ID: u64 = 0o7_777_777;
 /// Largest size an 11-digit octal field holds.
@@ -86,24 +87,9 @@ fn write<W: Write>(
     opts: &WriteOptions,
     overlay: bool,
 ) -> Result<LayerSummary, LayerError> {
-    let root = rfs::open(
-        dir,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| LayerError::OpenRoot {
-        path: dir.to_path_buf(),
-        source: e.into(),
-    })?;
-    let mut writer = TarWriter {
-        out: BufWriter::with_capacity(COPY_BUF, HashingWriter::new(out)),
-        overlay,
-        clamp: opts.clamp_mtime,
-        links: HashMap::new(),
-        buf: vec![0; COPY_BUF],
-        entries: 0,
-        content_bytes: 0,
-    };
+    let root = open_root(dir)?;
+    let out = BufWriter::with_capacity(COPY_BUF, HashingWriter::new(out));
+    let mut writer = TarWriter::new(out, overlay, opts);
     writer.walk(root.as_fd(), b"")?;
     writer.put(&[0; 2 * BLOCK])?;
     let (entries, content_bytes) = (writer.entries, writer.content_bytes);
@@ -124,6 +110,139 @@ fn write<W: Write>(
     })
 }
 
+fn open_root(dir: &Path) -> Result<OwnedFd, LayerError> {
+    rfs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| LayerError::OpenRoot {
+        path: dir.to_path_buf(),
+        source: e.into(),
+    })
+}
+
+/// What [`write_layer`]`(upper, io::sink(), opts)` returns — the same [`LayerSummary`] — and
+/// [`Checkpoints`] from which the next version of the tree can resume the hash.
+///
+/// With `previous`, the checkpoints of an earlier version of this tree (whose snapshot must
+/// still exist unchanged; see [`Checkpoints`]), the tar prefix both versions share is not
+/// read again: the walk reads only metadata while its fingerprint matches the checkpoints',
+/// then restores the sha256 state at the last one that matched and hashes from there.
+/// Checkpoints that match nothing (another tree, a change early on) give a full hash at the
+/// cost of re-reading the few files since the start.
+pub fn digest_layer(
+    upper: &Path,
+    opts: &WriteOptions,
+    previous: Option<&Checkpoints>,
+) -> Result<(LayerSummary, Checkpoints), LayerError> {
+    let d = digest(upper, opts, previous, checkpoint::INTERVAL)?;
+    Ok((d.summary, d.checkpoints))
+}
+
+/// A digest and how it was made.
+#[derive(Debug)]
+pub(crate) struct Digested {
+    pub(crate) summary: LayerSummary,
+    pub(crate) checkpoints: Checkpoints,
+    /// Tar bytes actually hashed: all of them unless it resumed.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "tests check that a resume skipped the prefix")
+    )]
+    pub(crate) hashed: u64,
+}
+
+/// [`digest_layer`] with checkpoints every `interval` bytes (tests use small ones).
+pub(crate) fn digest(
+    upper: &Path,
+    opts: &WriteOptions,
+    previous: Option<&Checkpoints>,
+    interval: u64,
+) -> Result<Digested, LayerError> {
+    let root = open_root(upper)?;
+    let sink_root = root.try_clone().map_err(|source| LayerError::OpenRoot {
+        path: upper.to_path_buf(),
+        source,
+    })?;
+    let mut writer = TarWriter::new(DigestSink::new(sink_root, interval, previous), true, opts);
+    writer.walk(root.as_fd(), b"")?;
+    writer.out.end()?;
+    writer.put(&[0; 2 * BLOCK])?;
+    let hashed = writer.out.hashed();
+    let (hash, size, checkpoints) = writer.out.finish();
+    Ok(Digested {
+        summary: LayerSummary {
+            diff_id: Digest::from_sha256(hash),
+            size,
+            entries: writer.entries,
+            content_bytes: writer.content_bytes,
+        },
+        checkpoints,
+        hashed,
+    })
+}
+
+/// Where the tar writer's bytes go: a stream ([`write_layer`]) or a digest that may skip a
+/// prefix ([`digest_layer`]). One walker serves both so their bytes cannot drift apart.
+trait TarOut {
+    /// Header, PAX or padding bytes.
+    fn put(&mut self, bytes: &[u8]) -> Result<(), LayerError>;
+    /// Bytes of a file's content.
+    fn content(&mut self, bytes: &[u8]) -> Result<(), LayerError>;
+    /// Whether file contents are wanted now; when not, the file is not even opened.
+    fn reads_content(&self) -> bool;
+    /// A regular file at `path` of `size` bytes follows its header.
+    fn file(&mut self, st: &Stat, size: u64, path: &[u8]);
+    /// Tar member `entry` starts, with `content_bytes` counted before it.
+    fn entry_start(&mut self, entry: u64, content_bytes: u64) -> Result<(), LayerError>;
+}
+
+impl<W: Write> TarOut for BufWriter<HashingWriter<W>> {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), LayerError> {
+        self.write_all(bytes)
+            .map_err(|source| LayerError::WriteArchive { source })
+    }
+
+    fn content(&mut self, bytes: &[u8]) -> Result<(), LayerError> {
+        self.put(bytes)
+    }
+
+    fn reads_content(&self) -> bool {
+        true
+    }
+
+    fn file(&mut self, _: &Stat, _: u64, _: &[u8]) {}
+
+    fn entry_start(&mut self, _: u64, _: u64) -> Result<(), LayerError> {
+        Ok(())
+    }
+}
+
+impl TarOut for DigestSink {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), LayerError> {
+        DigestSink::put(self, bytes);
+        Ok(())
+    }
+
+    fn content(&mut self, bytes: &[u8]) -> Result<(), LayerError> {
+        DigestSink::content(self, bytes);
+        Ok(())
+    }
+
+    fn reads_content(&self) -> bool {
+        self.hashing()
+    }
+
+    fn file(&mut self, st: &Stat, size: u64, path: &[u8]) {
+        DigestSink::file(self, st, size, path);
+    }
+
+    fn entry_start(&mut self, entry: u64, content_bytes: u64) -> Result<(), LayerError> {
+        DigestSink::entry_start(self, entry, content_bytes)
+    }
+}
+
 /// One tar member to emit.
 struct Member<'a> {
     kind: EntryType,
@@ -138,8 +257,8 @@ struct Member<'a> {
     xattrs: &'a [(Vec<u8>, Vec<u8>)],
 }
 
-struct TarWriter<W: Write> {
-    out: BufWriter<HashingWriter<W>>,
+struct TarWriter<O: TarOut> {
+    out: O,
     overlay: bool,
     clamp: Option<u64>,
     /// (dev, inode) → first path, for hardlinks within the layer.
@@ -242,11 +361,21 @@ fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
     out.push(b'\n');
 }
 
-impl<W: Write> TarWriter<W> {
+impl<O: TarOut> TarWriter<O> {
+    fn new(out: O, overlay: bool, opts: &WriteOptions) -> Self {
+        Self {
+            out,
+            overlay,
+            clamp: opts.clamp_mtime,
+            links: HashMap::new(),
+            buf: vec![0; COPY_BUF],
+            entries: 0,
+            content_bytes: 0,
+        }
+    }
+
     fn put(&mut self, bytes: &[u8]) -> Result<(), LayerError> {
-        self.out
-            .write_all(bytes)
-            .map_err(|source| LayerError::WriteArchive { source })
+        self.out.put(bytes)
     }
 
     fn pad(&mut self, size: u64) -> Result<(), LayerError> {
@@ -389,16 +518,24 @@ impl<W: Write> TarWriter<W> {
             FileType::RegularFile => {
                 let size = u64::try_from(st.st_size).unwrap_or(0);
                 member.size = size;
-                let fd = rfs::openat(
-                    dir,
-                    os(name),
-                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(walk_err(path, "open file"))?;
                 self.header(&member)?;
                 self.content_bytes += size;
-                self.copy_exact(File::from(fd), size, path)?;
+                self.out.file(st, size, path);
+                // Asked after the header: a digest switches from skipping to hashing at an
+                // entry's start.
+                if self.out.reads_content() {
+                    let fd = rfs::openat(
+                        dir,
+                        os(name),
+                        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(walk_err(path, "open file"))?;
+                    let out = &mut self.out;
+                    copy_exact(File::from(fd), size, path, &mut self.buf, |b| {
+                        out.content(b)
+                    })?;
+                }
                 self.pad(size)
             }
             FileType::Symlink => {
@@ -406,8 +543,10 @@ impl<W: Write> TarWriter<W> {
                     .map_err(walk_err(path, "read symlink"))?;
                 member.kind = EntryType::Symlink;
                 member.link = target.as_bytes();
+                // Counted after the header, so the count at an entry's start excludes it.
+                self.header(&member)?;
                 self.content_bytes += member.link.len() as u64;
-                self.header(&member)
+                Ok(())
             }
             FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo => {
                 member.kind = match file_type {
@@ -424,40 +563,8 @@ impl<W: Write> TarWriter<W> {
         }
     }
 
-    /// Copies exactly `size` bytes: a file that shrank would corrupt the archive, one that
-    /// grew is cut at the size its header already announced.
-    fn copy_exact(&mut self, file: File, size: u64, path: &[u8]) -> Result<(), LayerError> {
-        let mut reader = file.take(size);
-        let mut done = 0u64;
-        loop {
-            let n = match reader.read(&mut self.buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(source) => {
-                    return Err(LayerError::Walk {
-                        path: lossy(path),
-                        op: "read file",
-                        source,
-                    });
-                }
-            };
-            self.out
-                .write_all(&self.buf[..n])
-                .map_err(|source| LayerError::WriteArchive { source })?;
-            done += n as u64;
-        }
-        if done != size {
-            return Err(LayerError::FileChanged {
-                path: lossy(path),
-                expected: size,
-                actual: done,
-            });
-        }
-        Ok(())
-    }
-
     fn header(&mut self, m: &Member<'_>) -> Result<(), LayerError> {
+        self.out.entry_start(self.entries, self.content_bytes)?;
         let mut pax = Vec::<(Vec<u8>, Vec<u8>)>::new();
         if m.path.len() > 100 {
             pax.push((b"path".to_vec(), m.path.to_vec()));
@@ -527,6 +634,43 @@ impl<W: Write> TarWriter<W> {
         self.entries += 1;
         Ok(())
     }
+}
+
+/// Copies exactly `size` bytes of `file` to `out`: a file that shrank would corrupt the
+/// archive, one that grew is cut at the size its header already announced.
+pub(crate) fn copy_exact(
+    file: File,
+    size: u64,
+    path: &[u8],
+    buf: &mut [u8],
+    mut out: impl FnMut(&[u8]) -> Result<(), LayerError>,
+) -> Result<(), LayerError> {
+    let mut reader = file.take(size);
+    let mut done = 0u64;
+    loop {
+        let n = match reader.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                return Err(LayerError::Walk {
+                    path: lossy(path),
+                    op: "read file",
+                    source,
+                });
+            }
+        };
+        out(&buf[..n])?;
+        done += n as u64;
+    }
+    if done != size {
+        return Err(LayerError::FileChanged {
+            path: lossy(path),
+            expected: size,
+            actual: done,
+        });
+    }
+    Ok(())
 }
 
 /// Copies `value` into a fixed header field, truncating (a PAX record carries the full one).

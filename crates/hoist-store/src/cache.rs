@@ -368,6 +368,10 @@ impl Store {
                  AND diff_id NOT IN (SELECT diff_id FROM build_cache)",
                 [],
             )?;
+            tx.execute(
+                "DELETE FROM layer_checkpoints WHERE diff_id NOT IN (SELECT diff_id FROM layers)",
+                [],
+            )?;
             tx.commit()?;
         }
         let stats = self.gc()?;

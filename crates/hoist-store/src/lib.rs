@@ -310,12 +310,71 @@ impl Store {
 
     /// Makes an overlay upper directory (staged under [`Store::tmp_dir`]) a layer: its
     /// deterministic tar is hashed on the fly for the diff id, nothing is written but the
-    /// record, and the directory itself becomes the snapshot. When the store already has a
-    /// layer with that diff id, the directory is removed and the existing layer returned.
+    /// record (and the hash's checkpoints, for [`Store::commit_snapshot_after`]), and the
+    /// directory itself becomes the snapshot. When the store already has a layer with that
+    /// diff id, the directory is removed and the existing layer returned.
     pub fn commit_snapshot(&self, upper: &Path) -> Result<LayerInfo, StoreError> {
-        let summary =
-            hoist_layer::write_layer(upper, io::sink(), &hoist_layer::WriteOptions::default())?;
-        self.commit_unpacked(&summary.diff_id, summary.content_bytes, summary.size, upper)
+        let (summary, checkpoints) =
+            hoist_layer::digest_layer(upper, &hoist_layer::WriteOptions::default(), None)?;
+        self.commit_unpacked(
+            &summary.diff_id,
+            summary.content_bytes,
+            summary.size,
+            upper,
+            Some(&checkpoints),
+        )
+    }
+
+    /// [`Store::commit_snapshot`] for an upper directory made from `previous`'s snapshot by
+    /// hard-linking the files that did not change (an incremental COPY): the part of the tar
+    /// both share is not hashed again but resumed from `previous`'s checkpoints. Without
+    /// usable checkpoints (none stored, unreadable, or the layer gone) it hashes everything,
+    /// with the same result.
+    pub fn commit_snapshot_after(
+        &self,
+        upper: &Path,
+        previous: &LayerInfo,
+    ) -> Result<LayerInfo, StoreError> {
+        let checkpoints = self.checkpoints(previous)?;
+        let (summary, checkpoints) = hoist_layer::digest_layer(
+            upper,
+            &hoist_layer::WriteOptions::default(),
+            checkpoints.as_ref(),
+        )?;
+        self.commit_unpacked(
+            &summary.diff_id,
+            summary.content_bytes,
+            summary.size,
+            upper,
+            Some(&checkpoints),
+        )
+    }
+
+    /// `layer`'s checkpoints, when they can be trusted. They name the snapshot's inodes, so
+    /// they are only valid while that very snapshot exists: the record must still point at
+    /// it and the directory be there. It then stays while the digest runs, as another
+    /// process's sweep waits for our shared lock to go.
+    fn checkpoints(
+        &self,
+        layer: &LayerInfo,
+    ) -> Result<Option<hoist_layer::Checkpoints>, StoreError> {
+        let data: Option<Vec<u8>> = {
+            let db = self.db();
+            if layer_row(&db, &layer.diff_id)?.as_ref() != Some(layer) {
+                return Ok(None);
+            }
+            db.query_row(
+                "SELECT data FROM layer_checkpoints WHERE diff_id = ?1",
+                [layer.diff_id.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?
+        };
+        if !self.snapshot_dir(layer).is_dir() {
+            return Ok(None);
+        }
+        // Unreadable checkpoints only cost the speed-up.
+        Ok(data.and_then(|d| hoist_layer::Checkpoints::from_bytes(&d).ok()))
     }
 
     fn commit_unpacked(
@@ -324,15 +383,26 @@ impl Store {
         size: u64,
         tar_size: u64,
         unpacked: &Path,
+        checkpoints: Option<&hoist_layer::Checkpoints>,
     ) -> Result<LayerInfo, StoreError> {
         let mut db = self.db();
         let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let info = match layer_row(&tx, diff_id)? {
             Some(info) => {
+                // The checkpoints describe `unpacked`'s inodes, not the existing snapshot's.
                 fs::remove_dir_all(unpacked).ctx("removing", unpacked)?;
                 info
             }
-            None => self.insert_layer(&tx, diff_id, size, tar_size, unpacked)?,
+            None => {
+                let info = self.insert_layer(&tx, diff_id, size, tar_size, unpacked)?;
+                if let Some(checkpoints) = checkpoints {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO layer_checkpoints (diff_id, data) VALUES (?1, ?2)",
+                        params![diff_id.as_str(), checkpoints.to_bytes()],
+                    )?;
+                }
+                info
+            }
         };
         tx.commit()?;
         Ok(info)
@@ -795,6 +865,8 @@ impl Store {
                     .map_err(StoreError::from)?;
                 tx.execute("DELETE FROM layer_blobs WHERE diff_id = ?1", [l])
                     .map_err(StoreError::from)?;
+                tx.execute("DELETE FROM layer_checkpoints WHERE diff_id = ?1", [l])
+                    .map_err(StoreError::from)?;
                 removal.deleted_layers.push(c.clone());
             }
         }
@@ -997,6 +1069,12 @@ CREATE TABLE IF NOT EXISTS layer_blobs (
     size       INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS layer_blobs_diff ON layer_blobs (diff_id);
+-- Where a built layer's diff id hash can be resumed (hoist_layer::Checkpoints::to_bytes);
+-- valid only for the snapshot the layers row points at, so deleted with that row.
+CREATE TABLE IF NOT EXISTS layer_checkpoints (
+    diff_id TEXT PRIMARY KEY,
+    data    BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS images (
     id            TEXT PRIMARY KEY,
     manifest      TEXT,
