@@ -564,7 +564,12 @@ impl DirectWriter<'_> {
     /// Writes the non-directory members on every core.
     fn write_parallel(&self, files: &[&Member]) -> Result<(), BuildError> {
         let root = open_dir(self.out_dir)?;
-        for_each_parallel(files, || None, |parent, m| self.write_one(&root, parent, m))
+        for_each_parallel(
+            files,
+            |m| split_dest(&m.dest).0,
+            || None,
+            |parent, m| self.write_one(&root, parent, m),
+        )
     }
 
     /// One file, symlink or inline file, created in its parent (opened beneath the layer root
@@ -724,22 +729,32 @@ fn cached_parent<'p, 'a>(
     }
 }
 
-/// Members per claim of a worker: neighbours share a parent directory, whose descriptor a
-/// worker keeps.
-const CHUNK: usize = 64;
+/// Most members per claim of a worker.
+const CHUNK: usize = 256;
 
-/// Runs `f` over `items` on every core, in chunks of neighbours, each worker with its own state
-/// from `init`; stops at the first error and returns it.
+/// Runs `f` over `items` on every core, each worker with its own state from `init`, claiming
+/// runs of neighbours with the same `group` (a parent directory: a worker keeps its descriptor,
+/// and two workers writing into one directory would queue on its lock); stops at the first error
+/// and returns it.
 fn for_each_parallel<T: Sync, S>(
     items: &[T],
+    group: impl Fn(&T) -> &str,
     init: impl Fn() -> S + Sync,
     f: impl Fn(&mut S, &T) -> Result<(), BuildError> + Sync,
 ) -> Result<(), BuildError> {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    for i in 1..=items.len() {
+        if i == items.len() || i - start >= CHUNK || group(&items[i]) != group(&items[start]) {
+            chunks.push(start..i);
+            start = i;
+        }
+    }
     let workers = std::thread::available_parallelism()
         .map_or(2, std::num::NonZero::get)
         .clamp(1, 8)
-        .min(items.len().div_ceil(CHUNK).max(1));
+        .min(chunks.len().max(1));
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let first_error = std::sync::Mutex::new(None);
@@ -748,11 +763,10 @@ fn for_each_parallel<T: Sync, S>(
             s.spawn(|| {
                 let mut state = init();
                 while !failed.load(Ordering::Relaxed) {
-                    let start = next.fetch_add(CHUNK, Ordering::Relaxed);
-                    let Some(chunk) = items.get(start..(start + CHUNK).min(items.len())) else {
+                    let Some(range) = chunks.get(next.fetch_add(1, Ordering::Relaxed)) else {
                         break;
                     };
-                    for item in chunk {
+                    for item in &items[range.clone()] {
                         if let Err(e) = f(&mut state, item) {
                             failed.store(true, Ordering::Relaxed);
                             first_error
@@ -902,6 +916,7 @@ fn link_parallel(
         .collect();
     for_each_parallel(
         &indexed,
+        |(_, dest)| split_dest(dest).0,
         || (None, None),
         |(old_parent, new_parent): &mut (Parent<'_>, Parent<'_>), &(i, dest)| {
             let (dir_path, name) = split_dest(dest);
