@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use hoist_dockerfile::ignore::Matcher;
 use hoist_oci::{ContainerConfig, Digest, History, ImageConfig, Platform, Reference};
 use hoist_plan::{Base, Copy, Exec, Op, Plan, SourceRef, Stage};
-use hoist_store::{Store, StoreError};
+use hoist_store::{LayerInfo, Store, StoreError};
 
 use crate::cache;
 use crate::{
@@ -429,6 +429,8 @@ impl Solver<'_, '_> {
             run.send(Msg::Explain(id, why));
         }
         let (dir, upper, work) = self.upper()?;
+        // The layer an incremental COPY started from: the new one's tar hash resumes from it.
+        let mut earlier = None;
         match op {
             Op::Workdir(path) => {
                 let mount = self.mount_rw(&built.image, &upper, &work)?;
@@ -440,7 +442,8 @@ impl Solver<'_, '_> {
                     .ok_or_else(|| BuildError::Invalid("no copy source".into()))?;
                 let c = fetched.as_ref().map_or(c, |(_, local)| local);
                 match self.previous_copy(c, prev_key.as_deref(), old.as_deref(), &inputs)? {
-                    Some((previous, old_inputs)) => {
+                    Some((layer, previous, old_inputs)) => {
+                        earlier = Some(layer);
                         let view = mounts::OverlayMount::new(
                             &self.store().tmp_dir(),
                             &self.lowerdirs(&built.image),
@@ -469,7 +472,10 @@ impl Solver<'_, '_> {
             Op::Meta(_) => {}
         }
         drop(from_mount);
-        let layer = self.store().commit_snapshot(&upper)?;
+        let layer = match &earlier {
+            Some(earlier) => self.store().commit_snapshot_after(&upper, earlier)?,
+            None => self.store().commit_snapshot(&upper)?,
+        };
         let created = now_rfc3339();
         self.store().cache_put(&key, &layer, &created)?;
         built.image.layers.push(layer);
@@ -567,7 +573,7 @@ impl Solver<'_, '_> {
         prev_key: Option<&str>,
         old_inputs: Option<&str>,
         inputs: &Inputs,
-    ) -> Result<Option<(PathBuf, Inputs)>, BuildError> {
+    ) -> Result<Option<(LayerInfo, PathBuf, Inputs)>, BuildError> {
         if c.add || c.from != SourceRef::Context {
             return Ok(None);
         }
@@ -594,7 +600,8 @@ impl Solver<'_, '_> {
         let Some(hit) = self.store().cache_get(prev_key)? else {
             return Ok(None);
         };
-        Ok(Some((self.store().snapshot_dir(&hit.layer), old)))
+        let dir = self.store().snapshot_dir(&hit.layer);
+        Ok(Some((hit.layer, dir, old)))
     }
 
     /// The tree a COPY reads and, for a stage or an image, the key that stands for its content.
