@@ -311,7 +311,7 @@ impl Log {
 /// — and goes on hashing. One walk, contents read only from the last matching point on.
 pub(crate) struct DigestSink {
     phase: Phase,
-    tar: Sha256,
+    tar: PipedSha,
     /// Tar bytes so far, hashed or not.
     offset: u64,
     /// The fingerprint since the last point, seeded with that point's value.
@@ -338,7 +338,7 @@ impl DigestSink {
     pub(crate) fn new(root: OwnedFd, interval: u64, prev: Option<&Checkpoints>) -> Self {
         let mut sink = Self {
             phase: Phase::Hash,
-            tar: Sha256::new(),
+            tar: PipedSha::new(),
             offset: 0,
             fp: Sha256::new(),
             interval,
@@ -462,12 +462,14 @@ impl DigestSink {
         }
         if self.offset - self.last_point >= self.interval {
             let fp = self.close_segment();
+            // The state is the hashing thread's to give: it fills in at the end.
+            self.tar.mark(self.points.len());
             self.points.push(Checkpoint {
                 entry,
                 offset: self.offset,
                 content_bytes,
                 fp,
-                state: self.tar.serialize().to_vec(),
+                state: Vec::new(),
             });
             self.last_point = self.offset;
         }
@@ -492,13 +494,13 @@ impl DigestSink {
         match self.base {
             Some(i) => {
                 let point = &self.prev[i];
-                self.tar = self.prev_states[i].clone();
+                self.tar.reset(self.prev_states[i].clone());
                 self.offset = point.offset;
                 self.fp.update(point.fp);
                 self.points = self.prev[..=i].to_vec();
             }
             None => {
-                self.tar = Sha256::new();
+                self.tar.reset(Sha256::new());
                 self.offset = 0;
                 self.points.clear();
             }
@@ -572,12 +574,132 @@ impl DigestSink {
     }
 
     /// The tar's digest and length, and the points. Call after [`DigestSink::end`].
-    pub(crate) fn finish(self) -> ([u8; 32], u64, Checkpoints) {
-        (
-            self.tar.finalize().into(),
+    pub(crate) fn finish(mut self) -> Result<([u8; 32], u64, Checkpoints), LayerError> {
+        let (sha, states) = self.tar.finish()?;
+        for (i, state) in states {
+            if let Some(point) = self.points.get_mut(i) {
+                point.state = state;
+            }
+        }
+        Ok((
+            sha.finalize().into(),
             self.offset,
             Checkpoints::new(self.interval, self.points),
-        )
+        ))
+    }
+}
+
+/// Bytes handed to the hashing thread at a time.
+const PIPE_CHUNK: usize = 256 * 1024;
+/// Chunks in flight: enough to ride out the walk's pauses (opening files, listing
+/// directories) without holding much memory.
+const PIPE_DEPTH: usize = 8;
+
+/// The hashing thread's result: the final state, and the state at each mark.
+type Hashed = (Sha256, Vec<(usize, Vec<u8>)>);
+
+enum PipeMsg {
+    Data(Vec<u8>),
+    /// Record the state here for checkpoint `n`.
+    Mark(usize),
+    /// Continue from this state (a resume).
+    Reset(Box<Sha256>),
+}
+
+/// The tar's sha256, computed on a thread of its own from buffers the walk fills, so reading
+/// the tree and hashing it overlap (sha256 is the longest part of a layer's digest, and cannot
+/// be split).
+struct PipedSha {
+    buf: Vec<u8>,
+    to_worker: Option<std::sync::mpsc::SyncSender<PipeMsg>>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    worker: Option<std::thread::JoinHandle<Hashed>>,
+}
+
+impl PipedSha {
+    fn new() -> Self {
+        let (to_worker, from_walk) = std::sync::mpsc::sync_channel::<PipeMsg>(PIPE_DEPTH);
+        let (give_back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
+        let worker = std::thread::spawn(move || {
+            let mut sha = Sha256::new();
+            let mut states = Vec::new();
+            for msg in from_walk {
+                match msg {
+                    PipeMsg::Data(chunk) => {
+                        sha.update(&chunk);
+                        // The walk may have finished; then the buffer is simply dropped.
+                        let _ = give_back.send(chunk);
+                    }
+                    PipeMsg::Mark(n) => states.push((n, sha.serialize().to_vec())),
+                    PipeMsg::Reset(state) => sha = *state,
+                }
+            }
+            (sha, states)
+        });
+        Self {
+            buf: Vec::with_capacity(PIPE_CHUNK),
+            to_worker: Some(to_worker),
+            spare,
+            worker: Some(worker),
+        }
+    }
+
+    fn send(&mut self, msg: PipeMsg) {
+        // A send fails only if the thread is gone, which `finish` reports.
+        if let Some(tx) = &self.to_worker {
+            let _ = tx.send(msg);
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let next = self
+            .spare
+            .try_recv()
+            .map(|mut b| {
+                b.clear();
+                b
+            })
+            .unwrap_or_else(|_| Vec::with_capacity(PIPE_CHUNK));
+        let full = std::mem::replace(&mut self.buf, next);
+        self.send(PipeMsg::Data(full));
+    }
+
+    fn update(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let room = PIPE_CHUNK - self.buf.len();
+            let (head, rest) = bytes.split_at(room.min(bytes.len()));
+            self.buf.extend_from_slice(head);
+            bytes = rest;
+            if self.buf.len() == PIPE_CHUNK {
+                self.flush();
+            }
+        }
+    }
+
+    fn mark(&mut self, n: usize) {
+        self.flush();
+        self.send(PipeMsg::Mark(n));
+    }
+
+    fn reset(&mut self, state: Sha256) {
+        // Bytes before a reset belong to the state being replaced.
+        self.buf.clear();
+        self.send(PipeMsg::Reset(Box::new(state)));
+    }
+
+    /// The final state and the marked states.
+    fn finish(mut self) -> Result<Hashed, LayerError> {
+        self.flush();
+        drop(self.to_worker.take());
+        self.worker
+            .take()
+            .and_then(|w| w.join().ok())
+            .ok_or_else(|| LayerError::WriteArchive {
+                source: std::io::Error::other("the hashing thread stopped"),
+            })
     }
 }
 

@@ -170,7 +170,7 @@ pub(crate) fn digest(
     writer.out.end()?;
     writer.put(&[0; 2 * BLOCK])?;
     let hashed = writer.out.hashed();
-    let (hash, size, checkpoints) = writer.out.finish();
+    let (hash, size, checkpoints) = writer.out.finish()?;
     Ok(Digested {
         summary: LayerSummary {
             diff_id: Digest::from_sha256(hash),
