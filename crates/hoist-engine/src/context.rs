@@ -4,6 +4,7 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
+use std::num::NonZeroUsize;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -220,7 +221,7 @@ pub(crate) fn walk(
 ) -> Result<(), BuildError> {
     let mut listings = run(tree, &MetaLister, dir, base_rel, "", false, workers());
     out.reserve(count(&listings));
-    stitch(&mut listings, 0, out, &|rel, (real, meta)| {
+    stitch(&mut listings, 0, out, &|rel, (real, meta), _| {
         (real, rel, meta)
     })?;
     Ok(())
@@ -290,7 +291,12 @@ impl StatWalk {
                 return Err(not_listed());
             };
             match listing {
-                Some(Ok(l)) => pending.extend(l.entries.iter().rev().filter_map(|e| e.child)),
+                Some(Ok(l)) => pending.extend(
+                    l.entries
+                        .iter()
+                        .rev()
+                        .filter_map(|e| e.child.map(NonZeroUsize::get)),
+                ),
                 Some(Err(_)) => {
                     return Err(listing
                         .take()
@@ -307,8 +313,10 @@ impl StatWalk {
     /// The paths found, in walk order.
     pub(crate) fn paths(mut self) -> Result<Vec<Walked>, BuildError> {
         let mut out = Vec::with_capacity(count(&self.listings));
-        stitch(&mut self.listings, 0, &mut out, &|rel, (stat, real)| {
-            Walked { rel, stat, real }
+        stitch(&mut self.listings, 0, &mut out, &|rel, stat, real| Walked {
+            rel,
+            stat,
+            real,
         })?;
         Ok(out)
     }
@@ -326,12 +334,14 @@ fn reported_ignored(
     };
     let mut reported = 0;
     for e in &listing.entries {
-        let below = e.child.map_or(0, |c| reported_ignored(listings, c, buf));
+        let below = e
+            .child
+            .map_or(0, |c| reported_ignored(listings, c.get(), buf));
         if e.ignored && below == 0 {
             continue;
         }
         if e.ignored && !e.dropped {
-            encode_stat(buf, "", &e.meta.0);
+            encode_stat(buf, "", &e.meta);
         }
         reported += 1 + below;
     }
@@ -359,11 +369,33 @@ struct DirListing<M> {
     rel: String,
     names: String,
     entries: Vec<Entry<M>>,
+    /// The real paths of entries whose reported path does not spell them, by where their
+    /// names start (in listing order, so sorted).
+    reals: Vec<(u32, PathBuf)>,
     /// Of the kept entries, when the walk fingerprints.
     digest: Option<Digest>,
 }
 
 impl<M> DirListing<M> {
+    fn new(rel: String) -> Self {
+        Self {
+            rel,
+            names: String::new(),
+            entries: Vec::new(),
+            reals: Vec::new(),
+            digest: None,
+        }
+    }
+
+    fn name(&self, e: &Entry<M>) -> &str {
+        &self.names[e.name.0 as usize..e.name.1 as usize]
+    }
+
+    fn real(&self, e: &Entry<M>) -> Option<PathBuf> {
+        let i = self.reals.binary_search_by_key(&e.name.0, |r| r.0).ok()?;
+        Some(self.reals[i].1.clone())
+    }
+
     /// Appends a name for [`Lister::list`]: returns its range in `names`.
     fn push_name(&mut self, name: &str) -> (u32, u32) {
         let start = self.names.len();
@@ -379,9 +411,9 @@ struct Entry<M> {
     /// Its name's range in the listing's `names` (lossily UTF-8).
     name: (u32, u32),
     meta: M,
-    /// For a directory, the path to list it by.
-    dir: Option<PathBuf>,
-    /// Whether the reported path spells the real one below the walked directory.
+    is_dir: bool,
+    /// Whether the reported path spells the real one below the walked directory (else the
+    /// listing's `reals` has it).
     exact: bool,
     /// Ignored itself: reported only if something below it is.
     ignored: bool,
@@ -389,7 +421,7 @@ struct Entry<M> {
     /// still counts as something below its parent.
     dropped: bool,
     /// Its listing's slot, for a directory that is descended into.
-    child: Option<usize>,
+    child: Option<NonZeroUsize>,
 }
 
 type Listing<M> = Result<DirListing<M>, BuildError>;
@@ -410,6 +442,11 @@ trait Lister: Sync {
     ) -> io::Result<()>;
 
     fn stat(meta: &Self::Meta) -> Stat;
+
+    /// The real path of an entry of `listing`, the listing of `dir`.
+    fn path(listing: &DirListing<Self::Meta>, e: &Entry<Self::Meta>, dir: &Path) -> PathBuf {
+        listing.real(e).unwrap_or_else(|| dir.join(listing.name(e)))
+    }
 }
 
 fn join(base: &str, name: &str) -> String {
@@ -436,20 +473,20 @@ impl Lister for MetaLister {
         &self,
         dir: &Path,
         _follow: bool,
-        _exact: bool,
+        exact: bool,
         _buf: &mut Vec<u8>,
         out: &mut DirListing<Self::Meta>,
     ) -> io::Result<()> {
         // An entry that fails to list or vanishes before its lstat is skipped, as always.
         for entry in fs::read_dir(dir)?.flatten() {
             let Ok(meta) = entry.metadata() else { continue };
-            let path = entry.path();
-            let name = out.push_name(&entry.file_name().to_string_lossy());
+            let file_name = entry.file_name();
+            let name = out.push_name(&file_name.to_string_lossy());
             out.entries.push(Entry {
                 name,
-                dir: meta.is_dir().then(|| path.clone()),
-                meta: (path, meta),
-                exact: true,
+                is_dir: meta.is_dir(),
+                meta: (entry.path(), meta),
+                exact: exact && file_name.to_str().is_some(),
                 ignored: false,
                 dropped: false,
                 child: None,
@@ -461,10 +498,13 @@ impl Lister for MetaLister {
     fn stat(meta: &Self::Meta) -> Stat {
         Stat::from(&meta.1)
     }
+
+    fn path(_: &DirListing<Self::Meta>, e: &Entry<Self::Meta>, _: &Path) -> PathBuf {
+        e.meta.0.clone()
+    }
 }
 
-/// A [`Stat`], and the real path when the reported one does not spell it.
-type StatMeta = (Stat, Option<PathBuf>);
+type StatMeta = Stat;
 
 /// [`Stat`]s only: getdents into a reused buffer and statx relative to the open directory.
 struct StatLister;
@@ -520,11 +560,13 @@ impl Lister for StatLister {
                 Some(n) => out.push_name(n),
                 None => out.push_name(&String::from_utf8_lossy(bytes)),
             };
-            let real = || dir.join(OsStr::from_bytes(bytes));
+            if !exact {
+                out.reals.push((name.0, dir.join(OsStr::from_bytes(bytes))));
+            }
             out.entries.push(Entry {
                 name,
-                dir: stat.is_dir().then(real),
-                meta: (stat, (!exact).then(real)),
+                is_dir: stat.is_dir(),
+                meta: stat,
                 exact,
                 ignored: false,
                 dropped: false,
@@ -535,7 +577,7 @@ impl Lister for StatLister {
     }
 
     fn stat(meta: &Self::Meta) -> Stat {
-        meta.0
+        *meta
     }
 }
 
@@ -571,18 +613,31 @@ struct Walker<'w, 'a, L> {
     descend_ignored: bool,
     /// Whether listings get a digest.
     digests: bool,
+    /// Listings handed out below the root's (slot 0).
     slots: AtomicUsize,
 }
 
 /// Per-thread buffers.
-#[derive(Default)]
-struct Scratch {
+struct Scratch<M> {
     dents: Vec<u8>,
     path: String,
     bytes: Vec<u8>,
+    /// Listed into, then copied out at its size (no growing vectors per directory).
+    listing: DirListing<M>,
 }
 
-impl Scratch {
+impl<M> Default for Scratch<M> {
+    fn default() -> Self {
+        Self {
+            dents: Vec::new(),
+            path: String::new(),
+            bytes: Vec::new(),
+            listing: DirListing::new(String::new()),
+        }
+    }
+}
+
+impl<M> Scratch<M> {
     fn joined(&mut self, base: &str, name: &str) -> &str {
         self.path.clear();
         push_joined(&mut self.path, base, name);
@@ -617,7 +672,7 @@ fn run<L: Lister>(
         lister,
         descend_ignored: tree.ignore.is_some_and(Matcher::has_exclusions),
         digests,
-        slots: AtomicUsize::new(1),
+        slots: AtomicUsize::new(0),
     };
     let root = DirTask {
         slot: 0,
@@ -662,27 +717,22 @@ fn stitch<M, T>(
     listings: &mut [Option<Listing<M>>],
     slot: usize,
     out: &mut Vec<T>,
-    make: &impl Fn(String, M) -> T,
+    make: &impl Fn(String, M, Option<PathBuf>) -> T,
 ) -> Result<usize, BuildError> {
-    let listing = listings
+    let mut listing = listings
         .get_mut(slot)
         .and_then(Option::take)
         .ok_or_else(not_listed)??;
-    let DirListing {
-        rel: dir_rel,
-        names,
-        entries,
-        ..
-    } = listing;
+    let entries = std::mem::take(&mut listing.entries);
     let mut reported = 0;
     for e in entries {
         let at = out.len();
         if !e.dropped {
-            let name = &names[e.name.0 as usize..e.name.1 as usize];
-            out.push(make(join(&dir_rel, name), e.meta));
+            let real = if e.exact { None } else { listing.real(&e) };
+            out.push(make(join(&listing.rel, listing.name(&e)), e.meta, real));
         }
         let below = match e.child {
-            Some(child) => stitch(listings, child, out, make)?,
+            Some(child) => stitch(listings, child.get(), out, make)?,
             None => 0,
         };
         if e.ignored && below == 0 {
@@ -814,30 +864,39 @@ impl<L: Lister> Walker<'_, '_, L> {
     fn list_one(
         &self,
         task: DirTask,
-        scratch: &mut Scratch,
+        scratch: &mut Scratch<L::Meta>,
         found: &mut Vec<DirTask>,
     ) -> (usize, Listing<L::Meta>) {
-        let mut listing = DirListing {
-            rel: task.rel,
-            names: String::new(),
-            entries: Vec::new(),
-            digest: None,
-        };
-        if let Err(e) = self.lister.list(
+        let mut work = std::mem::replace(&mut scratch.listing, DirListing::new(String::new()));
+        work.names.clear();
+        work.entries.clear();
+        work.reals.clear();
+        let listed = self.lister.list(
             &task.path,
             task.follow,
             task.exact,
             &mut scratch.dents,
-            &mut listing,
-        ) {
-            return (task.slot, Err(BuildError::io("reading", &task.path, e)));
-        }
-        let DirListing {
-            rel,
-            names,
-            entries,
-            digest,
-        } = &mut listing;
+            &mut work,
+        );
+        let slot = task.slot;
+        let listing = match listed {
+            Ok(()) => Ok(self.decide(task, &mut work, scratch, found)),
+            Err(e) => Err(BuildError::io("reading", &task.path, e)),
+        };
+        scratch.listing = work;
+        (slot, listing)
+    }
+
+    /// Sorts and filters what `work` listed for `task`, queues its subdirectories and returns
+    /// it at its size.
+    fn decide(
+        &self,
+        task: DirTask,
+        work: &mut DirListing<L::Meta>,
+        scratch: &mut Scratch<L::Meta>,
+        found: &mut Vec<DirTask>,
+    ) -> DirListing<L::Meta> {
+        let DirListing { names, entries, .. } = &mut *work;
         let name = |e: &Entry<L::Meta>| &names[e.name.0 as usize..e.name.1 as usize];
         // Names in byte order (stable: equal lossy names keep the directory's order).
         entries.sort_by(|a, b| name(a).cmp(name(b)));
@@ -847,7 +906,7 @@ impl<L: Lister> Walker<'_, '_, L> {
                 Scope::All(v) => v,
                 Scope::Ask => self.tree.ignored(scratch.joined(&task.tree_rel, name)),
             };
-            if e.ignored && !(e.dir.is_some() && self.descend_ignored) {
+            if e.ignored && !(e.is_dir && self.descend_ignored) {
                 return false;
             }
             e.dropped = match task.exclude {
@@ -856,9 +915,14 @@ impl<L: Lister> Walker<'_, '_, L> {
                     .tree
                     .excluded_below(scratch.joined(&task.dir_rel, name)),
             };
-            let Some(path) = e.dir.take() else {
-                return true;
-            };
+            true
+        });
+        for i in 0..work.entries.len() {
+            let e = &work.entries[i];
+            if !e.is_dir {
+                continue;
+            }
+            let name = work.name(e);
             let (tree_rel, ignore) = match task.ignore {
                 Scope::All(v) => (String::new(), Scope::All(v)),
                 Scope::Ask => {
@@ -882,32 +946,32 @@ impl<L: Lister> Walker<'_, '_, L> {
                 }
             };
             // Below a directory whose every path is ignored nothing is reported.
-            if ignore != Scope::All(true) {
-                let slot = self.slots.fetch_add(1, Ordering::Relaxed);
-                found.push(DirTask {
-                    slot,
-                    path,
-                    follow: false,
-                    exact: e.exact,
-                    tree_rel,
-                    dir_rel,
-                    rel: join(rel, name),
-                    ignore,
-                    exclude,
-                });
-                e.child = Some(slot);
+            if ignore == Scope::All(true) {
+                continue;
             }
-            true
-        });
-        if self.digests {
+            let slot = NonZeroUsize::MIN.saturating_add(self.slots.fetch_add(1, Ordering::Relaxed));
+            found.push(DirTask {
+                slot: slot.get(),
+                path: L::path(work, e, &task.path),
+                follow: false,
+                exact: e.exact,
+                tree_rel,
+                dir_rel,
+                rel: join(&task.rel, name),
+                ignore,
+                exclude,
+            });
+            work.entries[i].child = Some(slot);
+        }
+        let digest = self.digests.then(|| {
             let buf = &mut scratch.bytes;
             buf.clear();
-            for e in entries.iter() {
+            for e in &work.entries {
                 // Never reported, and nothing below it is.
                 if e.ignored && e.child.is_none() {
                     continue;
                 }
-                let name = name(e);
+                let name = work.name(e);
                 buf.extend_from_slice(&(name.len() as u64).to_le_bytes());
                 buf.extend_from_slice(name.as_bytes());
                 buf.push(
@@ -923,9 +987,15 @@ impl<L: Lister> Walker<'_, '_, L> {
             }
             let mut h = Sha256Hasher::new();
             h.update(buf);
-            *digest = Some(h.finish());
+            h.finish()
+        });
+        DirListing {
+            rel: task.rel,
+            names: work.names.clone(),
+            entries: work.entries.drain(..).collect(),
+            reals: work.reals.clone(),
+            digest,
         }
-        (task.slot, Ok(listing))
     }
 }
 
@@ -945,7 +1015,7 @@ mod tests {
     ) -> Found {
         let mut listings = run(tree, &MetaLister, dir, base_rel, prefix, false, threads);
         let mut out = Vec::new();
-        stitch(&mut listings, 0, &mut out, &|rel, (real, meta)| {
+        stitch(&mut listings, 0, &mut out, &|rel, (real, meta), _| {
             (real, rel, meta)
         })
         .unwrap();
