@@ -898,8 +898,9 @@ impl<L: Lister> Walker<'_, '_, L> {
     ) -> DirListing<L::Meta> {
         let DirListing { names, entries, .. } = &mut *work;
         let name = |e: &Entry<L::Meta>| &names[e.name.0 as usize..e.name.1 as usize];
-        // Names in byte order (stable: equal lossy names keep the directory's order).
-        entries.sort_by(|a, b| name(a).cmp(name(b)));
+        // Names in byte order; equal (lossy) names keep the directory's order, as a stable
+        // sort would, with no buffer to allocate.
+        entries.sort_unstable_by(|a, b| name(a).cmp(name(b)).then(a.name.0.cmp(&b.name.0)));
         entries.retain_mut(|e| {
             let name = name(e);
             e.ignored = match task.ignore {
