@@ -397,13 +397,15 @@ impl<M> DirListing<M> {
     }
 
     /// Appends a name for [`Lister::list`]: returns its range in `names`.
-    fn push_name(&mut self, name: &str) -> (u32, u32) {
+    fn push_name(&mut self, name: &str) -> io::Result<(u32, u32)> {
         let start = self.names.len();
         self.names.push_str(name);
-        // A directory's names can't reach 4 GiB (getdents returns far less); saturating keeps
-        // the ranges in bounds regardless.
-        let at = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        (at(start), at(self.names.len()))
+        match (u32::try_from(start), u32::try_from(self.names.len())) {
+            (Ok(start), Ok(end)) => Ok((start, end)),
+            _ => Err(io::Error::other(
+                "more than 4 GiB of names in one directory",
+            )),
+        }
     }
 }
 
@@ -481,7 +483,7 @@ impl Lister for MetaLister {
         for entry in fs::read_dir(dir)?.flatten() {
             let Ok(meta) = entry.metadata() else { continue };
             let file_name = entry.file_name();
-            let name = out.push_name(&file_name.to_string_lossy());
+            let name = out.push_name(&file_name.to_string_lossy())?;
             out.entries.push(Entry {
                 name,
                 is_dir: meta.is_dir(),
@@ -557,8 +559,8 @@ impl Lister for StatLister {
             let utf8 = std::str::from_utf8(bytes).ok();
             let exact = exact && utf8.is_some();
             let name = match utf8 {
-                Some(n) => out.push_name(n),
-                None => out.push_name(&String::from_utf8_lossy(bytes)),
+                Some(n) => out.push_name(n)?,
+                None => out.push_name(&String::from_utf8_lossy(bytes))?,
             };
             if !exact {
                 out.reals.push((name.0, dir.join(OsStr::from_bytes(bytes))));
