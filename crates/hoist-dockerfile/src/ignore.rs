@@ -25,6 +25,11 @@ pub struct Pattern {
     dirs: usize,
     exclusion: bool,
     compiled: Option<Compiled>,
+    /// Bytes of `cleaned` made of whole leading components without wildcards or escapes:
+    /// whatever the pattern matches lies at or below them.
+    literal_len: usize,
+    /// The whole pattern is such a literal path (it matches that path alone).
+    literal: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -99,11 +104,14 @@ impl Matcher {
             }
             validate(&cleaned).map_err(|()| IgnoreError::BadPattern(cleaned.clone()))?;
             let compiled = compile(&cleaned);
+            let (literal_len, literal) = literal_prefix(&cleaned, compiled.as_ref());
             matcher.patterns.push(Pattern {
                 dirs: cleaned.split('/').count(),
                 cleaned,
                 exclusion,
                 compiled,
+                literal_len,
+                literal,
             });
         }
         Ok(matcher)
@@ -117,6 +125,25 @@ impl Matcher {
     /// Whether any `!` pattern is present.
     pub fn has_exclusions(&self) -> bool {
         self.exclusions
+    }
+
+    /// Whether some pattern could match a path strictly below the directory `dir`
+    /// (slash-separated, relative, `""` for the root). When not, every path below `dir`
+    /// matches exactly as `dir` itself does, so a tree walk can stop asking.
+    pub fn may_match_below(&self, dir: &str) -> bool {
+        // `within(a, b)`: `a` is `b` or lies below it.
+        let within = |a: &str, b: &str| {
+            b.is_empty()
+                || a.strip_prefix(b)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        };
+        self.patterns.iter().any(|p| {
+            let prefix = &p.cleaned[..p.literal_len];
+            // A pattern that cannot be used makes every match fail: keep asking.
+            p.compiled.is_none()
+                || (prefix != dir && within(prefix, dir))
+                || (!p.literal && within(dir, prefix))
+        })
     }
 
     /// Whether `path` (slash-separated, relative to the context) is ignored:
@@ -377,6 +404,20 @@ fn validate(pattern: &str) -> Result<(), ()> {
     Ok(())
 }
 
+/// The length of the leading components of `pattern` that match only themselves, and whether
+/// that is all of it. Anything a regex could treat specially counts as a wildcard.
+fn literal_prefix(pattern: &str, compiled: Option<&Compiled>) -> (usize, bool) {
+    let mut len = 0;
+    for (i, component) in pattern.split('/').enumerate() {
+        if component.contains(['*', '?', '[', ']', '\\', '^']) {
+            return (len, false);
+        }
+        len = if i == 0 { 0 } else { len + 1 };
+        len += component.len();
+    }
+    (len, matches!(compiled, Some(Compiled::Exact)))
+}
+
 /// Classifies and compiles a cleaned pattern; `None` when the regex does not
 /// compile (every match attempt then fails, as upstream).
 fn compile(pattern: &str) -> Option<Compiled> {
@@ -478,6 +519,64 @@ mod tests {
         assert_eq!(clean(""), ".");
         assert_eq!(dir("file/"), "file");
         assert_eq!(dir("/"), "/");
+    }
+
+    #[test]
+    fn below_a_directory_no_pattern_reaches_every_path_matches_as_it_does() {
+        let sets: &[&[&str]] = &[
+            &["Dockerfile", ".dockerignore"],
+            &["a/b", "!a/b/c"],
+            &["a/*.log", "x"],
+            &["a/**", "!a/b/**"],
+            &["**/c", "a^b"],
+            &["a/b*", "/a/c", "a/[bc]/d"],
+            &["*", "!a"],
+            &["a\\b/c"],
+        ];
+        let paths = [
+            "a",
+            "a/b",
+            "a/b/c",
+            "a/b/c/d",
+            "a/c",
+            "a/c/d",
+            "a/x.log",
+            "a/x.log/y",
+            "ab",
+            "ab/c",
+            "x",
+            "x/y",
+            "Dockerfile",
+            "Dockerfile/z",
+            "a/bb",
+            "a/bb/c",
+            "a^b",
+            "a^b/c",
+            "a/b/d",
+        ];
+        for set in sets {
+            let m = Matcher::new(*set).unwrap();
+            assert!(m.may_match_below(""), "{set:?}");
+            for dir in paths {
+                if m.may_match_below(dir) {
+                    continue;
+                }
+                let want = m.matches(dir).unwrap();
+                for path in paths.iter().filter(|p| p.starts_with(&format!("{dir}/"))) {
+                    assert_eq!(m.matches(path).unwrap(), want, "{set:?}: {dir} then {path}");
+                }
+            }
+        }
+        let m = Matcher::new(["Dockerfile", ".dockerignore"]).unwrap();
+        assert!(!m.may_match_below("src"));
+        assert!(!m.may_match_below("Dockerfile"));
+        let m = Matcher::new(["src/*.log"]).unwrap();
+        assert!(m.may_match_below("src") && !m.may_match_below("lib"));
+        assert!(
+            !Matcher::new(Vec::<String>::new())
+                .unwrap()
+                .may_match_below("")
+        );
     }
 
     #[test]

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use hoist_oci::{Digest, Sha256Hasher};
@@ -15,7 +14,7 @@ use hoist_plan::{Copy, Exec, SourceRef};
 use hoist_store::{FileStat, Store};
 
 use crate::BuildError;
-use crate::context::{SourceTree, walk_prefixed};
+use crate::context::{Selected, SourceTree, Stat, StatWalk, encode_stat, walk_stats};
 
 const VERSION: &str = "hoist-cache/v1";
 
@@ -146,39 +145,72 @@ pub(crate) struct ContextInputs {
     pub(crate) per_file: Option<Vec<(String, String)>>,
 }
 
+/// A selected path, or one found below a selected directory.
+struct ContextFile {
+    rel: String,
+    stat: Stat,
+    /// The selection it is or lies below (an index into the selections).
+    origin: usize,
+    walked: bool,
+    /// Its real path when `rel` does not spell it.
+    real: Option<PathBuf>,
+}
+
+impl ContextFile {
+    fn real(&self, selected: &[Selected]) -> PathBuf {
+        if let Some(real) = &self.real {
+            return real.clone();
+        }
+        let sel = &selected[self.origin];
+        if !self.walked {
+            return sel.real.clone();
+        }
+        let below = self
+            .rel
+            .strip_prefix(sel.rel.as_str())
+            .map_or(self.rel.as_str(), |r| r.trim_start_matches('/'));
+        sel.real.join(below)
+    }
+}
+
+/// What the stat fingerprint is made of (changing the encoding changes this).
+const FINGERPRINT: &str = "hoist-stat-fingerprint/v2";
+
 /// Hashes the selected context files. An unchanged selection is recognised from its stats
-/// alone — one digest over every path's (mode, device, inode, size, mtime, ctime), looked up in
-/// the store — so a warm rebuild reads no contents and no per-file rows; `per_file` forces the
-/// per-file inputs (for explanations and incremental copies).
+/// alone — one digest over every path's (name, mode, device, inode, size, mtime, ctime) in walk
+/// order, looked up in the store — so a warm rebuild reads no contents and no per-file rows,
+/// and never even puts the paths in order; `per_file` forces the per-file inputs (for
+/// explanations and incremental copies).
 fn context_inputs(
     c: &Copy,
     tree: &SourceTree<'_>,
     store: &Store,
     per_file: bool,
 ) -> Result<ContextInputs, BuildError> {
-    let mut files: Vec<(PathBuf, String, fs::Metadata)> = Vec::new();
+    let mut fp = Sha256Hasher::new();
+    fp.update(FINGERPRINT.as_bytes());
+    let root = tree.root.as_os_str().as_encoded_bytes();
+    fp.update(&(root.len() as u64).to_le_bytes());
+    fp.update(root);
+    let mut selected: Vec<(Selected, Stat, Option<StatWalk>)> = Vec::new();
+    let mut buf = Vec::new();
     for src in &c.sources {
         for sel in tree.select(src)? {
-            let meta =
-                fs::metadata(&sel.real).map_err(|e| BuildError::io("reading", &sel.real, e))?;
-            let is_dir = meta.is_dir();
-            files.push((sel.real.clone(), sel.rel.clone(), meta));
-            if is_dir {
-                walk_prefixed(tree, &sel.real, &sel.rel, &sel.rel, &mut files)?;
-            }
+            // The source itself is followed if it is a symlink.
+            let stat =
+                Stat::of(&sel.real, true).map_err(|e| BuildError::io("reading", &sel.real, e))?;
+            buf.clear();
+            encode_stat(&mut buf, &sel.rel, &stat);
+            fp.update(&buf);
+            let walk = if stat.is_dir() {
+                let mut walk = walk_stats(tree, &sel.real, &sel.rel, &sel.rel);
+                walk.fingerprint(&mut fp)?;
+                Some(walk)
+            } else {
+                None
+            };
+            selected.push((sel, stat, walk));
         }
-    }
-    let mut fp = Sha256Hasher::new();
-    fp.update(tree.root.as_os_str().as_encoded_bytes());
-    for (_, rel, m) in &files {
-        let st = stat_of(m);
-        fp.update(&(rel.len() as u64).to_le_bytes());
-        fp.update(rel.as_bytes());
-        for v in [u64::from(m.mode()), st.dev, st.ino, st.size] {
-            fp.update(&v.to_le_bytes());
-        }
-        fp.update(&st.mtime_ns.to_le_bytes());
-        fp.update(&st.ctime_ns.to_le_bytes());
     }
     let fingerprint = fp.finish().to_string();
     if !per_file && let Some(digest) = store.fingerprint_get(&fingerprint)? {
@@ -187,14 +219,37 @@ fn context_inputs(
             per_file: None,
         });
     }
-    let digests = file_digests(&files, store)?;
+    let mut files: Vec<ContextFile> = Vec::new();
+    let mut sels = Vec::with_capacity(selected.len());
+    for (origin, (sel, stat, walk)) in selected.into_iter().enumerate() {
+        files.push(ContextFile {
+            rel: sel.rel.clone(),
+            stat,
+            origin,
+            walked: false,
+            real: None,
+        });
+        if let Some(walk) = walk {
+            let found = walk.paths()?;
+            files.reserve(found.len());
+            files.extend(found.into_iter().map(|w| ContextFile {
+                rel: w.rel,
+                stat: w.stat,
+                origin,
+                walked: true,
+                real: w.real,
+            }));
+        }
+        sels.push(sel);
+    }
+    let digests = file_digests(&files, &sels, store)?;
     let per_file: Vec<(String, String)> = files
         .iter()
         .zip(digests)
-        .map(|((_, rel, meta), digest)| {
+        .map(|(f, digest)| {
             (
-                format!("file {rel}"),
-                format!("{:o} {digest}", meta.mode() & 0o177_777),
+                format!("file {}", f.rel),
+                format!("{:o} {digest}", f.stat.mode & 0o177_777),
             )
         })
         .collect();
@@ -213,45 +268,38 @@ fn context_inputs(
     })
 }
 
-fn stat_of(m: &fs::Metadata) -> FileStat {
+fn stat_of(s: &Stat) -> FileStat {
     FileStat {
-        dev: m.dev(),
-        ino: m.ino(),
-        size: m.size(),
-        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-        ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+        dev: s.dev,
+        ino: s.ino,
+        size: s.size,
+        mtime_ns: s.mtime_ns,
+        ctime_ns: s.ctime_ns,
     }
 }
 
 /// Content digests (or `dir`, or `-> target`), hashing only files whose stat changed, in
 /// parallel.
 fn file_digests(
-    files: &[(PathBuf, String, fs::Metadata)],
+    files: &[ContextFile],
+    selected: &[Selected],
     store: &Store,
 ) -> Result<Vec<String>, BuildError> {
     let regular: Vec<usize> = files
         .iter()
         .enumerate()
-        .filter(|(_, f)| f.2.is_file())
+        .filter(|(_, f)| f.stat.is_file())
         .map(|(i, _)| i)
         .collect();
+    let paths: Vec<PathBuf> = regular.iter().map(|&i| files[i].real(selected)).collect();
     let keys: Vec<(String, FileStat)> = regular
         .iter()
-        .map(|&i| {
-            (
-                files[i].0.to_string_lossy().into_owned(),
-                stat_of(&files[i].2),
-            )
-        })
+        .zip(&paths)
+        .map(|(&i, p)| (p.to_string_lossy().into_owned(), stat_of(&files[i].stat)))
         .collect();
     let known = store.stat_lookup(&keys)?;
     let misses: Vec<usize> = (0..regular.len()).filter(|&j| known[j].is_none()).collect();
-    let hashed = hash_parallel(
-        &misses
-            .iter()
-            .map(|&j| files[regular[j]].0.clone())
-            .collect::<Vec<_>>(),
-    )?;
+    let hashed = hash_parallel(&misses.iter().map(|&j| paths[j].clone()).collect::<Vec<_>>())?;
     let mut by_file: Vec<Option<Digest>> = vec![None; files.len()];
     for (j, d) in known.into_iter().enumerate() {
         by_file[regular[j]] = d;
@@ -266,15 +314,16 @@ fn file_digests(
     files
         .iter()
         .zip(by_file)
-        .map(|((real, _, meta), d)| {
+        .map(|(f, d)| {
             Ok(match d {
                 Some(d) => d.to_string(),
-                None if meta.is_dir() => "dir".to_owned(),
-                None if meta.file_type().is_symlink() => {
+                None if f.stat.is_dir() => "dir".to_owned(),
+                None if f.stat.is_symlink() => {
+                    let real = f.real(selected);
                     format!(
                         "-> {}",
-                        fs::read_link(real)
-                            .map_err(|e| BuildError::io("reading", real, e))?
+                        fs::read_link(&real)
+                            .map_err(|e| BuildError::io("reading", &real, e))?
                             .display()
                     )
                 }

@@ -168,8 +168,15 @@ impl Store {
         db.busy_timeout(std::time::Duration::from_secs(60))?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "NORMAL")?;
-        db.execute_batch(SCHEMA)?;
-        db.execute_batch(cache::CACHE_SCHEMA)?;
+        // Creating the tables is idempotent, but every open would parse and run each statement
+        // again; a database made with this very schema text says so in its user_version.
+        let version = schema_version();
+        let current: i32 = db.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if current != version {
+            db.execute_batch(SCHEMA)?;
+            db.execute_batch(cache::CACHE_SCHEMA)?;
+            db.pragma_update(None, "user_version", version)?;
+        }
         Ok(Self {
             dir,
             db: Mutex::new(db),
@@ -238,6 +245,13 @@ impl Store {
 
     /// Writes a small blob.
     pub fn write_blob(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
+        // A blob is renamed into place only complete and synced, so one already there holds
+        // these bytes: writing, syncing and dropping a copy (every warm build's image config)
+        // would change nothing.
+        let digest = Digest::sha256_of(bytes);
+        if self.has_blob(&digest) {
+            return Ok(digest);
+        }
         let mut w = self.blob_writer()?;
         io::Write::write_all(&mut w, bytes).ctx("writing", self.tmp_dir())?;
         Ok(w.commit(None)?.0)
@@ -563,6 +577,10 @@ impl Store {
             })?;
         let id = self.write_blob(config_bytes)?;
         let mut db = self.db();
+        // A rebuilt image that is recorded already (a warm build's) costs no write.
+        if image_recorded(&db, &id, manifest, &config.rootfs.diff_ids)? {
+            return Ok(id);
+        }
         let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut size = 0u64;
         for diff_id in &config.rootfs.diff_ids {
@@ -1006,6 +1024,54 @@ fn dir_size(p: &Path) -> u64 {
         }
     }
     total
+}
+
+/// Whether `put_image` would change nothing: the image is recorded with these layers, which
+/// are all stored, and with `manifest` (or no manifest is given).
+fn image_recorded(
+    db: &Connection,
+    id: &Digest,
+    manifest: Option<&Digest>,
+    diff_ids: &[Digest],
+) -> Result<bool, StoreError> {
+    let stored: Option<Option<String>> = db
+        .query_row(
+            "SELECT manifest FROM images WHERE id = ?1",
+            [id.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(stored) = stored else {
+        return Ok(false);
+    };
+    if manifest.is_some_and(|m| stored.as_deref() != Some(m.as_str())) {
+        return Ok(false);
+    }
+    let mut stmt = db.prepare("SELECT diff_id FROM image_layers WHERE image = ?1 ORDER BY idx")?;
+    let layers: Vec<String> = stmt
+        .query_map([id.as_str()], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if !layers
+        .iter()
+        .map(String::as_str)
+        .eq(diff_ids.iter().map(Digest::as_str))
+    {
+        return Ok(false);
+    }
+    for diff_id in diff_ids {
+        if layer_row(db, diff_id)?.is_none() {
+            return Err(StoreError::MissingLayer(diff_id.clone()));
+        }
+    }
+    Ok(true)
+}
+
+/// Stands for the schema text (any change to it gives another number; never 0, what a
+/// database that has not recorded one reads).
+fn schema_version() -> i32 {
+    let digest = Digest::sha256_of(format!("{SCHEMA}{}", cache::CACHE_SCHEMA).as_bytes());
+    let hex = digest.hex().get(..7).unwrap_or_default();
+    i32::from_str_radix(hex, 16).map_or(1, |v| v.max(1))
 }
 
 pub(crate) fn layer_row(
