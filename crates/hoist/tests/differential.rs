@@ -882,10 +882,10 @@ fn normalise_docker_history(docker: &str, hoist: Option<&str>) -> String {
         }
         return format!("EXPOSE [{}]", ports.join(" "));
     }
-    if docker.starts_with("HEALTHCHECK &{") {
-        if let Some(current) = old_healthcheck_to_current(docker) {
-            return current;
-        }
+    if docker.starts_with("HEALTHCHECK &{")
+        && let Some(current) = old_healthcheck_to_current(docker)
+    {
+        return current;
     }
     docker.to_owned()
 }

@@ -165,7 +165,6 @@ pub fn file_in(h: &Hoist, image: &str, path: &str) -> Option<String> {
     layers
         .iter()
         .flatten()
-        .filter(|e| e.path == path)
-        .last()
+        .rfind(|e| e.path == path)
         .map(|e| String::from_utf8_lossy(&e.content).into_owned())
 }
