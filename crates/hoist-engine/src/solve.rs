@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use hoist_dockerfile::ignore::Matcher;
 use hoist_oci::{ContainerConfig, Digest, History, ImageConfig, Platform, Reference};
 use hoist_plan::{Base, Copy, Exec, Op, Plan, SourceRef, Stage};
-use hoist_store::{LayerInfo, Store, StoreError};
+use hoist_store::{DigestedSnapshot, LayerInfo, Store, StoreError};
 
 use crate::cache;
 use crate::{
@@ -24,6 +24,28 @@ use crate::{
 pub(crate) struct BuiltStage {
     pub(crate) image: StageImage,
     pub(crate) key: String,
+}
+
+/// What a step needs of the stage running it.
+#[derive(Clone, Copy)]
+struct StepRun<'a, 'r, 's, 'e> {
+    id: usize,
+    use_cache: bool,
+    identity: &'a str,
+    run: &'a StageRun<'r>,
+    scope: &'s std::thread::Scope<'s, 'e>,
+}
+
+/// A COPY's layer whose digest is being computed on another thread while the step after it
+/// runs with the layer's directory as its top lower layer; committed before any other layer
+/// joins the image.
+struct Pending<'s> {
+    /// Holds `upper` until the commit moves it into the store.
+    _dir: tempfile::TempDir,
+    upper: PathBuf,
+    digest: std::thread::ScopedJoinHandle<'s, Result<DigestedSnapshot, StoreError>>,
+    key: String,
+    created: String,
 }
 
 /// What worker threads send to the calling thread.
@@ -276,67 +298,106 @@ impl Solver<'_, '_> {
                     .any(|f| f.eq_ignore_ascii_case(n))
             });
         let mut flags = meta::StageFlags::default();
-        let mut n = 1;
-        for (index, step) in stage.steps.iter().enumerate() {
-            if self.failed.load(Ordering::SeqCst) {
-                return Err(BuildError::Invalid("canceled: another stage failed".into()));
-            }
-            if let Op::Meta(m) = &step.op {
-                let image = &mut built.image;
-                let mut author = image.config.author.take();
-                let line = meta::apply(image.container(), &mut author, &mut flags, m);
-                image.config.author = author;
-                if !line.is_empty() {
-                    history(image, line, None);
+        std::thread::scope(|scope| {
+            let mut pending = None;
+            let mut n = 1;
+            for (index, step) in stage.steps.iter().enumerate() {
+                if self.failed.load(Ordering::SeqCst) {
+                    return Err(BuildError::Invalid("canceled: another stage failed".into()));
                 }
-                continue;
-            }
-            n += 1;
-            let name = vertex(n, &step.source);
-            if matches!(step.op, Op::Exec(_))
-                && !oci_platform(&stage.platform).matches(&Platform::host())
-            {
-                let message = format!(
-                    "running a {} command on this {} machine is not supported yet",
-                    stage.platform,
-                    Platform::host()
+                if let Op::Meta(m) = &step.op {
+                    let image = &mut built.image;
+                    let mut author = image.config.author.take();
+                    let line = meta::apply(image.container(), &mut author, &mut flags, m);
+                    image.config.author = author;
+                    if !line.is_empty() {
+                        history(image, line, None);
+                    }
+                    continue;
+                }
+                n += 1;
+                let name = vertex(n, &step.source);
+                if matches!(step.op, Op::Exec(_))
+                    && !oci_platform(&stage.platform).matches(&Platform::host())
+                {
+                    let message = format!(
+                        "running a {} command on this {} machine is not supported yet",
+                        stage.platform,
+                        Platform::host()
+                    );
+                    return Err(BuildError::Step {
+                        lines: step.lines,
+                        vertex: name,
+                        message,
+                    });
+                }
+                let id = self.start(run, &name);
+                let started = Instant::now();
+                let identity = format!(
+                    "{}\u{0}{}\u{0}{}\u{0}{index}",
+                    self.opts.context.display(),
+                    self.opts.dockerfile_name,
+                    stage.dockerfile_index
                 );
-                return Err(BuildError::Step {
-                    lines: step.lines,
-                    vertex: name,
-                    message,
-                });
+                let step_run = StepRun {
+                    id,
+                    use_cache,
+                    identity: &identity,
+                    run,
+                    scope,
+                };
+                let cached = self
+                    .layer_step(&step.op, &mut built, &step_run, &mut pending)
+                    .map_err(|e| e.at(step.lines, &name))?;
+                if cached {
+                    run.send(Msg::Cached(id));
+                } else {
+                    run.send(Msg::Done(id, started.elapsed()));
+                }
             }
-            let id = self.start(run, &name);
-            let started = Instant::now();
-            let identity = format!(
-                "{}\u{0}{}\u{0}{}\u{0}{index}",
-                self.opts.context.display(),
-                self.opts.dockerfile_name,
-                stage.dockerfile_index
-            );
-            let cached = self
-                .layer_step(id, &step.op, &mut built, use_cache, &identity, run)
-                .map_err(|e| e.at(step.lines, &name))?;
-            if cached {
-                run.send(Msg::Cached(id));
-            } else {
-                run.send(Msg::Done(id, started.elapsed()));
-            }
-        }
-        Ok(built)
+            self.resolve(pending.take(), &mut built)?;
+            Ok(built)
+        })
+    }
+
+    /// Commits a [`Pending`] layer into the image (and the cache).
+    fn resolve(
+        &self,
+        pending: Option<Pending<'_>>,
+        built: &mut BuiltStage,
+    ) -> Result<(), BuildError> {
+        let Some(p) = pending else {
+            return Ok(());
+        };
+        let digested = p
+            .digest
+            .join()
+            .map_err(|_| BuildError::Invalid("the layer digest thread panicked".into()))??;
+        let layer = self.store().commit_digested(&p.upper, &digested)?;
+        self.store().cache_put(&p.key, &layer, &p.created)?;
+        built.image.layers.push(layer);
+        Ok(())
     }
 
     /// Runs (or finds in the cache) one layer-producing step; true when it was cached.
-    fn layer_step(
-        &self,
-        id: usize,
+    fn layer_step<'s, 'e: 's>(
+        &'e self,
         op: &Op,
         built: &mut BuiltStage,
-        use_cache: bool,
-        identity: &str,
-        run: &StageRun<'_>,
+        step: &StepRun<'_, '_, 's, 'e>,
+        pending: &mut Option<Pending<'s>>,
     ) -> Result<bool, BuildError> {
+        let StepRun {
+            id,
+            use_cache,
+            identity,
+            run,
+            scope,
+        } = *step;
+        // Only a RUN uses a pending layer as it is; anything else needs it committed first.
+        if !matches!(op, Op::Exec(_)) {
+            self.resolve(pending.take(), built)?;
+        }
         let parent = built.key.clone();
         let user = built
             .image
@@ -414,6 +475,7 @@ impl Solver<'_, '_> {
             self.store().swap_step_inputs(identity, &key, &json)?
         };
         if use_cache && let Some(hit) = self.store().cache_get(&key)? {
+            self.resolve(pending.take(), built)?;
             built.image.layers.push(hit.layer);
             history(&mut built.image, history_line, Some(hit.created));
             built.key = key;
@@ -468,14 +530,35 @@ impl Solver<'_, '_> {
                     }
                 }
             }
-            Op::Exec(e) => self.exec(id, e, &built.image, dir.path(), &upper, &work, run)?,
+            Op::Exec(e) => {
+                let top = pending.as_ref().map(|p| p.upper.as_path());
+                let ran = self.exec(id, e, &built.image, top, dir.path(), &upper, &work, run);
+                // The pending layer goes first, failed or not: its digest thread is done with it.
+                self.resolve(pending.take(), built)?;
+                ran?;
+            }
             Op::Meta(_) => {}
         }
         drop(from_mount);
-        let layer = match &earlier {
-            Some(earlier) => self.store().commit_snapshot_after(&upper, earlier)?,
-            None => self.store().commit_snapshot(&upper)?,
-        };
+        if matches!(op, Op::Copy(_)) {
+            // Hashed while the next step runs on it; see `Pending`.
+            let store = self.store();
+            let digest_upper = upper.clone();
+            let digest =
+                scope.spawn(move || store.digest_snapshot(&digest_upper, earlier.as_ref()));
+            let created = now_rfc3339();
+            history(&mut built.image, history_line, Some(created.clone()));
+            *pending = Some(Pending {
+                _dir: dir,
+                upper,
+                digest,
+                key: key.clone(),
+                created,
+            });
+            built.key = key;
+            return Ok(false);
+        }
+        let layer = self.store().commit_snapshot(&upper)?;
         let created = now_rfc3339();
         self.store().cache_put(&key, &layer, &created)?;
         built.image.layers.push(layer);
@@ -709,6 +792,7 @@ impl Solver<'_, '_> {
         id: usize,
         e: &Exec,
         image: &StageImage,
+        top: Option<&Path>,
         scratch: &Path,
         upper: &Path,
         work: &Path,
@@ -743,6 +827,9 @@ impl Solver<'_, '_> {
         env.extend(e.proxy_env.iter().map(|(k, v)| format!("{k}={v}")));
         env.extend(secret_env);
         let mut lowerdirs = self.lowerdirs(image);
+        if let Some(top) = top {
+            lowerdirs.insert(0, top.to_owned());
+        }
         if lowerdirs.is_empty() {
             lowerdirs.push(self.empty.to_owned());
         }

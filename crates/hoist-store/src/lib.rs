@@ -49,6 +49,14 @@ pub use error::StoreError;
 
 const FORMAT: &str = "v1";
 
+/// A layer directory's digest, made by [`Store::digest_snapshot`] and committed by
+/// [`Store::commit_digested`].
+#[derive(Debug)]
+pub struct DigestedSnapshot {
+    summary: hoist_layer::LayerSummary,
+    checkpoints: hoist_layer::Checkpoints,
+}
+
 /// A layer the store holds, unpacked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerInfo {
@@ -328,14 +336,47 @@ impl Store {
     /// directory itself becomes the snapshot. When the store already has a layer with that
     /// diff id, the directory is removed and the existing layer returned.
     pub fn commit_snapshot(&self, upper: &Path) -> Result<LayerInfo, StoreError> {
-        let (summary, checkpoints) =
-            hoist_layer::digest_layer(upper, &hoist_layer::WriteOptions::default(), None)?;
+        let digested = self.digest_snapshot(upper, None)?;
+        self.commit_digested(upper, &digested)
+    }
+
+    /// The first half of [`Store::commit_snapshot`] (or, with `previous`, of
+    /// [`Store::commit_snapshot_after`]): the layer's digest, which can be computed on another
+    /// thread while `upper` serves as a lower layer of the next step. `upper` must not change
+    /// until [`Store::commit_digested`] took it.
+    pub fn digest_snapshot(
+        &self,
+        upper: &Path,
+        previous: Option<&LayerInfo>,
+    ) -> Result<DigestedSnapshot, StoreError> {
+        let checkpoints = match previous {
+            Some(previous) => self.checkpoints(previous)?,
+            None => None,
+        };
+        let (summary, checkpoints) = hoist_layer::digest_layer(
+            upper,
+            &hoist_layer::WriteOptions::default(),
+            checkpoints.as_ref(),
+        )?;
+        Ok(DigestedSnapshot {
+            summary,
+            checkpoints,
+        })
+    }
+
+    /// The second half of [`Store::commit_snapshot`]: `upper`, digested, becomes the snapshot.
+    pub fn commit_digested(
+        &self,
+        upper: &Path,
+        digested: &DigestedSnapshot,
+    ) -> Result<LayerInfo, StoreError> {
+        let summary = &digested.summary;
         self.commit_unpacked(
             &summary.diff_id,
             summary.content_bytes,
             summary.size,
             upper,
-            Some(&checkpoints),
+            Some(&digested.checkpoints),
         )
     }
 
@@ -349,19 +390,8 @@ impl Store {
         upper: &Path,
         previous: &LayerInfo,
     ) -> Result<LayerInfo, StoreError> {
-        let checkpoints = self.checkpoints(previous)?;
-        let (summary, checkpoints) = hoist_layer::digest_layer(
-            upper,
-            &hoist_layer::WriteOptions::default(),
-            checkpoints.as_ref(),
-        )?;
-        self.commit_unpacked(
-            &summary.diff_id,
-            summary.content_bytes,
-            summary.size,
-            upper,
-            Some(&checkpoints),
-        )
+        let digested = self.digest_snapshot(upper, Some(previous))?;
+        self.commit_digested(upper, &digested)
     }
 
     /// `layer`'s checkpoints, when they can be trusted. They name the snapshot's inodes, so
