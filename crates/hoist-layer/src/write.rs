@@ -89,7 +89,7 @@ fn write<W: Write>(
 ) -> Result<LayerSummary, LayerError> {
     let root = open_root(dir)?;
     let out = BufWriter::with_capacity(COPY_BUF, HashingWriter::new(out));
-    let mut writer = TarWriter::new(out, overlay, opts);
+    let mut writer = TarWriter::new(out, dir, overlay, opts);
     writer.walk(root.as_fd(), b"")?;
     writer.put(&[0; 2 * BLOCK])?;
     let (entries, content_bytes) = (writer.entries, writer.content_bytes);
@@ -165,7 +165,12 @@ pub(crate) fn digest(
         path: upper.to_path_buf(),
         source,
     })?;
-    let mut writer = TarWriter::new(DigestSink::new(sink_root, interval, previous), true, opts);
+    let mut writer = TarWriter::new(
+        DigestSink::new(sink_root, interval, previous),
+        upper,
+        true,
+        opts,
+    );
     writer.walk(root.as_fd(), b"")?;
     writer.out.end()?;
     writer.put(&[0; 2 * BLOCK])?;
@@ -259,6 +264,9 @@ struct Member<'a> {
 
 struct TarWriter<O: TarOut> {
     out: O,
+    /// The walk's root path and `/`, then the current entry's path (see `read_xattrs`).
+    full_path: Vec<u8>,
+    root_len: usize,
     overlay: bool,
     clamp: Option<u64>,
     /// (dev, inode) → first path, for hardlinks within the layer.
@@ -296,11 +304,22 @@ fn concat(a: &[u8], b: &[u8]) -> Vec<u8> {
     v
 }
 
-/// All xattrs of `name` in `dir` (not following it), sorted by name.
-fn read_xattrs(dir: BorrowedFd<'_>, name: &[u8]) -> Result<Xattrs, Errno> {
+/// All xattrs of `name` in `dir` (not following it), sorted by name. `full` is the same file's
+/// path from the walk's root path: looked up by it, an entry with no xattrs costs a third of a
+/// lookup through `/proc/self/fd`. Resolving a path again is safe here because the trees walked
+/// are the store's own and nothing writes them any more (a committed snapshot, or an upper
+/// directory whose sandbox is gone).
+fn read_xattrs(dir: BorrowedFd<'_>, name: &[u8], full: &[u8]) -> Result<Xattrs, Errno> {
+    match read_xattrs_at(os(full)) {
+        Err(Errno::NAMETOOLONG) => {}
+        done => return done,
+    }
     let mut path = format!("/proc/self/fd/{}/", std::os::fd::AsRawFd::as_raw_fd(&dir)).into_bytes();
     path.extend_from_slice(name);
-    let path = os(&path);
+    read_xattrs_at(os(&path))
+}
+
+fn read_xattrs_at(path: &std::ffi::OsStr) -> Result<Xattrs, Errno> {
     let mut list = vec![0u8; 1024];
     let len = loop {
         match rfs::llistxattr(path, &mut list[..]) {
@@ -362,9 +381,13 @@ fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
 }
 
 impl<O: TarOut> TarWriter<O> {
-    fn new(out: O, overlay: bool, opts: &WriteOptions) -> Self {
+    fn new(out: O, root: &Path, overlay: bool, opts: &WriteOptions) -> Self {
+        let mut full_path = root.as_os_str().as_encoded_bytes().to_vec();
+        full_path.push(b'/');
         Self {
             out,
+            root_len: full_path.len(),
+            full_path,
             overlay,
             clamp: opts.clamp_mtime,
             links: HashMap::new(),
@@ -452,7 +475,10 @@ impl<O: TarOut> TarWriter<O> {
             // Sockets are not content; docker skips them too.
             return Ok(());
         }
-        let all_xattrs = read_xattrs(dir, name).map_err(walk_err(path, "read xattrs"))?;
+        self.full_path.truncate(self.root_len);
+        self.full_path.extend_from_slice(path);
+        let all_xattrs =
+            read_xattrs(dir, name, &self.full_path).map_err(walk_err(path, "read xattrs"))?;
         for feature in [
             b"trusted.overlay.redirect".as_slice(),
             b"trusted.overlay.metacopy",
