@@ -411,6 +411,8 @@ impl Solver<'_, '_> {
         let mut tree = None;
         // ADD of URLs: the downloads, and the COPY of them that replaces the ADD.
         let mut fetched: Option<(tempfile::TempDir, Copy)> = None;
+        // A layer directory a COPY already filled (see the COPY arm below).
+        let mut copied_early = None;
         let (key, history_line) = match op {
             Op::Workdir(path) => {
                 built.image.container().working_dir = Some(path.clone());
@@ -449,18 +451,44 @@ impl Solver<'_, '_> {
                     ));
                 }
                 let (t, from_key) = self.copy_source(c, run, &mut from_mount)?;
-                let mut key =
-                    cache::copy_key(&parent, c, &t, from_key.as_deref(), self.store(), false)?;
-                // Recognised from stats alone, the key has no per-file inputs; a step whose
-                // key moved records them (for --explain-cache and an incremental copy).
-                if c.from == SourceRef::Context
-                    && !key.has_file_inputs()
-                    && self.store().step_key(identity)?.as_deref() != Some(key.peek().as_str())
-                {
-                    key = cache::copy_key(&parent, c, &t, from_key.as_deref(), self.store(), true)?;
+                if !use_cache && !self.opts.explain_cache && c.from == SourceRef::Context {
+                    // The key is only recorded, not looked up: hash the files while copying
+                    // them. A full copy, as the cache is not to be used.
+                    let made = self.upper()?;
+                    let (key, copied) = std::thread::scope(|s| {
+                        let key = s.spawn(|| {
+                            cache::copy_key(&parent, c, &t, from_key.as_deref(), self.store(), true)
+                        });
+                        let copied = self.full_copy(c, &t, &built.image, &made.1, &made.2);
+                        (key.join(), copied)
+                    });
+                    copied?;
+                    let key = key.map_err(|_| {
+                        BuildError::Invalid("the cache key thread panicked".into())
+                    })??;
+                    copied_early = Some(made);
+                    (key, c.history.clone())
+                } else {
+                    let mut key =
+                        cache::copy_key(&parent, c, &t, from_key.as_deref(), self.store(), false)?;
+                    // Recognised from stats alone, the key has no per-file inputs; a step whose
+                    // key moved records them (for --explain-cache and an incremental copy).
+                    if c.from == SourceRef::Context
+                        && !key.has_file_inputs()
+                        && self.store().step_key(identity)?.as_deref() != Some(key.peek().as_str())
+                    {
+                        key = cache::copy_key(
+                            &parent,
+                            c,
+                            &t,
+                            from_key.as_deref(),
+                            self.store(),
+                            true,
+                        )?;
+                    }
+                    tree = Some(t);
+                    (key, c.history.clone())
                 }
-                tree = Some(t);
-                (key, c.history.clone())
             }
             Op::Meta(_) => return Ok(true),
         };
@@ -490,10 +518,15 @@ impl Solver<'_, '_> {
             };
             run.send(Msg::Explain(id, why));
         }
-        let (dir, upper, work) = self.upper()?;
+        let copied = copied_early.is_some();
+        let (dir, upper, work) = match copied_early {
+            Some(made) => made,
+            None => self.upper()?,
+        };
         // The layer an incremental COPY started from: the new one's tar hash resumes from it.
         let mut earlier = None;
         match op {
+            Op::Copy(_) if copied => {}
             Op::Workdir(path) => {
                 let mount = self.mount_rw(&built.image, &upper, &work)?;
                 mkdir_all(mount.path(), path, &user)?;
@@ -515,19 +548,7 @@ impl Solver<'_, '_> {
                         let same = |name: &str| old_inputs.get(name) == inputs.get(name);
                         copy::copy_incremental(c, tree, view.path(), &previous, &upper, &same)?;
                     }
-                    None => {
-                        let view = mounts::OverlayMount::new(
-                            &self.store().tmp_dir(),
-                            &self.lowerdirs(&built.image),
-                            None,
-                            self.empty,
-                        )?;
-                        if !copy::copy_into_layer(c, tree, view.path(), &upper)? {
-                            drop(view);
-                            let mount = self.mount_rw(&built.image, &upper, &work)?;
-                            copy::copy(c, tree, mount.path())?;
-                        }
-                    }
+                    None => self.full_copy(c, tree, &built.image, &upper, &work)?,
                 }
             }
             Op::Exec(e) => {
@@ -565,6 +586,30 @@ impl Solver<'_, '_> {
         history(&mut built.image, history_line, Some(created));
         built.key = key;
         Ok(false)
+    }
+
+    /// A COPY into the fresh layer directory `upper`: straight in when it can be, else through
+    /// the merged view.
+    fn full_copy(
+        &self,
+        c: &Copy,
+        tree: &context::SourceTree<'_>,
+        image: &StageImage,
+        upper: &Path,
+        work: &Path,
+    ) -> Result<(), BuildError> {
+        let view = mounts::OverlayMount::new(
+            &self.store().tmp_dir(),
+            &self.lowerdirs(image),
+            None,
+            self.empty,
+        )?;
+        if !copy::copy_into_layer(c, tree, view.path(), upper)? {
+            drop(view);
+            let mount = self.mount_rw(image, upper, work)?;
+            copy::copy(c, tree, mount.path())?;
+        }
+        Ok(())
     }
 
     /// Downloads every URL of an ADD (verifying `--checksum`) into a directory, as files named

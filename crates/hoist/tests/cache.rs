@@ -7,7 +7,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use common::Hoist;
+use common::{Hoist, file_in};
 
 fn with_busybox() -> Hoist {
     let h = Hoist::new();
@@ -224,6 +224,35 @@ fn no_cache_and_no_cache_filter() {
     let o = build(&h, &ctx, &["--no-cache-filter", "two"]);
     assert_eq!(o.cached, ["RUN echo 1 > /1"]);
     assert_eq!(o.ran, ["COPY --from=one /1 /1", "RUN echo 2 > /2"]);
+}
+
+/// A `--no-cache` build hashes the context while it copies it (its key is only recorded); the
+/// key it records must be the one a later build looks up.
+#[test]
+fn a_no_cache_build_records_the_keys_a_later_build_hits() {
+    let h = with_busybox();
+    let ctx = project(&h);
+    let iid = h.path("first-iid");
+    let out = h.output(&[
+        "build",
+        "--no-cache",
+        "--iidfile",
+        iid.to_str().unwrap(),
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second = build(&h, &ctx, &[]);
+    assert_eq!(second.ran, Vec::<String>::new());
+    assert_eq!(second.cached.len(), 3);
+    assert_eq!(second.id, std::fs::read_to_string(&iid).unwrap());
+    assert_eq!(
+        file_in(&h, second.id.trim(), "app/lib/util.sh").as_deref(),
+        Some("echo util")
+    );
 }
 
 #[test]
