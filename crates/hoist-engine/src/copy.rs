@@ -182,7 +182,8 @@ fn plan(
                 members.push(Member {
                     dest: join(&target, &rel),
                     item: Item::Path { real, meta: m },
-                    input: Some(format!("file {}/{rel}", sel.rel)),
+                    // Named as the cache key names it: the path in the tree.
+                    input: Some(format!("file {}", join(&sel.rel, &rel))),
                 });
             }
         } else {

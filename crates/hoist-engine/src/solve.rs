@@ -545,7 +545,9 @@ impl Solver<'_, '_> {
                             None,
                             self.empty,
                         )?;
-                        let same = |name: &str| old_inputs.get(name) == inputs.get(name);
+                        // Unchanged means recorded alike both times; a name missing from
+                        // either is never unchanged.
+                        let same = |name: &str| matches!((old_inputs.get(name), inputs.get(name)), (Some(a), Some(b)) if a == b);
                         copy::copy_incremental(c, tree, view.path(), &previous, &upper, &same)?;
                     }
                     None => self.full_copy(c, tree, &built.image, &upper, &work)?,
