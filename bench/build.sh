@@ -82,6 +82,13 @@ run_pair "large: cold (--no-cache)" --no-cache -t l "$ctx/large" -- --no-cache -
 run_pair "large: warm, nothing changed" -t l "$ctx/large" -- -t l "$ctx/large"
 echo " appended" >> "$ctx/large/src/d100/f050.txt"
 run_pair "large: one file appended" -t l "$ctx/large" -- -t l "$ctx/large"
+# A fast rebuild must still be right: the image holds the appended file.
+want=$(md5sum < "$ctx/large/src/d100/f050.txt" | cut -d' ' -f1)
+got=$("$HOIST" run --rm l /bin/busybox md5sum /app/src/d100/f050.txt | cut -d' ' -f1)
+if [ "$want" != "$got" ]; then
+    echo "hoist's rebuilt image does not hold the appended file ($got, want $want)" >&2
+    exit 1
+fi
 run_pair "runcp: cold (--no-cache)" --no-cache -t r "$ctx/runcp" -- --no-cache -t r "$ctx/runcp"
 run_pair "parallel: cold (--no-cache)" --no-cache -t p "$ctx/parallel" -- --no-cache -t p "$ctx/parallel"
 
