@@ -591,6 +591,29 @@ enum Scope {
     All(bool),
 }
 
+/// A child directory's scope for one set of patterns, and the path the patterns need (kept
+/// only while they are still asked): `parent_rel` and `scope` are the parent's, `this` whether
+/// the patterns matched the child itself.
+fn below(
+    scope: Scope,
+    parent_rel: &str,
+    name: &str,
+    this: bool,
+    varies: impl Fn(&str) -> bool,
+) -> (String, Scope) {
+    match scope {
+        Scope::All(v) => (String::new(), Scope::All(v)),
+        Scope::Ask => {
+            let r = join(parent_rel, name);
+            if varies(&r) {
+                (r, Scope::Ask)
+            } else {
+                (String::new(), Scope::All(this))
+            }
+        }
+    }
+}
+
 /// A directory to list.
 struct DirTask {
     /// Where its listing goes.
@@ -926,28 +949,12 @@ impl<L: Lister> Walker<'_, '_, L> {
                 continue;
             }
             let name = work.name(e);
-            let (tree_rel, ignore) = match task.ignore {
-                Scope::All(v) => (String::new(), Scope::All(v)),
-                Scope::Ask => {
-                    let r = join(&task.tree_rel, name);
-                    if self.tree.ignored_varies_below(&r) {
-                        (r, Scope::Ask)
-                    } else {
-                        (String::new(), Scope::All(e.ignored))
-                    }
-                }
-            };
-            let (dir_rel, exclude) = match task.exclude {
-                Scope::All(v) => (String::new(), Scope::All(v)),
-                Scope::Ask => {
-                    let r = join(&task.dir_rel, name);
-                    if self.tree.excluded_varies_below(&r) {
-                        (r, Scope::Ask)
-                    } else {
-                        (String::new(), Scope::All(e.dropped))
-                    }
-                }
-            };
+            let (tree_rel, ignore) = below(task.ignore, &task.tree_rel, name, e.ignored, |r| {
+                self.tree.ignored_varies_below(r)
+            });
+            let (dir_rel, exclude) = below(task.exclude, &task.dir_rel, name, e.dropped, |r| {
+                self.tree.excluded_varies_below(r)
+            });
             // Below a directory whose every path is ignored nothing is reported.
             if ignore == Scope::All(true) {
                 continue;
