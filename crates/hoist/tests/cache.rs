@@ -255,6 +255,30 @@ fn a_no_cache_build_records_the_keys_a_later_build_hits() {
     );
 }
 
+/// A COPY's layer is committed after the RUN that follows it started on it (see the solver's
+/// pending layers); when that RUN fails, the COPY is still recorded and a fixed rebuild hits it.
+#[test]
+fn a_copy_before_a_failing_run_is_cached() {
+    let h = with_busybox();
+    let ctx = h.path("ctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox\nCOPY app /app\nRUN test -f /app/ok\n",
+    );
+    write(&ctx, "app/data.txt", "data");
+    let out = h.output(&["build", "--progress", "plain", ctx.to_str().unwrap()]);
+    assert!(!out.status.success());
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox\nCOPY app /app\nRUN test -f /app/data.txt\n",
+    );
+    let o = build(&h, &ctx, &[]);
+    assert_eq!(o.cached, ["COPY app /app"]);
+    assert_eq!(o.ran, ["RUN test -f /app/data.txt"]);
+}
+
 #[test]
 fn independent_stages_run_at_the_same_time() {
     let h = with_busybox();
