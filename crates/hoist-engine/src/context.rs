@@ -176,6 +176,92 @@ impl Stat {
     }
 }
 
+/// What COPY needs of a source's lstat, at a third of `fs::Metadata`'s size: a copy plan holds
+/// one per file of the context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileMeta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    nlink: u64,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+    ctime_ns: i64,
+    dev: u64,
+    ino: u64,
+}
+
+impl FileMeta {
+    fn kind(&self) -> u32 {
+        self.mode & 0o170_000
+    }
+    pub(crate) fn is_dir(&self) -> bool {
+        self.kind() == 0o040_000
+    }
+    pub(crate) fn is_file(&self) -> bool {
+        self.kind() == 0o100_000
+    }
+    pub(crate) fn is_symlink(&self) -> bool {
+        self.kind() == 0o120_000
+    }
+    /// Type and permission bits, as `st_mode`.
+    pub(crate) fn mode(&self) -> u32 {
+        self.mode
+    }
+    pub(crate) fn uid(&self) -> u32 {
+        self.uid
+    }
+    pub(crate) fn gid(&self) -> u32 {
+        self.gid
+    }
+    pub(crate) fn nlink(&self) -> u64 {
+        self.nlink
+    }
+    pub(crate) fn len(&self) -> u64 {
+        self.size
+    }
+    pub(crate) fn mtime(&self) -> i64 {
+        self.mtime
+    }
+    pub(crate) fn dev(&self) -> u64 {
+        self.dev
+    }
+    pub(crate) fn ino(&self) -> u64 {
+        self.ino
+    }
+}
+
+impl From<&fs::Metadata> for FileMeta {
+    fn from(m: &fs::Metadata) -> Self {
+        Self {
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+            nlink: m.nlink(),
+            size: m.size(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+            dev: m.dev(),
+            ino: m.ino(),
+        }
+    }
+}
+
+impl From<&FileMeta> for Stat {
+    fn from(m: &FileMeta) -> Self {
+        Self {
+            mode: m.mode,
+            dev: m.dev,
+            ino: m.ino,
+            size: m.size,
+            mtime_ns: m.mtime * 1_000_000_000 + m.mtime_nsec,
+            ctime_ns: m.ctime_ns,
+        }
+    }
+}
+
 impl From<&fs::Metadata> for Stat {
     fn from(m: &fs::Metadata) -> Self {
         Self {
@@ -217,7 +303,7 @@ pub(crate) fn walk(
     tree: &SourceTree<'_>,
     dir: &Path,
     base_rel: &str,
-    out: &mut Vec<(PathBuf, String, fs::Metadata)>,
+    out: &mut Vec<(PathBuf, String, FileMeta)>,
 ) -> Result<(), BuildError> {
     let mut listings = run(tree, &MetaLister, dir, base_rel, "", false, workers());
     out.reserve(count(&listings));
@@ -469,7 +555,7 @@ fn push_joined(s: &mut String, base: &str, name: &str) {
 struct MetaLister;
 
 impl Lister for MetaLister {
-    type Meta = (PathBuf, fs::Metadata);
+    type Meta = (PathBuf, FileMeta);
 
     fn list(
         &self,
@@ -487,7 +573,7 @@ impl Lister for MetaLister {
             out.entries.push(Entry {
                 name,
                 is_dir: meta.is_dir(),
-                meta: (entry.path(), meta),
+                meta: (entry.path(), FileMeta::from(&meta)),
                 exact: exact && file_name.to_str().is_some(),
                 ignored: false,
                 dropped: false,
@@ -1013,7 +1099,7 @@ impl<L: Lister> Walker<'_, '_, L> {
 mod tests {
     use super::*;
 
-    type Found = Vec<(PathBuf, String, fs::Metadata)>;
+    type Found = Vec<(PathBuf, String, FileMeta)>;
 
     /// [`walk`] on a given number of threads.
     fn walk_with(
@@ -1058,7 +1144,7 @@ mod tests {
                 let rel = join(out_rel, &name);
                 let path = entry.path();
                 let at = out.len();
-                out.push((path.clone(), rel.clone(), meta));
+                out.push((path.clone(), rel.clone(), FileMeta::from(&meta)));
                 if is_dir {
                     inner(tree, &path, &rel_in_tree, &rel, out);
                 }

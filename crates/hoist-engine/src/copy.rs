@@ -15,13 +15,13 @@ use std::path::{Path, PathBuf};
 use hoist_plan::{Chmod, Copy};
 
 use crate::BuildError;
-use crate::context::{SourceTree, walk};
+use crate::context::{FileMeta, SourceTree, walk};
 use crate::fsutil::{clean, resolve};
 use crate::userdb::{Owner, resolve_chown};
 
 /// One member of the stream: a file from a source tree, a directory to create, or inline text.
 enum Item {
-    Path { real: PathBuf, meta: fs::Metadata },
+    Path { real: PathBuf, meta: FileMeta },
     Dir { mode: u32, mtime: i64 },
     Inline { content: Vec<u8>, mode: u32 },
 }
@@ -151,7 +151,9 @@ fn plan(
         }
     };
     for sel in &selected {
-        let meta = fs::metadata(&sel.real).map_err(|e| BuildError::io("reading", &sel.real, e))?;
+        let meta = fs::metadata(&sel.real)
+            .map(|m| FileMeta::from(&m))
+            .map_err(|e| BuildError::io("reading", &sel.real, e))?;
         let base_rel = pivoted(&copy.sources, &sel.rel);
         if meta.is_dir() {
             // A directory's contents go into the destination (or under its path with --parents).
@@ -303,27 +305,26 @@ fn write_stream(
             }
             Item::Path { real, meta } => {
                 h.set_mtime(u64::try_from(meta.mtime()).unwrap_or(0));
-                let ft = meta.file_type();
-                let mode = file_mode(chmod.as_ref(), meta.permissions().mode(), ft.is_dir())
+                let mode = file_mode(chmod.as_ref(), meta.mode(), meta.is_dir())
                     .map_err(io::Error::other)?;
                 h.set_mode(mode);
-                if ft.is_dir() {
+                if meta.is_dir() {
                     h.set_entry_type(tar::EntryType::Directory);
                     h.set_size(0);
                     tar.append_data(&mut h, format!("{path}/"), io::empty())?;
-                } else if ft.is_symlink() {
+                } else if meta.is_symlink() {
                     h.set_entry_type(tar::EntryType::Symlink);
                     h.set_size(0);
                     let target = fs::read_link(&real)?;
                     tar.append_link(&mut h, &path, target)?;
-                } else if ft.is_file()
+                } else if meta.is_file()
                     && meta.nlink() > 1
                     && links.contains_key(&(meta.dev(), meta.ino()))
                 {
                     h.set_entry_type(tar::EntryType::Link);
                     h.set_size(0);
                     tar.append_link(&mut h, &path, &links[&(meta.dev(), meta.ino())])?;
-                } else if ft.is_file() {
+                } else if meta.is_file() {
                     if meta.nlink() > 1 {
                         links.insert((meta.dev(), meta.ino()), path.clone());
                     }
@@ -509,7 +510,7 @@ impl DirectWriter<'_> {
                     dir_times.push((m.dest.as_str(), *mtime));
                 }
                 Item::Path { meta, .. } if meta.is_dir() => {
-                    let mode = file_mode(self.chmod, meta.permissions().mode(), true)?;
+                    let mode = file_mode(self.chmod, meta.mode(), true)?;
                     self.make_dir(&m.dest, mode, self.owner_of(&m.item))?;
                     dir_times.push((m.dest.as_str(), meta.mtime()));
                 }
@@ -644,10 +645,10 @@ impl DirectWriter<'_> {
                         real.display()
                     )));
                 }
-                let mode = file_mode(self.chmod, meta.permissions().mode(), false)?;
+                let mode = file_mode(self.chmod, meta.mode(), false)?;
                 finish(&f, mode, meta.mtime())
             }
-            Item::Path { real, meta } if meta.file_type().is_symlink() => {
+            Item::Path { real, meta } if meta.is_symlink() => {
                 let target = fs::read_link(real).map_err(|e| BuildError::io("reading", real, e))?;
                 rfs::symlinkat(&target, dir, name)
                     .map_err(|e| BuildError::io("creating", &path(), e.into()))?;
