@@ -174,39 +174,45 @@ impl Store {
         &self,
         paths: &[(String, FileStat)],
     ) -> Result<Vec<Option<Digest>>, StoreError> {
+        if paths.is_empty() {
+            return Ok(Vec::new());
+        }
         let prefix = common_prefix(paths.iter().map(|(p, _)| p.as_str()));
         let mut upper = prefix.clone();
         upper.push(char::MAX);
+        // The rows come in path order (the primary key's); merging them with the paths sorted
+        // the same way (bytewise, as SQLite's BINARY collation) holds no copy of the rows.
+        let mut order: Vec<usize> = (0..paths.len()).collect();
+        order.sort_unstable_by(|&a, &b| paths[a].0.as_bytes().cmp(paths[b].0.as_bytes()));
+        let mut found = vec![None; paths.len()];
         let db = self.db();
         let mut stmt = db.prepare_cached(
-            "SELECT path, dev, ino, size, mtime_ns, ctime_ns, digest FROM stat_cache WHERE path >= ?1 AND path < ?2",
+            "SELECT path, dev, ino, size, mtime_ns, ctime_ns, digest FROM stat_cache WHERE path >= ?1 AND path < ?2 ORDER BY path",
         )?;
-        let mut known: std::collections::HashMap<String, (FileStat, String)> =
-            std::collections::HashMap::new();
-        let rows = stmt.query_map(params![prefix, upper], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                FileStat {
-                    dev: r.get::<_, i64>(1)? as u64,
-                    ino: r.get::<_, i64>(2)? as u64,
-                    size: r.get::<_, i64>(3)? as u64,
-                    mtime_ns: r.get(4)?,
-                    ctime_ns: r.get(5)?,
-                },
-                r.get::<_, String>(6)?,
-            ))
-        })?;
-        for row in rows {
-            let (p, st, d) = row?;
-            known.insert(p, (st, d));
+        let mut rows = stmt.query(params![prefix, upper])?;
+        let mut next = order.iter().peekable();
+        while let Some(row) = rows.next()? {
+            let path = row.get_ref(0)?.as_bytes().map_err(rusqlite::Error::from)?;
+            while next.next_if(|&&i| paths[i].0.as_bytes() < path).is_some() {}
+            while let Some(&i) = next.next_if(|&&i| paths[i].0.as_bytes() == path) {
+                let cached = FileStat {
+                    dev: row.get::<_, i64>(1)? as u64,
+                    ino: row.get::<_, i64>(2)? as u64,
+                    size: row.get::<_, i64>(3)? as u64,
+                    mtime_ns: row.get(4)?,
+                    ctime_ns: row.get(5)?,
+                };
+                if cached == paths[i].1 {
+                    found[i] = row
+                        .get_ref(6)?
+                        .as_str()
+                        .map_err(rusqlite::Error::from)?
+                        .parse()
+                        .ok();
+                }
+            }
         }
-        Ok(paths
-            .iter()
-            .map(|(p, st)| match known.get(p) {
-                Some((cached, d)) if cached == st => d.parse().ok(),
-                _ => None,
-            })
-            .collect())
+        Ok(found)
     }
 
     /// The content digest of a whole selection of files whose stats hash to `fingerprint`.
