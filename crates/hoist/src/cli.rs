@@ -93,6 +93,7 @@ pub(crate) struct BuilderPruneArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(clippy::large_enum_variant, reason = "parsed once per process")]
 pub(crate) enum ImageCommand {
     /// Build an image from a Dockerfile
     Build(BuildArgs),

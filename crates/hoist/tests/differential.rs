@@ -1351,6 +1351,10 @@ fn run_case(d: &Docker, h: &Hoist, work: &Path, case: &Case) -> Vec<String> {
 }
 
 #[test]
+#[expect(
+    clippy::print_stderr,
+    reason = "a line per case while the suite runs for minutes"
+)]
 fn differential_against_docker_buildkit() {
     let all = cases();
     assert!(all.len() >= 25, "the suite needs at least 25 Dockerfiles");

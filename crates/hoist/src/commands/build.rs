@@ -28,10 +28,8 @@ impl ImageSource for BaseImages<'_> {
         let r = Reference::parse(reference)
             .map_err(|e| e.to_string())?
             .with_default_tag();
-        if !pull {
-            if let Ok(id) = self.store.resolve(&r.to_string()) {
-                return Ok(id);
-            }
+        if !pull && let Ok(id) = self.store.resolve(&r.to_string()) {
+            return Ok(id);
         }
         let options = hoist_registry::PullOptions {
             registry: Some(&self.registry),
