@@ -1,9 +1,13 @@
 //! hoist-engine: executes a build plan into an image in the local store.
 //!
-//! Every layer-producing step is an overlay over its parent's snapshots: RUN runs in the
-//! executor's sandbox on it, COPY/ADD/WORKDIR act on its merged view here, and the upper
-//! directory becomes the new layer ([`Store::commit_snapshot`] hashes its deterministic tar once,
-//! keeps no tar). Metadata steps change the config and add history as BuildKit does. Base images
+//! Every layer-producing step makes a fresh directory that becomes the new layer
+//! ([`Store::commit_snapshot`] hashes its deterministic tar once, keeps no tar): RUN runs in the
+//! executor's sandbox with it as the upper directory of an overlay over its parent's snapshots,
+//! WORKDIR acts on that overlay's merged view here, and COPY/ADD write straight into it (or
+//! through the merged view when a destination crosses a symlink). A COPY rebuilt after a change
+//! hard-links its unchanged files from its earlier layer and resumes that layer's digest, and a
+//! COPY's digest runs on another thread while the step after it runs on its directory.
+//! Metadata steps change the config and add history as BuildKit does. Base images
 //! come through [`ImageSource`], which the binary backs with the store and a registry, so the
 //! engine itself never touches the network. The engine never prints: progress is [`Event`]s.
 
