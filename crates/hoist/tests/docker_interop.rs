@@ -3,62 +3,19 @@
 //! history and files. Every prerequisite (dockerd, busybox, gzip, skopeo) is required: a missing
 //! one fails the test with the reason, it never skips.
 
+mod common;
+
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
+use common::Hoist;
 use hoist_test::{Docker, success};
 use serde_json::Value;
 
-/// A private hoist store in a temp directory.
-struct Hoist {
-    dir: tempfile::TempDir,
-}
-
-impl Hoist {
-    fn new() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("hoist-interop-")
-            .tempdir_in("/tmp")
-            .expect("tempdir");
-        Self { dir }
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_hoist"));
-        c.arg("--root").arg(self.root()).env_remove("HOIST_ROOT");
-        c
-    }
-
-    fn output(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().expect("run hoist")
-    }
-
-    /// Runs hoist; panics with its stderr on failure; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.output(args);
-        assert!(
-            out.status.success(),
-            "hoist {args:?} failed ({}): {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn inspect(&self, image: &str) -> Value {
-        first(&self.ok(&["inspect", image]), "hoist inspect")
-    }
+fn hoist_inspect(h: &Hoist, image: &str) -> Value {
+    first(&h.ok(&["inspect", image]), "hoist inspect")
 }
 
 fn first(json: &str, what: &str) -> Value {
@@ -140,7 +97,7 @@ impl Diffs {
 /// author, comment, config, layers and history.
 fn same_image(diffs: &mut Diffs, d: &Docker, h: &Hoist, docker_name: &str, hoist_name: &str) {
     let dk = docker_inspect(d, docker_name);
-    let hs = h.inspect(hoist_name);
+    let hs = hoist_inspect(h, hoist_name);
     let what = format!("`hoist inspect {hoist_name}` vs `docker image inspect {docker_name}`");
     for key in [
         "Id",
@@ -316,7 +273,7 @@ fn hoist_import_save_runs_in_docker() {
     // The layer is the tarball as given, as with `docker import`.
     d.run(&["import", rootfs, "docker-imported:1"]);
     diffs.eq(
-        h.inspect("hoisted/busybox:1.0")["RootFS"].clone(),
+        hoist_inspect(&h, "hoisted/busybox:1.0")["RootFS"].clone(),
         docker_inspect(&d, "docker-imported:1")["RootFS"].clone(),
         "layers of `hoist import` and `docker import` of one tarball",
     );
@@ -385,7 +342,7 @@ fn hoist_import_changes_apply_in_docker() {
     assert_eq!(out, "hello from /tmp\n");
     let mut diffs = Diffs::default();
     diffs.eq(
-        compact(&h.inspect("changed:1")["Config"]),
+        compact(&hoist_inspect(&h, "changed:1")["Config"]),
         compact(&docker_inspect(&d, "changed:docker")["Config"]),
         "Config of `hoist import --change …` vs `docker import --change …`",
     );
@@ -442,7 +399,7 @@ fn docker_build_loads_into_hoist_and_back() {
         "`hoist load` output",
     );
     same_image(&mut diffs, &d, &h, "built:1", "built:1");
-    let hs = h.inspect("built:1");
+    let hs = hoist_inspect(&h, "built:1");
     assert_eq!(
         hs["RootFS"]["Layers"].as_array().map(Vec::len),
         Some(6),
@@ -686,7 +643,7 @@ fn gzipped_docker_save_and_oci_archive_load() {
         format!("Loaded image ID: {config_digest}\n"),
         "`hoist load` of an untagged OCI archive",
     );
-    let hs = h3.inspect(config_digest);
+    let hs = hoist_inspect(&h3, config_digest);
     let dk = docker_inspect(&d, "built:1");
     for key in ["RootFS", "Config", "Created", "Architecture", "Os"] {
         diffs.eq(

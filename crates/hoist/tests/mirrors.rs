@@ -4,104 +4,12 @@
 //! mirror address nothing listens on; docker.io is never reached (the images exist on the
 //! mirrors only, so a pull that succeeds came from a mirror).
 
+mod common;
+
 use std::fs;
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
 
+use common::Hoist;
 use hoist_test::registry::{HttpResponse, HttpServer, Registry, free_port};
-
-/// A private store, docker config directory and hoist configuration file.
-struct Hoist {
-    dir: tempfile::TempDir,
-}
-
-impl Hoist {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::Builder::new()
-                .prefix("hoist-mirrors-")
-                .tempdir_in("/tmp")
-                .expect("tempdir"),
-        }
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self.dir.path().join("hoist-config.json")
-    }
-
-    /// Writes hoist's configuration file.
-    fn configure(&self, config: &serde_json::Value) {
-        fs::write(self.config_path(), config.to_string()).expect("write config");
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_hoist"));
-        c.arg("--root")
-            .arg(self.dir.path().join("store"))
-            .env_remove("HOIST_ROOT")
-            .env_remove("DOCKER_AUTH_CONFIG")
-            .env_remove("HOIST_INSECURE_REGISTRIES")
-            .env("DOCKER_CONFIG", self.dir.path().join("docker"))
-            .env("XDG_CONFIG_HOME", self.dir.path().join("xdg"))
-            .env("HOIST_CONFIG", self.config_path())
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn output(&self, args: &[&str]) -> Output {
-        if !self.config_path().exists() {
-            self.configure(&serde_json::json!({}));
-        }
-        self.cmd().args(args).output().expect("run hoist")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.output(args);
-        assert!(
-            out.status.success(),
-            "hoist {args:?} failed ({}): {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.output(args);
-        assert!(
-            !out.status.success(),
-            "hoist {args:?} should have failed: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    fn login(&self, host: &str, user: &str, password: &str) {
-        let mut child = self
-            .cmd()
-            .args(["login", host, "-u", user, "--password-stdin"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn hoist login");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(password.as_bytes())
-            .expect("write password");
-        hoist_test::success(&child.wait_with_output().expect("hoist login"));
-    }
-
-    fn id(&self, name: &str) -> String {
-        self.ok(&["inspect", "-f", "{{.Id}}", name])
-            .trim()
-            .to_owned()
-    }
-}
 
 /// Pushes the fixed busybox image to `registry` as `repository:tag`; returns its id.
 fn seed(registry: &str, repository_tag: &str, login: Option<(&str, &str)>) -> String {
@@ -110,7 +18,7 @@ fn seed(registry: &str, repository_tag: &str, login: Option<(&str, &str)>) -> St
     let archive = hoist_test::fixed_archive(seeder.dir.path(), &[&name]);
     seeder.ok(&["load", "-q", "-i", archive.to_str().expect("utf-8 path")]);
     if let Some((user, password)) = login {
-        seeder.login(registry, user, password);
+        hoist_test::success(&seeder.login(registry, user, password));
     }
     seeder.ok(&["push", &name]);
     seeder.id(&name)
@@ -306,7 +214,7 @@ fn a_mirror_uses_its_own_credentials_and_failures_name_every_mirror() {
         "{err}"
     );
     // Credentials stored under the mirror's host are the mirror's.
-    hoist.login(&mirror.host(), "mirror-user", "mirror-pass");
+    hoist_test::success(&hoist.login(&mirror.host(), "mirror-user", "mirror-pass"));
     hoist.ok(&["pull", "-q", &name]);
 
     // A configuration that cannot be used stops the command and names the file.
@@ -314,7 +222,7 @@ fn a_mirror_uses_its_own_credentials_and_failures_name_every_mirror() {
         "registry-mirrors": {"docker.io": ["https://mirror.example/some/path"]}
     }));
     let err = hoist.fails(&["pull", "hoist-mirror-auth:1"]);
-    let path = hoist.config_path().display().to_string();
+    let path = hoist.hoist_config_path().display().to_string();
     assert!(
         err.contains(&path) && err.contains("a path is not supported"),
         "{err}"

@@ -2,112 +2,18 @@
 //! in-process issuer), a fault-injecting fake registry, and a real Docker engine. Missing
 //! prerequisites fail the tests with the reason; nothing is skipped.
 
+mod common;
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use common::Hoist;
 use hoist_test::registry::{HttpResponse, HttpServer, Registry};
 use hoist_test::{Docker, success};
-
-/// A private store and docker config directory.
-struct Hoist {
-    dir: tempfile::TempDir,
-}
-
-impl Hoist {
-    fn new() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("hoist-registry-")
-            .tempdir_in("/tmp")
-            .expect("tempdir");
-        Self { dir }
-    }
-
-    fn config_dir(&self) -> PathBuf {
-        self.dir.path().join("docker")
-    }
-
-    fn config(&self) -> serde_json::Value {
-        let text = fs::read_to_string(self.config_dir().join("config.json")).expect("config.json");
-        serde_json::from_str(&text).expect("config.json parses")
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_hoist"));
-        c.arg("--root")
-            .arg(self.dir.path().join("store"))
-            .env_remove("HOIST_ROOT")
-            .env_remove("DOCKER_AUTH_CONFIG")
-            .env("DOCKER_CONFIG", self.config_dir())
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn output(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().expect("run hoist")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.output(args);
-        assert!(
-            out.status.success(),
-            "hoist {args:?} failed ({}): {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Fails, returning stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.output(args);
-        assert!(
-            !out.status.success(),
-            "hoist {args:?} should have failed: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    fn with_stdin(&self, args: &[&str], input: &str) -> Output {
-        let mut child = self
-            .cmd()
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn hoist");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
-        child.wait_with_output().expect("hoist")
-    }
-
-    fn login(&self, host: &str, user: &str, password: &str) -> Output {
-        self.with_stdin(&["login", host, "-u", user, "--password-stdin"], password)
-    }
-
-    /// Loads the fixed busybox image as `tag` and returns its id.
-    fn busybox(&self, tag: &str) -> String {
-        let archive = hoist_test::fixed_archive(self.dir.path(), &[tag]);
-        self.ok(&["load", "-q", "-i", archive.to_str().expect("utf-8 path")]);
-        self.id(tag)
-    }
-
-    fn id(&self, name: &str) -> String {
-        self.ok(&["inspect", "-f", "{{.Id}}", name])
-            .trim()
-            .to_owned()
-    }
-}
 
 fn digest_of(push_output: &str) -> String {
     push_output
@@ -123,7 +29,7 @@ fn push_pull_mount_and_repush_against_an_open_registry() {
     let registry = Registry::start_open();
     let host = registry.host();
     let a = Hoist::new();
-    let id = a.busybox(&format!("{host}/library/busybox:1"));
+    let id = a.load_busybox(&format!("{host}/library/busybox:1"));
 
     let pushed = a.ok(&["push", &format!("{host}/library/busybox:1")]);
     let lines: Vec<&str> = pushed.lines().collect();
@@ -193,7 +99,7 @@ fn zstd_and_chunked_pushes_round_trip() {
     let registry = Registry::start_open();
     let host = registry.host();
     let a = Hoist::new();
-    let id = a.busybox(&format!("{host}/z:1"));
+    let id = a.load_busybox(&format!("{host}/z:1"));
     let out = a.ok(&["push", "--compression", "zstd", &format!("{host}/z:1")]);
     let digest = digest_of(&out);
     let client = hoist_registry::Client::connect(&host, &Default::default()).expect("client");
@@ -207,7 +113,7 @@ fn zstd_and_chunked_pushes_round_trip() {
     // Chunked upload (PATCH with Content-Range) to a repository the blob is not known in.
     let fresh = Registry::start_open();
     let c = Hoist::new();
-    c.busybox(&format!("{}/chunked:1", fresh.host()));
+    c.load_busybox(&format!("{}/chunked:1", fresh.host()));
     let out = c
         .cmd()
         .env("HOIST_PUSH_CHUNK_SIZE", "65536")
@@ -338,7 +244,7 @@ fn basic_auth_login_push_pull_logout() {
     let registry = Registry::start_basic("user", "s3cret-pass");
     let host = registry.host();
     let a = Hoist::new();
-    a.busybox(&format!("{host}/private/app:1"));
+    a.load_busybox(&format!("{host}/private/app:1"));
     let err = a.fails(&["push", &format!("{host}/private/app:1")]);
     assert!(
         err.contains(&format!("push access denied for {host}/private/app")),
@@ -354,9 +260,9 @@ fn basic_auth_login_push_pull_logout() {
         "a secret in an error: {bad_err}"
     );
 
-    fs::create_dir_all(a.config_dir()).expect("mkdir");
+    fs::create_dir_all(a.docker_config_dir()).expect("mkdir");
     fs::write(
-        a.config_dir().join("config.json"),
+        a.docker_config_dir().join("config.json"),
         r#"{"psFormat": "table {{.ID}}"}"#,
     )
     .expect("write");
@@ -368,11 +274,11 @@ fn basic_auth_login_push_pull_logout() {
     );
     assert_eq!(String::from_utf8_lossy(&ok.stdout), "Login Succeeded\n");
     assert!(!String::from_utf8_lossy(&ok.stderr).contains("s3cret"));
-    let config = a.config();
+    let config = a.docker_config();
     assert_eq!(config["psFormat"], "table {{.ID}}");
     assert_eq!(config["auths"][&host]["auth"], "dXNlcjpzM2NyZXQtcGFzcw==");
     use std::os::unix::fs::PermissionsExt as _;
-    let mode = fs::metadata(a.config_dir().join("config.json"))
+    let mode = fs::metadata(a.docker_config_dir().join("config.json"))
         .expect("stat")
         .permissions()
         .mode();
@@ -381,10 +287,10 @@ fn basic_auth_login_push_pull_logout() {
     a.ok(&["push", &format!("{host}/private/app:1")]);
     // A second store sharing the credentials pulls.
     let b = Hoist::new();
-    fs::create_dir_all(b.config_dir()).expect("mkdir");
+    fs::create_dir_all(b.docker_config_dir()).expect("mkdir");
     fs::copy(
-        a.config_dir().join("config.json"),
-        b.config_dir().join("config.json"),
+        a.docker_config_dir().join("config.json"),
+        b.docker_config_dir().join("config.json"),
     )
     .expect("copy");
     b.ok(&["pull", &format!("{host}/private/app:1")]);
@@ -409,8 +315,8 @@ fn basic_auth_login_push_pull_logout() {
         a.ok(&["logout", &host]),
         format!("Removing login credentials for {host}\n")
     );
-    assert!(a.config()["auths"].get(&host).is_none());
-    assert_eq!(a.config()["psFormat"], "table {{.ID}}");
+    assert!(a.docker_config()["auths"].get(&host).is_none());
+    assert_eq!(a.docker_config()["psFormat"], "table {{.ID}}");
     assert_eq!(
         a.ok(&["logout", &host]),
         format!("Not logged in to {host}\n")
@@ -459,9 +365,13 @@ fn credential_helpers_store_get_erase() {
             bin.display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        fs::create_dir_all(a.config_dir()).expect("mkdir");
-        fs::write(a.config_dir().join("config.json"), config.to_string()).expect("write");
-        a.busybox(&format!("{host}/helped:1"));
+        fs::create_dir_all(a.docker_config_dir()).expect("mkdir");
+        fs::write(
+            a.docker_config_dir().join("config.json"),
+            config.to_string(),
+        )
+        .expect("write");
+        a.load_busybox(&format!("{host}/helped:1"));
         let run = |args: &[&str], input: &str| {
             let mut child = a
                 .cmd()
@@ -494,7 +404,7 @@ fn credential_helpers_store_get_erase() {
         .expect("the helper stored the credentials");
         assert!(stored.contains("\"Secret\":\"helper-pass\""), "{stored}");
         // docker keeps an empty entry in the file, and no secret.
-        assert_eq!(a.config()["auths"][&host], serde_json::json!({}));
+        assert_eq!(a.docker_config()["auths"][&host], serde_json::json!({}));
         run(&["push", &format!("{host}/helped:1")], "");
         let actions = fs::read_to_string(a.dir.path().join("helper-store/actions")).expect("log");
         assert!(actions.contains("get"), "{actions}");
@@ -518,7 +428,7 @@ fn token_auth_identity_tokens_and_mount_rechallenge() {
     let host = registry.host();
     let tokens = registry.tokens.as_ref().expect("token server");
     let a = Hoist::new();
-    a.busybox(&format!("{host}/team/base:1"));
+    a.load_busybox(&format!("{host}/team/base:1"));
     let err = a.fails(&["push", &format!("{host}/team/base:1")]);
     assert!(
         err.contains(&format!("push access denied for {host}/team/base")),
@@ -532,8 +442,11 @@ fn token_auth_identity_tokens_and_mount_rechallenge() {
         String::from_utf8_lossy(&out.stderr)
     );
     // OAuth2 password grant with offline access: docker stores the refresh token.
-    assert_eq!(a.config()["auths"][&host]["identitytoken"], "refresh-alice");
-    assert_eq!(a.config()["auths"][&host]["auth"], "YWxpY2U6"); // "alice:"
+    assert_eq!(
+        a.docker_config()["auths"][&host]["identitytoken"],
+        "refresh-alice"
+    );
+    assert_eq!(a.docker_config()["auths"][&host]["auth"], "YWxpY2U6"); // "alice:"
 
     a.ok(&["push", &format!("{host}/team/base:1")]);
     let seen = tokens.requests();
@@ -751,7 +664,7 @@ fn docker_interop_through_registries() {
 
     // docker pulls and runs what hoist pushed.
     let a = Hoist::new();
-    let id = a.busybox(&format!("{host}/from-hoist:1"));
+    let id = a.load_busybox(&format!("{host}/from-hoist:1"));
     let hoist_digest = digest_of(&a.ok(&["push", &format!("{host}/from-hoist:1")]));
     let pulled = docker.run(&["pull", &format!("{host}/from-hoist:1")]);
     assert!(
@@ -843,7 +756,7 @@ fn docker_interop_through_registries() {
     ]);
     let pushed = docker
         .cmd()
-        .env("DOCKER_CONFIG", c.config_dir())
+        .env("DOCKER_CONFIG", c.docker_config_dir())
         .args(["push", &format!("{phost}/by-docker:1")])
         .output()
         .expect("docker push");

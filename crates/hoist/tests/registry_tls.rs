@@ -3,10 +3,13 @@
 //! (`*.cert` + `*.key`), and `--tls-verify=false`. `HOIST_CERTS_D` stands in for
 //! `/etc/docker/certs.d`. Missing prerequisites fail the tests with the reason.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
+use common::Hoist;
 use hoist_test::registry::Registry;
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA.
@@ -109,72 +112,6 @@ impl Pki {
     }
 }
 
-/// A private store, docker config and certs.d.
-struct Hoist {
-    dir: tempfile::TempDir,
-}
-
-impl Hoist {
-    fn new() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("hoist-tls-")
-            .tempdir_in("/tmp")
-            .expect("tempdir");
-        fs::create_dir(dir.path().join("certs.d")).expect("certs.d");
-        Self { dir }
-    }
-
-    /// `certs.d/<host>/`, created.
-    fn certs_dir(&self, host: &str) -> PathBuf {
-        let d = self.dir.path().join("certs.d").join(host);
-        fs::create_dir_all(&d).expect("certs.d/<host>");
-        d
-    }
-
-    fn output(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_hoist"))
-            .arg("--root")
-            .arg(self.dir.path().join("store"))
-            .args(args)
-            .env_remove("HOIST_ROOT")
-            .env_remove("DOCKER_AUTH_CONFIG")
-            .env_remove("HOIST_INSECURE_REGISTRIES")
-            .env("HOIST_CERTS_D", self.dir.path().join("certs.d"))
-            .env("DOCKER_CONFIG", self.dir.path().join("docker"))
-            .stdin(Stdio::null())
-            .output()
-            .expect("run hoist")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.output(args);
-        assert!(
-            out.status.success(),
-            "hoist {args:?} failed ({}): {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.output(args);
-        assert!(
-            !out.status.success(),
-            "hoist {args:?} should have failed: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    /// Loads the fixed busybox image as `tag`.
-    fn busybox(&self, tag: &str) {
-        let archive = hoist_test::fixed_archive(self.dir.path(), &[tag]);
-        self.ok(&["load", "-q", "-i", archive.to_str().expect("utf-8 path")]);
-    }
-}
-
 #[test]
 fn certs_d_cas_and_tls_verify_false() {
     let pki = Pki::new();
@@ -182,7 +119,7 @@ fn certs_d_cas_and_tls_verify_false() {
     let host = registry.host();
     let image = format!("{host}/library/busybox:1");
     let hoist = Hoist::new();
-    hoist.busybox(&image);
+    hoist.load_busybox(&image);
 
     // No certs.d directory: a loopback registry is reached over plain http, which an
     // https-only registry refuses.
@@ -254,7 +191,7 @@ fn certs_d_client_certificates() {
     let host = registry.host();
     let image = format!("{host}/library/busybox:1");
     let hoist = Hoist::new();
-    hoist.busybox(&image);
+    hoist.load_busybox(&image);
     let dir = hoist.certs_dir(&host);
     fs::copy(pki.path("ca.crt"), dir.join("ca.crt")).expect("copy ca");
 

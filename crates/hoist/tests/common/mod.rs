@@ -37,9 +37,82 @@ impl Hoist {
             .env_remove("HOIST_INSECURE_REGISTRIES")
             .env_remove("DOCKER_AUTH_CONFIG")
             .env("HOIST_CONFIG", &config)
-            .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
+            .env("HOIST_CERTS_D", self.certs_d())
+            .env("XDG_CONFIG_HOME", self.dir.path().join("xdg"))
+            .env("DOCKER_CONFIG", self.docker_config_dir())
             .env("TZ", "UTC");
         c
+    }
+
+    /// hoist's configuration file (mirrors, insecure registries), `{}` until written.
+    pub fn hoist_config_path(&self) -> PathBuf {
+        self.dir.path().join("hoist-config.json")
+    }
+
+    /// Writes hoist's configuration file.
+    pub fn configure(&self, config: &serde_json::Value) {
+        std::fs::write(self.hoist_config_path(), config.to_string()).expect("write config");
+    }
+
+    pub fn docker_config_dir(&self) -> PathBuf {
+        self.dir.path().join("docker-config")
+    }
+
+    /// The docker `config.json` hoist wrote (logins).
+    pub fn docker_config(&self) -> serde_json::Value {
+        let path = self.docker_config_dir().join("config.json");
+        let text = std::fs::read_to_string(path).expect("config.json");
+        serde_json::from_str(&text).expect("config.json parses")
+    }
+
+    /// This store's stand-in for `/etc/docker/certs.d`.
+    fn certs_d(&self) -> PathBuf {
+        self.dir.path().join("certs.d")
+    }
+
+    /// `certs.d/<host>/`, created.
+    pub fn certs_dir(&self, host: &str) -> PathBuf {
+        let d = self.certs_d().join(host);
+        std::fs::create_dir_all(&d).expect("certs.d/<host>");
+        d
+    }
+
+    /// Runs hoist with `input` on stdin.
+    pub fn with_stdin(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .cmd()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn hoist");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("hoist")
+    }
+
+    /// `hoist login` with the password on stdin.
+    pub fn login(&self, host: &str, user: &str, password: &str) -> Output {
+        self.with_stdin(&["login", host, "-u", user, "--password-stdin"], password)
+    }
+
+    /// Loads the fixed busybox image (the same bytes every time) as `tag`; returns its id.
+    pub fn load_busybox(&self, tag: &str) -> String {
+        let archive = hoist_test::fixed_archive(self.dir.path(), &[tag]);
+        self.ok(&["load", "-q", "-i", archive.to_str().expect("utf-8 path")]);
+        self.id(tag)
+    }
+
+    pub fn id(&self, name: &str) -> String {
+        self.ok(&["inspect", "-f", "{{.Id}}", name])
+            .trim()
+            .to_owned()
     }
 
     pub fn output(&self, args: &[&str]) -> Output {
