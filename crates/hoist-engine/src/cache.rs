@@ -354,37 +354,24 @@ fn hash_file(path: &PathBuf, buf: &mut Vec<u8>) -> Result<Digest, BuildError> {
 }
 
 fn hash_parallel(paths: &[PathBuf]) -> Result<Vec<Digest>, BuildError> {
-    let workers = std::thread::available_parallelism()
-        .map_or(2, std::num::NonZero::get)
-        .min(8);
-    if paths.len() < 16 || workers < 2 {
-        let mut buf = Vec::new();
-        return paths.iter().map(|p| hash_file(p, &mut buf)).collect();
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<Option<Result<Digest, BuildError>>>> =
-        paths.iter().map(|_| std::sync::Mutex::new(None)).collect();
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                let mut buf = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(p) = paths.get(i) else { break };
-                    let r = hash_file(p, &mut buf);
-                    *results[i]
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
-                }
-            });
-        }
-    });
-    results
+    let hashed: Vec<std::sync::OnceLock<Digest>> =
+        paths.iter().map(|_| std::sync::OnceLock::new()).collect();
+    let indexed: Vec<usize> = (0..paths.len()).collect();
+    // One file a claim: a few large files must not land on one worker.
+    crate::par::for_each_parallel(
+        &indexed,
+        |&i| i,
+        Vec::new,
+        |buf, &i| {
+            let _ = hashed[i].set(hash_file(&paths[i], buf)?);
+            Ok(())
+        },
+    )?;
+    hashed
         .into_iter()
-        .map(|m| {
-            m.into_inner()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .unwrap_or_else(|| Err(BuildError::Invalid("a file was not hashed".into())))
+        .map(|d| {
+            d.into_inner()
+                .ok_or_else(|| BuildError::Invalid("a file was not hashed".into()))
         })
         .collect()
 }

@@ -18,6 +18,7 @@ mod fsutil;
 pub mod glob;
 mod meta;
 mod mounts;
+mod par;
 mod solve;
 mod userdb;
 

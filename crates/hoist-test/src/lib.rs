@@ -291,4 +291,29 @@ fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(data))
 }
+/// Drops what carries no information (null, "", false, [], {}) from JSON, recursively, so that
+/// docker 20.10's always-present empty fields (its legacy container-config struct: Hostname,
+/// AttachStdin, OnBuild null …) compare equal to the ones BuildKit and hoist omit.
+pub fn compact_json(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    let informative = |v: &Value| match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(m) => !m.is_empty(),
+        Value::Number(_) => true,
+    };
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), compact_json(v)))
+                .filter(|(_, v)| informative(v))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(compact_json).collect()),
+        other => other.clone(),
+    }
+}
+
 pub mod registry;

@@ -35,7 +35,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use hoist_test::Docker;
+use hoist_test::{Docker, compact_json};
 use serde_json::Value;
 use sha2::Digest as _;
 
@@ -724,33 +724,6 @@ fn read_image(archive: &Path, inspect: Value) -> Result<Image, String> {
 // Normalisation
 // ---------------------------------------------------------------------------------------------
 
-/// Drops what carries no information (null, "", false, [], {}) from a JSON object, recursively,
-/// so that docker 20.10's legacy container-config struct (Hostname, AttachStdin, Image, OnBuild
-/// null …) compares equal to the fields BuildKit actually sets.
-fn compact(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, v)| (k.clone(), compact(v)))
-                .filter(|(_, v)| !is_empty(v))
-                .collect(),
-        ),
-        Value::Array(a) => Value::Array(a.iter().map(compact).collect()),
-        other => other.clone(),
-    }
-}
-
-fn is_empty(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::Bool(b) => !b,
-        Value::String(s) => s.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        Value::Object(m) => m.is_empty(),
-        Value::Number(_) => false,
-    }
-}
-
 /// Reads a Go `%q` string literal at the start of `s`; returns it and the rest.
 fn go_unquote(s: &str) -> Option<(String, &str)> {
     let s = s.strip_prefix('"')?;
@@ -1090,8 +1063,8 @@ fn compare(case: &Case, rewrites: &mut [Rewrite], dk: &Image, hs: &Image) -> Vec
     let mut diffs = Vec::new();
 
     // 1. Config.
-    let dc = compact(&dk.inspect_config);
-    let hc = compact(&hs.inspect_config);
+    let dc = compact_json(&dk.inspect_config);
+    let hc = compact_json(&hs.inspect_config);
     if dc != hc {
         let (dm, hm) = (
             dc.as_object().cloned().unwrap_or_default(),
@@ -1111,7 +1084,10 @@ fn compare(case: &Case, rewrites: &mut [Rewrite], dk: &Image, hs: &Image) -> Vec
         }
     }
     for key in ["Architecture", "Os", "Variant", "Author"] {
-        let (d, h) = (compact(&dk.inspect[key]), compact(&hs.inspect[key]));
+        let (d, h) = (
+            compact_json(&dk.inspect[key]),
+            compact_json(&hs.inspect[key]),
+        );
         if d != h {
             diffs.push(format!("{key}: docker {d}, hoist {h}"));
         }

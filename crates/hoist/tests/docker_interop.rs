@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::Hoist;
-use hoist_test::{Docker, success};
+use hoist_test::{Docker, compact_json, success};
 use serde_json::Value;
 
 fn hoist_inspect(h: &Hoist, image: &str) -> Value {
@@ -29,32 +29,6 @@ fn first(json: &str, what: &str) -> Value {
 
 fn docker_inspect(d: &Docker, image: &str) -> Value {
     first(&d.run(&["image", "inspect", image]), "docker image inspect")
-}
-
-/// Drops what carries no information (null, "", false, [], {}) from a JSON object, recursively,
-/// so that docker 20.10's always-present empty fields compare equal to omitted ones.
-fn compact(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, v)| (k.clone(), compact(v)))
-                .filter(|(_, v)| !is_empty(v))
-                .collect(),
-        ),
-        Value::Array(a) => Value::Array(a.iter().map(compact).collect()),
-        other => other.clone(),
-    }
-}
-
-fn is_empty(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::Bool(b) => !b,
-        Value::String(s) => s.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        Value::Object(m) => m.is_empty(),
-        Value::Number(_) => false,
-    }
 }
 
 /// The history table both tools print, with every column but SIZE (docker counts symlink
@@ -112,8 +86,8 @@ fn same_image(diffs: &mut Diffs, d: &Docker, h: &Hoist, docker_name: &str, hoist
         "Config",
     ] {
         diffs.eq(
-            compact(&hs[key]),
-            compact(&dk[key]),
+            compact_json(&hs[key]),
+            compact_json(&dk[key]),
             &format!("{key} of {what}"),
         );
     }
@@ -342,8 +316,8 @@ fn hoist_import_changes_apply_in_docker() {
     assert_eq!(out, "hello from /tmp\n");
     let mut diffs = Diffs::default();
     diffs.eq(
-        compact(&hoist_inspect(&h, "changed:1")["Config"]),
-        compact(&docker_inspect(&d, "changed:docker")["Config"]),
+        compact_json(&hoist_inspect(&h, "changed:1")["Config"]),
+        compact_json(&docker_inspect(&d, "changed:docker")["Config"]),
         "Config of `hoist import --change …` vs `docker import --change …`",
     );
     diffs.finish();
@@ -647,8 +621,8 @@ fn gzipped_docker_save_and_oci_archive_load() {
     let dk = docker_inspect(&d, "built:1");
     for key in ["RootFS", "Config", "Created", "Architecture", "Os"] {
         diffs.eq(
-            compact(&hs[key]),
-            compact(&dk[key]),
+            compact_json(&hs[key]),
+            compact_json(&dk[key]),
             &format!("{key} of skopeo's OCI archive in hoist vs docker's original"),
         );
     }
