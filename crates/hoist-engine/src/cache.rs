@@ -230,35 +230,29 @@ fn context_inputs(
             real: None,
         });
         if let Some(walk) = walk {
-            let found = walk.paths()?;
-            files.reserve(found.len());
-            files.extend(found.into_iter().map(|w| ContextFile {
-                rel: w.rel,
-                stat: w.stat,
+            walk.paths_into(&mut files, |rel, stat, real| ContextFile {
+                rel,
+                stat,
                 origin,
                 walked: true,
-                real: w.real,
-            }));
+                real,
+            })?;
         }
         sels.push(sel);
     }
-    let digests = file_digests(&files, &sels, store)?;
-    let per_file: Vec<(String, String)> = files
-        .iter()
-        .zip(digests)
-        .map(|(f, digest)| {
-            (
-                format!("file {}", f.rel),
-                format!("{:o} {digest}", f.stat.mode & 0o177_777),
-            )
-        })
-        .collect();
+    let values = file_values(&files, &sels, store)?;
     let mut h = Sha256Hasher::new();
-    for (name, value) in &per_file {
-        for part in [name, value] {
+    let mut per_file = Vec::with_capacity(files.len());
+    // Each path is dropped as its input is made.
+    for (f, value) in files.into_iter().zip(values) {
+        let mut name = String::with_capacity("file ".len() + f.rel.len());
+        name.push_str("file ");
+        name.push_str(&f.rel);
+        for part in [&name, &value] {
             h.update(&(part.len() as u64).to_le_bytes());
             h.update(part.as_bytes());
         }
+        per_file.push((name, value));
     }
     let digest = h.finish().to_string();
     store.fingerprint_put(&fingerprint, &digest)?;
@@ -278,59 +272,62 @@ fn stat_of(s: &Stat) -> FileStat {
     }
 }
 
-/// Content digests (or `dir`, or `-> target`), hashing only files whose stat changed, in
-/// parallel.
-fn file_digests(
+/// Each file's input: its mode and its content digest (or `dir`, `-> target`, `special`),
+/// hashing only files whose stat changed, in parallel. A chunk of files at a time: the paths
+/// and digests in flight stay bounded however large the context is.
+fn file_values(
     files: &[ContextFile],
     selected: &[Selected],
     store: &Store,
 ) -> Result<Vec<String>, BuildError> {
-    let regular: Vec<usize> = files
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| f.stat.is_file())
-        .map(|(i, _)| i)
-        .collect();
-    let paths: Vec<PathBuf> = regular.iter().map(|&i| files[i].real(selected)).collect();
-    let keys: Vec<(String, FileStat)> = regular
-        .iter()
-        .zip(&paths)
-        .map(|(&i, p)| (p.to_string_lossy().into_owned(), stat_of(&files[i].stat)))
-        .collect();
-    let known = store.stat_lookup(&keys)?;
-    let misses: Vec<usize> = (0..regular.len()).filter(|&j| known[j].is_none()).collect();
-    let hashed = hash_parallel(&misses.iter().map(|&j| paths[j].clone()).collect::<Vec<_>>())?;
-    let mut by_file: Vec<Option<Digest>> = vec![None; files.len()];
-    for (j, d) in known.into_iter().enumerate() {
-        by_file[regular[j]] = d;
-    }
-    let mut record = Vec::with_capacity(misses.len());
-    for (m, d) in misses.iter().zip(hashed) {
-        let i = regular[*m];
-        record.push((keys[*m].0.clone(), keys[*m].1, d.clone()));
-        by_file[i] = Some(d);
-    }
-    store.stat_record(&record)?;
-    files
-        .iter()
-        .zip(by_file)
-        .map(|(f, d)| {
-            Ok(match d {
-                Some(d) => d.to_string(),
-                None if f.stat.is_dir() => "dir".to_owned(),
-                None if f.stat.is_symlink() => {
-                    let real = f.real(selected);
-                    format!(
-                        "-> {}",
-                        fs::read_link(&real)
-                            .map_err(|e| BuildError::io("reading", &real, e))?
-                            .display()
-                    )
-                }
-                None => "special".to_owned(),
+    const CHUNK: usize = 4096;
+    let mut values = Vec::with_capacity(files.len());
+    for chunk in files.chunks(CHUNK) {
+        let regular: Vec<&ContextFile> = chunk.iter().filter(|f| f.stat.is_file()).collect();
+        let keys: Vec<(String, FileStat)> = regular
+            .iter()
+            .map(|f| {
+                (
+                    f.real(selected).to_string_lossy().into_owned(),
+                    stat_of(&f.stat),
+                )
             })
-        })
-        .collect()
+            .collect();
+        let mut known = store.stat_lookup(&keys)?;
+        let misses: Vec<usize> = (0..regular.len()).filter(|&j| known[j].is_none()).collect();
+        let hashed = hash_parallel(misses.len(), |m| regular[misses[m]].real(selected))?;
+        store.stat_record(
+            misses
+                .iter()
+                .zip(&hashed)
+                .map(|(&j, d)| (keys[j].0.as_str(), &keys[j].1, d)),
+        )?;
+        drop(keys);
+        for (&j, d) in misses.iter().zip(hashed) {
+            known[j] = Some(d);
+        }
+        let mut known = known.into_iter();
+        for f in chunk {
+            let mode = f.stat.mode & 0o177_777;
+            values.push(if f.stat.is_file() {
+                let digest = known
+                    .next()
+                    .flatten()
+                    .ok_or_else(|| BuildError::Invalid("a file was not hashed".into()))?;
+                format!("{mode:o} {digest}")
+            } else if f.stat.is_dir() {
+                format!("{mode:o} dir")
+            } else if f.stat.is_symlink() {
+                let real = f.real(selected);
+                let target =
+                    fs::read_link(&real).map_err(|e| BuildError::io("reading", &real, e))?;
+                format!("{mode:o} -> {}", target.display())
+            } else {
+                format!("{mode:o} special")
+            });
+        }
+    }
+    Ok(values)
 }
 
 /// `buf` is the caller's, reused from file to file: a fresh 256 KiB buffer per file costs an
@@ -353,17 +350,21 @@ fn hash_file(path: &PathBuf, buf: &mut Vec<u8>) -> Result<Digest, BuildError> {
     Ok(h.finish())
 }
 
-fn hash_parallel(paths: &[PathBuf]) -> Result<Vec<Digest>, BuildError> {
+/// Hashes `n` files, the `i`th at `path(i)`, on every core.
+fn hash_parallel(
+    n: usize,
+    path: impl Fn(usize) -> PathBuf + Sync,
+) -> Result<Vec<Digest>, BuildError> {
     let hashed: Vec<std::sync::OnceLock<Digest>> =
-        paths.iter().map(|_| std::sync::OnceLock::new()).collect();
-    let indexed: Vec<usize> = (0..paths.len()).collect();
+        (0..n).map(|_| std::sync::OnceLock::new()).collect();
+    let indexed: Vec<usize> = (0..n).collect();
     // One file a claim: a few large files must not land on one worker.
     crate::par::for_each_parallel(
         &indexed,
         |&i| i,
         Vec::new,
         |buf, &i| {
-            let _ = hashed[i].set(hash_file(&paths[i], buf)?);
+            let _ = hashed[i].set(hash_file(&path(i), buf)?);
             Ok(())
         },
     )?;

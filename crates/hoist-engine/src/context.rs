@@ -183,10 +183,10 @@ pub(crate) struct FileMeta {
     mode: u32,
     uid: u32,
     gid: u32,
-    nlink: u64,
+    nlink: u32,
     size: u64,
     mtime: i64,
-    mtime_nsec: i64,
+    mtime_nsec: u32,
     ctime_ns: i64,
     dev: u64,
     ino: u64,
@@ -216,7 +216,7 @@ impl FileMeta {
         self.gid
     }
     pub(crate) fn nlink(&self) -> u64 {
-        self.nlink
+        u64::from(self.nlink)
     }
     pub(crate) fn len(&self) -> u64 {
         self.size
@@ -238,13 +238,31 @@ impl From<&fs::Metadata> for FileMeta {
             mode: m.mode(),
             uid: m.uid(),
             gid: m.gid(),
-            nlink: m.nlink(),
+            nlink: u32::try_from(m.nlink()).unwrap_or(u32::MAX),
             size: m.size(),
             mtime: m.mtime(),
-            mtime_nsec: m.mtime_nsec(),
+            mtime_nsec: u32::try_from(m.mtime_nsec()).unwrap_or(0),
             ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
             dev: m.dev(),
             ino: m.ino(),
+        }
+    }
+}
+
+impl FileMeta {
+    // The same numbers std's `Metadata` gives, as for [`Stat`].
+    fn from_statx(x: &rustix::fs::Statx) -> Self {
+        Self {
+            mode: u32::from(x.stx_mode),
+            uid: x.stx_uid,
+            gid: x.stx_gid,
+            nlink: x.stx_nlink,
+            size: x.stx_size,
+            mtime: x.stx_mtime.tv_sec,
+            mtime_nsec: x.stx_mtime.tv_nsec,
+            ctime_ns: x.stx_ctime.tv_sec * 1_000_000_000 + i64::from(x.stx_ctime.tv_nsec),
+            dev: rustix::fs::makedev(x.stx_dev_major, x.stx_dev_minor),
+            ino: x.stx_ino,
         }
     }
 }
@@ -256,7 +274,7 @@ impl From<&FileMeta> for Stat {
             dev: m.dev,
             ino: m.ino,
             size: m.size,
-            mtime_ns: m.mtime * 1_000_000_000 + m.mtime_nsec,
+            mtime_ns: m.mtime * 1_000_000_000 + i64::from(m.mtime_nsec),
             ctime_ns: m.ctime_ns,
         }
     }
@@ -276,6 +294,7 @@ impl From<&fs::Metadata> for Stat {
 }
 
 /// One path [`walk_stats`] found.
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Walked {
     /// Its path as reported (under the prefix, names made UTF-8 lossily).
@@ -299,17 +318,18 @@ pub(crate) fn encode_stat(buf: &mut Vec<u8>, name: &str, st: &Stat) {
 
 /// Walks `dir` (a selected directory), yielding paths relative to it, parents before children,
 /// in name order, skipping what .dockerignore excludes (`base_rel` is `dir`'s path in the tree).
-pub(crate) fn walk(
+/// `make` gets each path, its lstat and its real path when the path does not spell it (a name
+/// that is not UTF-8; else `dir` joined with the path is the real one).
+pub(crate) fn walk<T>(
     tree: &SourceTree<'_>,
     dir: &Path,
     base_rel: &str,
-    out: &mut Vec<(PathBuf, String, FileMeta)>,
+    out: &mut Vec<T>,
+    make: impl Fn(String, FileMeta, Option<PathBuf>) -> T,
 ) -> Result<(), BuildError> {
     let mut listings = run(tree, &MetaLister, dir, base_rel, "", false, workers());
     out.reserve(count(&listings));
-    stitch(&mut listings, 0, out, &|rel, (real, meta), _| {
-        (real, rel, meta)
-    })?;
+    stitch(&mut listings, 0, out, &make)?;
     Ok(())
 }
 
@@ -397,14 +417,23 @@ impl StatWalk {
     }
 
     /// The paths found, in walk order.
-    pub(crate) fn paths(mut self) -> Result<Vec<Walked>, BuildError> {
-        let mut out = Vec::with_capacity(count(&self.listings));
-        stitch(&mut self.listings, 0, &mut out, &|rel, stat, real| Walked {
-            rel,
-            stat,
-            real,
-        })?;
+    #[cfg(test)]
+    pub(crate) fn paths(self) -> Result<Vec<Walked>, BuildError> {
+        let mut out = Vec::new();
+        self.paths_into(&mut out, |rel, stat, real| Walked { rel, stat, real })?;
         Ok(out)
+    }
+
+    /// Appends what `make` makes of each path found (its path, stat and real path as
+    /// [`Walked`] has them), in walk order.
+    pub(crate) fn paths_into<T>(
+        mut self,
+        out: &mut Vec<T>,
+        make: impl Fn(String, Stat, Option<PathBuf>) -> T,
+    ) -> Result<(), BuildError> {
+        out.reserve(count(&self.listings));
+        stitch(&mut self.listings, 0, out, &make)?;
+        Ok(())
     }
 }
 
@@ -551,45 +580,104 @@ fn push_joined(s: &mut String, base: &str, name: &str) {
     s.push_str(name);
 }
 
-/// Full `Metadata` and real paths, for the copy.
+/// What a copy needs of each entry ([`FileMeta`]).
 struct MetaLister;
 
 impl Lister for MetaLister {
-    type Meta = (PathBuf, FileMeta);
+    type Meta = FileMeta;
 
     fn list(
         &self,
         dir: &Path,
-        _follow: bool,
+        follow: bool,
         exact: bool,
-        _buf: &mut Vec<u8>,
+        buf: &mut Vec<u8>,
         out: &mut DirListing<Self::Meta>,
     ) -> io::Result<()> {
-        // An entry that fails to list or vanishes before its lstat is skipped, as always.
-        for entry in fs::read_dir(dir)?.flatten() {
-            let Ok(meta) = entry.metadata() else { continue };
-            let file_name = entry.file_name();
-            let name = out.push_name(&file_name.to_string_lossy())?;
-            out.entries.push(Entry {
-                name,
-                is_dir: meta.is_dir(),
-                meta: (entry.path(), FileMeta::from(&meta)),
-                exact: exact && file_name.to_str().is_some(),
-                ignored: false,
-                dropped: false,
-                child: None,
-            });
-        }
-        Ok(())
+        list_statx(
+            dir,
+            follow,
+            exact,
+            buf,
+            out,
+            FileMeta::from_statx,
+            |m| FileMeta::from(m),
+            FileMeta::is_dir,
+        )
     }
 
     fn stat(meta: &Self::Meta) -> Stat {
-        Stat::from(&meta.1)
+        Stat::from(meta)
     }
+}
 
-    fn path(_: &DirListing<Self::Meta>, e: &Entry<Self::Meta>, _: &Path) -> PathBuf {
-        e.meta.0.clone()
+/// Lists `dir` for a [`Lister`]: getdents into the reused `buf` and one statx per entry,
+/// relative to the open directory, made into `M` by `of` (or `of_std` where there is no statx).
+#[allow(clippy::too_many_arguments)]
+fn list_statx<M>(
+    dir: &Path,
+    follow: bool,
+    exact: bool,
+    buf: &mut Vec<u8>,
+    out: &mut DirListing<M>,
+    of: fn(&rustix::fs::Statx) -> M,
+    of_std: fn(&fs::Metadata) -> M,
+    is_dir: fn(&M) -> bool,
+) -> io::Result<()> {
+    let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    if !follow {
+        // Listed as a directory by lstat: never follow what may have replaced it since.
+        flags |= OFlags::NOFOLLOW;
     }
+    let fd = rustix::fs::open(dir, flags, Mode::empty())?;
+    if buf.capacity() < 32 * 1024 {
+        buf.reserve(32 * 1024);
+    }
+    let mut entries = RawDir::new(&fd, buf.spare_capacity_mut());
+    // An error part way ends the listing, as `read_dir` does.
+    while let Some(Ok(entry)) = entries.next() {
+        let name = entry.file_name();
+        let bytes = name.to_bytes();
+        if bytes == b"." || bytes == b".." {
+            continue;
+        }
+        let stat = match rustix::fs::statx(
+            &fd,
+            name,
+            AtFlags::SYMLINK_NOFOLLOW,
+            StatxFlags::BASIC_STATS,
+        ) {
+            Ok(x) => of(&x),
+            // No statx (old kernels, some seccomp profiles): std falls back to lstat.
+            Err(rustix::io::Errno::NOSYS) => {
+                match fs::symlink_metadata(dir.join(OsStr::from_bytes(bytes))) {
+                    Ok(m) => of_std(&m),
+                    Err(_) => continue,
+                }
+            }
+            // Gone since it was listed.
+            Err(_) => continue,
+        };
+        let utf8 = std::str::from_utf8(bytes).ok();
+        let exact = exact && utf8.is_some();
+        let name = match utf8 {
+            Some(n) => out.push_name(n)?,
+            None => out.push_name(&String::from_utf8_lossy(bytes))?,
+        };
+        if !exact {
+            out.reals.push((name.0, dir.join(OsStr::from_bytes(bytes))));
+        }
+        out.entries.push(Entry {
+            name,
+            is_dir: is_dir(&stat),
+            meta: stat,
+            exact,
+            ignored: false,
+            dropped: false,
+            child: None,
+        });
+    }
+    Ok(())
 }
 
 type StatMeta = Stat;
@@ -608,60 +696,16 @@ impl Lister for StatLister {
         buf: &mut Vec<u8>,
         out: &mut DirListing<Self::Meta>,
     ) -> io::Result<()> {
-        let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        if !follow {
-            // Listed as a directory by lstat: never follow what may have replaced it since.
-            flags |= OFlags::NOFOLLOW;
-        }
-        let fd = rustix::fs::open(dir, flags, Mode::empty())?;
-        if buf.capacity() < 32 * 1024 {
-            buf.reserve(32 * 1024);
-        }
-        let mut entries = RawDir::new(&fd, buf.spare_capacity_mut());
-        // An error part way ends the listing, as `read_dir` does.
-        while let Some(Ok(entry)) = entries.next() {
-            let name = entry.file_name();
-            let bytes = name.to_bytes();
-            if bytes == b"." || bytes == b".." {
-                continue;
-            }
-            let stat = match rustix::fs::statx(
-                &fd,
-                name,
-                AtFlags::SYMLINK_NOFOLLOW,
-                StatxFlags::BASIC_STATS,
-            ) {
-                Ok(x) => Stat::from_statx(&x),
-                // No statx (old kernels, some seccomp profiles): std falls back to lstat.
-                Err(rustix::io::Errno::NOSYS) => {
-                    match fs::symlink_metadata(dir.join(OsStr::from_bytes(bytes))) {
-                        Ok(m) => Stat::from(&m),
-                        Err(_) => continue,
-                    }
-                }
-                // Gone since it was listed.
-                Err(_) => continue,
-            };
-            let utf8 = std::str::from_utf8(bytes).ok();
-            let exact = exact && utf8.is_some();
-            let name = match utf8 {
-                Some(n) => out.push_name(n)?,
-                None => out.push_name(&String::from_utf8_lossy(bytes))?,
-            };
-            if !exact {
-                out.reals.push((name.0, dir.join(OsStr::from_bytes(bytes))));
-            }
-            out.entries.push(Entry {
-                name,
-                is_dir: stat.is_dir(),
-                meta: stat,
-                exact,
-                ignored: false,
-                dropped: false,
-                child: None,
-            });
-        }
-        Ok(())
+        list_statx(
+            dir,
+            follow,
+            exact,
+            buf,
+            out,
+            Stat::from_statx,
+            |m| Stat::from(m),
+            Stat::is_dir,
+        )
     }
 
     fn stat(meta: &Self::Meta) -> Stat {
@@ -1111,7 +1155,11 @@ mod tests {
     ) -> Found {
         let mut listings = run(tree, &MetaLister, dir, base_rel, prefix, false, threads);
         let mut out = Vec::new();
-        stitch(&mut listings, 0, &mut out, &|rel, (real, meta), _| {
+        stitch(&mut listings, 0, &mut out, &|rel: String, meta, real: Option<PathBuf>| {
+            let real = real.unwrap_or_else(|| {
+                let below = rel.strip_prefix(prefix).unwrap_or(&rel);
+                dir.join(below.trim_start_matches('/'))
+            });
             (real, rel, meta)
         })
         .unwrap();

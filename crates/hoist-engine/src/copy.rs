@@ -15,14 +15,14 @@ use std::path::{Path, PathBuf};
 use hoist_plan::{Chmod, Copy};
 
 use crate::BuildError;
-use crate::context::{FileMeta, SourceTree, walk};
+use crate::context::{FileMeta, Selected, SourceTree, walk};
 use crate::fsutil::{clean, resolve};
 use crate::par::for_each_parallel;
 use crate::userdb::{Owner, resolve_chown};
 
 /// One member of the stream: a file from a source tree, a directory to create, or inline text.
 enum Item {
-    Path { real: PathBuf, meta: FileMeta },
+    Path { meta: FileMeta, src: Src },
     Dir { mode: u32, mtime: i64 },
     Inline { content: Vec<u8>, mode: u32 },
 }
@@ -30,8 +30,61 @@ enum Item {
 struct Member {
     dest: String,
     item: Item,
-    /// The cache input naming its source (`file <path>`), for reusing an earlier layer.
-    input: Option<String>,
+}
+
+/// Where a planned path comes from: one of the plan's selections, and the part of the member's
+/// destination that is its path below that selection. A copy plan holds one per file of the
+/// context, so the source path and cache name are not stored but derived from these.
+struct Src {
+    /// The selection (an index into [`Plan::selected`]).
+    sel: u32,
+    /// Where the path below the selection starts in the destination; `NONE` for the selected
+    /// path itself.
+    below: u32,
+    /// The real path, when the destination does not spell it (a name that is not UTF-8).
+    real: Option<Box<Path>>,
+}
+
+impl Src {
+    const NONE: u32 = u32::MAX;
+}
+
+/// What one COPY writes: its members in order, the selections their sources lie in, and the
+/// owner `--chown` names.
+struct Plan {
+    members: Vec<Member>,
+    selected: Vec<Selected>,
+    owner: Owner,
+}
+
+/// The real path of a member's source (`selected` its plan's selections).
+fn real_of(selected: &[Selected], m: &Member) -> Option<PathBuf> {
+    let Item::Path { src, .. } = &m.item else {
+        return None;
+    };
+    if let Some(real) = &src.real {
+        return Some(real.to_path_buf());
+    }
+    let sel = selected.get(src.sel as usize)?;
+    Some(match m.dest.get(src.below as usize..) {
+        Some(below) if src.below != Src::NONE => sel.real.join(below),
+        _ => sel.real.clone(),
+    })
+}
+
+/// The cache input naming a member's source (`file <path>`), as the key names it.
+fn input_of(selected: &[Selected], m: &Member) -> Option<String> {
+    let Item::Path { src, .. } = &m.item else {
+        return None;
+    };
+    let sel = selected.get(src.sel as usize)?;
+    Some(match m.dest.get(src.below as usize..) {
+        Some(below) if src.below != Src::NONE && !sel.rel.is_empty() => {
+            format!("file {}/{below}", sel.rel)
+        }
+        Some(below) if src.below != Src::NONE => format!("file {below}"),
+        _ => format!("file {}", sel.rel),
+    })
 }
 
 fn is_dir_in_root(root: &Path, path: &str) -> bool {
@@ -112,11 +165,7 @@ fn pivoted(sources: &[String], rel: &str) -> String {
 
 /// Plans the members of one COPY: `trees` are the source trees for `copy.sources` (the context
 /// or a stage), `root` the merged destination view.
-fn plan(
-    copy: &Copy,
-    tree: &SourceTree<'_>,
-    root: &Path,
-) -> Result<(Vec<Member>, Owner), BuildError> {
+fn plan(copy: &Copy, tree: &SourceTree<'_>, root: &Path) -> Result<Plan, BuildError> {
     let owner = copy
         .chown
         .as_deref()
@@ -151,7 +200,9 @@ fn plan(
             format!("{base}/{name}")
         }
     };
-    for sel in &selected {
+    for (i, sel) in selected.iter().enumerate() {
+        let sel_index = u32::try_from(i)
+            .map_err(|_| BuildError::Invalid("too many sources in one COPY".into()))?;
         let meta = fs::metadata(&sel.real)
             .map(|m| FileMeta::from(&m))
             .map_err(|e| BuildError::io("reading", &sel.real, e))?;
@@ -176,19 +227,29 @@ fn plan(
                         mode,
                         mtime: jiff::Timestamp::now().as_second(),
                     },
-                    input: None,
                 });
             }
-            let mut children = Vec::new();
-            walk(tree, &sel.real, &base_rel, &mut children)?;
-            for (real, rel, m) in children {
-                members.push(Member {
-                    dest: join(&target, &rel),
-                    item: Item::Path { real, meta: m },
-                    // Named as the cache key names it: the path in the tree.
-                    input: Some(format!("file {}", join(&sel.rel, &rel))),
-                });
-            }
+            walk(
+                tree,
+                &sel.real,
+                &base_rel,
+                &mut members,
+                |rel, meta, real| {
+                    let dest = join(&target, &rel);
+                    let below = u32::try_from(dest.len() - rel.len()).unwrap_or(Src::NONE);
+                    Member {
+                        dest,
+                        item: Item::Path {
+                            meta,
+                            src: Src {
+                                sel: sel_index,
+                                below,
+                                real: real.map(PathBuf::into_boxed_path),
+                            },
+                        },
+                    }
+                },
+            )?;
         } else {
             let name = Path::new(&sel.rel)
                 .file_name()
@@ -203,10 +264,13 @@ fn plan(
             };
             members.push(Member {
                 dest: target,
-                input: Some(format!("file {}", sel.rel)),
                 item: Item::Path {
-                    real: sel.real.clone(),
                     meta,
+                    src: Src {
+                        sel: sel_index,
+                        below: Src::NONE,
+                        real: None,
+                    },
                 },
             });
         }
@@ -223,7 +287,6 @@ fn plan(
                 content: inline.content.clone().into_bytes(),
                 mode: inline.mode,
             },
-            input: None,
         });
     }
     // Parents of every destination that do not exist yet are created (0755, owned by --chown).
@@ -242,19 +305,25 @@ fn plan(
         }
     }
     let now = jiff::Timestamp::now().as_second();
-    let mut all: Vec<Member> = parents
-        .into_iter()
-        .map(|p| Member {
+    let all = if parents.is_empty() {
+        members
+    } else {
+        let mut all: Vec<Member> = Vec::with_capacity(parents.len() + members.len());
+        all.extend(parents.into_iter().map(|p| Member {
             dest: p,
             item: Item::Dir {
                 mode: 0o755,
                 mtime: now,
             },
-            input: None,
-        })
-        .collect();
-    all.extend(members);
-    Ok((all, owner))
+        }));
+        all.extend(members);
+        all
+    };
+    Ok(Plan {
+        members: all,
+        selected,
+        owner,
+    })
 }
 
 /// Who owns what a COPY writes: `--chown`'s owner, the source's own (from a stage or image), or
@@ -266,7 +335,7 @@ enum Owners {
 }
 
 fn write_stream(
-    members: Vec<Member>,
+    plan: &Plan,
     owners: Owners,
     chmod: Option<Chmod>,
     out: impl io::Write,
@@ -279,7 +348,7 @@ fn write_stream(
         Owners::Fixed(o) => o,
         Owners::Preserve => Owner::default(),
     };
-    for m in members {
+    for m in &plan.members {
         let mut h = tar::Header::new_gnu();
         h.set_uid(u64::from(fixed.uid));
         h.set_gid(u64::from(fixed.gid));
@@ -287,24 +356,25 @@ fn write_stream(
             h.set_uid(u64::from(meta.uid()));
             h.set_gid(u64::from(meta.gid()));
         }
-        let path = m.dest;
-        match m.item {
+        let path = &m.dest;
+        match &m.item {
             Item::Dir { mode, mtime } => {
                 h.set_entry_type(tar::EntryType::Directory);
-                h.set_mode(mode);
-                h.set_mtime(u64::try_from(mtime).unwrap_or(0));
+                h.set_mode(*mode);
+                h.set_mtime(u64::try_from(*mtime).unwrap_or(0));
                 h.set_size(0);
                 tar.append_data(&mut h, format!("{path}/"), io::empty())?;
             }
             Item::Inline { content, mode } => {
                 h.set_entry_type(tar::EntryType::Regular);
-                let mode = file_mode(chmod.as_ref(), mode, false).map_err(io::Error::other)?;
+                let mode = file_mode(chmod.as_ref(), *mode, false).map_err(io::Error::other)?;
                 h.set_mode(mode);
                 h.set_mtime(u64::try_from(jiff::Timestamp::now().as_second()).unwrap_or(0));
                 h.set_size(content.len() as u64);
-                tar.append_data(&mut h, &path, &content[..])?;
+                tar.append_data(&mut h, path, &content[..])?;
             }
-            Item::Path { real, meta } => {
+            Item::Path { meta, .. } => {
+                let real = real_of(&plan.selected, m).unwrap_or_default();
                 h.set_mtime(u64::try_from(meta.mtime()).unwrap_or(0));
                 let mode = file_mode(chmod.as_ref(), meta.mode(), meta.is_dir())
                     .map_err(io::Error::other)?;
@@ -317,14 +387,14 @@ fn write_stream(
                     h.set_entry_type(tar::EntryType::Symlink);
                     h.set_size(0);
                     let target = fs::read_link(&real)?;
-                    tar.append_link(&mut h, &path, target)?;
+                    tar.append_link(&mut h, path, target)?;
                 } else if meta.is_file()
                     && meta.nlink() > 1
                     && links.contains_key(&(meta.dev(), meta.ino()))
                 {
                     h.set_entry_type(tar::EntryType::Link);
                     h.set_size(0);
-                    tar.append_link(&mut h, &path, &links[&(meta.dev(), meta.ino())])?;
+                    tar.append_link(&mut h, path, &links[&(meta.dev(), meta.ino())])?;
                 } else if meta.is_file() {
                     if meta.nlink() > 1 {
                         links.insert((meta.dev(), meta.ino()), path.clone());
@@ -332,7 +402,7 @@ fn write_stream(
                     h.set_entry_type(tar::EntryType::Regular);
                     h.set_size(meta.len());
                     let f = fs::File::open(&real)?;
-                    tar.append_data(&mut h, &path, f.take(meta.len()))?;
+                    tar.append_data(&mut h, path, f.take(meta.len()))?;
                 }
                 // Sockets, fifos and devices in a source are skipped, as BuildKit's copy does.
             }
@@ -343,20 +413,20 @@ fn write_stream(
 
 /// Runs one COPY/ADD onto the merged view `root`.
 pub(crate) fn copy(copy_op: &Copy, tree: &SourceTree<'_>, root: &Path) -> Result<(), BuildError> {
-    let (members, owner) = plan(copy_op, tree, root)?;
+    let plan = plan(copy_op, tree, root)?;
     if copy_op.add
-        && let Some(done) = add_archives(copy_op, &members, root)?
+        && let Some(done) = add_archives(copy_op, &plan, root)?
     {
         return done;
     }
     let (reader, writer) = io::pipe().map_err(|e| BuildError::io("making a pipe for", root, e))?;
     let chmod = copy_op.chmod.clone();
     let owners = if copy_op.chown.is_some() || copy_op.from == hoist_plan::SourceRef::Context {
-        Owners::Fixed(owner)
+        Owners::Fixed(plan.owner)
     } else {
         Owners::Preserve
     };
-    let producer = std::thread::spawn(move || write_stream(members, owners, chmod, writer));
+    let producer = std::thread::spawn(move || write_stream(&plan, owners, chmod, writer));
     let opts = hoist_layer::ApplyOptions {
         whiteouts: hoist_layer::WhiteoutMode::Apply,
         follow_symlinks_in_root: true,
@@ -386,20 +456,21 @@ pub(crate) fn copy_into_layer(
     lower: &Path,
     out_dir: &Path,
 ) -> Result<bool, BuildError> {
-    let (members, owner) = plan(copy_op, tree, lower)?;
+    let plan = plan(copy_op, tree, lower)?;
     if copy_op.add
         && copy_op.unpack != Some(false)
-        && members.iter().any(
-            |m| matches!(&m.item, Item::Path { real, meta } if meta.is_file() && is_archive(real)),
-        )
+        && plan
+            .members
+            .iter()
+            .any(|m| is_archive_member(&plan.selected, m))
     {
         return Ok(false);
     }
-    let Some(parents) = direct_parents(&members, lower) else {
+    let Some(parents) = direct_parents(&plan.members, lower) else {
         return Ok(false);
     };
     let owners = if copy_op.chown.is_some() || copy_op.from == hoist_plan::SourceRef::Context {
-        Owners::Fixed(owner)
+        Owners::Fixed(plan.owner)
     } else {
         Owners::Preserve
     };
@@ -408,8 +479,13 @@ pub(crate) fn copy_into_layer(
         owners,
         chmod: copy_op.chmod.as_ref(),
     };
-    w.write(&members, &parents)?;
+    w.write(&plan, &parents)?;
     Ok(true)
+}
+
+fn is_archive_member(selected: &[Selected], m: &Member) -> bool {
+    matches!(&m.item, Item::Path { meta, .. } if meta.is_file())
+        && real_of(selected, m).is_some_and(|real| is_archive(&real))
 }
 
 fn is_dir_member(m: &Member) -> bool {
@@ -480,11 +556,7 @@ impl DirectWriter<'_> {
         }
     }
 
-    fn write(
-        &self,
-        members: &[Member],
-        parents: &[(String, fs::Metadata)],
-    ) -> Result<(), BuildError> {
+    fn write(&self, plan: &Plan, parents: &[(String, fs::Metadata)]) -> Result<(), BuildError> {
         // Directories first, parents before children (members come in that order; the image's
         // directories are parents of members), so files can be written in any order after.
         let mut dir_times = Vec::new();
@@ -503,7 +575,7 @@ impl DirectWriter<'_> {
         let mut first_of: std::collections::HashMap<(u64, u64), &str> =
             std::collections::HashMap::new();
         let mut links = Vec::new();
-        for m in members {
+        for m in &plan.members {
             match &m.item {
                 Item::Dir { mode, mtime } => {
                     // The plan chose its mode (0755, or an octal --chmod), as the stream did.
@@ -529,7 +601,7 @@ impl DirectWriter<'_> {
                 _ => files.push(m),
             }
         }
-        self.write_parallel(&files)?;
+        self.write_parallel(&files, &plan.selected)?;
         for (first, dest) in links {
             let (from, to) = (self.out_dir.join(first), self.out_dir.join(dest));
             fs::hard_link(&from, &to).map_err(|e| BuildError::io("linking", &to, e))?;
@@ -565,13 +637,13 @@ impl DirectWriter<'_> {
     }
 
     /// Writes the non-directory members on every core.
-    fn write_parallel(&self, files: &[&Member]) -> Result<(), BuildError> {
+    fn write_parallel(&self, files: &[&Member], selected: &[Selected]) -> Result<(), BuildError> {
         let root = open_dir(self.out_dir)?;
         for_each_parallel(
             files,
             |m| split_dest(&m.dest).0,
             || None,
-            |parent, m| self.write_one(&root, parent, m),
+            |parent, m| self.write_one(&root, parent, m, selected),
         )
     }
 
@@ -582,6 +654,7 @@ impl DirectWriter<'_> {
         root: &OwnedFd,
         parent: &mut Parent<'m>,
         m: &'m Member,
+        selected: &[Selected],
     ) -> Result<(), BuildError> {
         use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
         let path = || self.out_dir.join(&m.dest);
@@ -629,7 +702,8 @@ impl DirectWriter<'_> {
                 let mode = file_mode(self.chmod, *mode, false)?;
                 finish(&f, mode, jiff::Timestamp::now().as_second())
             }
-            Item::Path { real, meta } if meta.is_file() => {
+            Item::Path { meta, .. } if meta.is_file() => {
+                let real = &real_of(selected, m).unwrap_or_default();
                 let src = fs::OpenOptions::new()
                     .read(true)
                     .custom_flags(nofollow())
@@ -649,7 +723,8 @@ impl DirectWriter<'_> {
                 let mode = file_mode(self.chmod, meta.mode(), false)?;
                 finish(&f, mode, meta.mtime())
             }
-            Item::Path { real, meta } if meta.is_symlink() => {
+            Item::Path { meta, .. } if meta.is_symlink() => {
+                let real = &real_of(selected, m).unwrap_or_default();
                 let target = fs::read_link(real).map_err(|e| BuildError::io("reading", real, e))?;
                 rfs::symlinkat(&target, dir, name)
                     .map_err(|e| BuildError::io("creating", &path(), e.into()))?;
@@ -750,7 +825,11 @@ pub(crate) fn copy_incremental(
     out_dir: &Path,
     unchanged: &dyn Fn(&str) -> bool,
 ) -> Result<(), BuildError> {
-    let (members, owner) = plan(copy_op, tree, root)?;
+    let Plan {
+        members,
+        selected,
+        owner,
+    } = plan(copy_op, tree, root)?;
     // Directories the new layer needs: the members that are directories and every ancestor.
     let mut needed: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     for m in &members {
@@ -788,12 +867,14 @@ pub(crate) fn copy_incremental(
     let mut rest = Vec::new();
     let mut reusable = Vec::new();
     for m in members {
-        match (&m.item, &m.input) {
-            (Item::Path { meta, .. }, Some(input)) if meta.is_file() && unchanged(input) => {
+        match &m.item {
+            Item::Path { meta, .. }
+                if meta.is_file() && input_of(&selected, &m).is_some_and(|i| unchanged(&i)) =>
+            {
                 reusable.push(m);
             }
-            (Item::Path { meta, .. }, Some(_)) if meta.is_file() => rest.push(m),
-            (Item::Dir { .. }, _) | (Item::Path { .. }, _) if out_dir.join(&m.dest).is_dir() => {
+            Item::Path { meta, .. } if meta.is_file() => rest.push(m),
+            Item::Dir { .. } | Item::Path { .. } if out_dir.join(&m.dest).is_dir() => {
                 // Already cloned with its attributes.
             }
             _ => rest.push(m),
@@ -815,7 +896,12 @@ pub(crate) fn copy_incremental(
     } else {
         Owners::Preserve
     };
-    let producer = std::thread::spawn(move || write_stream(rest, owners, chmod, writer));
+    let rest = Plan {
+        members: rest,
+        selected,
+        owner,
+    };
+    let producer = std::thread::spawn(move || write_stream(&rest, owners, chmod, writer));
     let opts = hoist_layer::ApplyOptions {
         whiteouts: hoist_layer::WhiteoutMode::Apply,
         ..hoist_layer::ApplyOptions::default()
@@ -904,23 +990,24 @@ fn filetime_of(meta: &fs::Metadata) -> rustix::fs::Timespec {
 /// ADD of a local archive unpacks it into the destination directory instead of copying it.
 fn add_archives(
     copy_op: &Copy,
-    members: &[Member],
+    plan: &Plan,
     root: &Path,
 ) -> Result<Option<Result<(), BuildError>>, BuildError> {
     if copy_op.unpack == Some(false) {
         return Ok(None);
     }
-    let archives: Vec<&Member> = members
+    let archives: Vec<PathBuf> = plan
+        .members
         .iter()
-        .filter(
-            |m| matches!(&m.item, Item::Path { real, meta } if meta.is_file() && is_archive(real)),
-        )
+        .filter(|m| is_archive_member(&plan.selected, m))
+        .filter_map(|m| real_of(&plan.selected, m))
         .collect();
     if archives.is_empty() {
         return Ok(None);
     }
     if archives.len()
-        != members
+        != plan
+            .members
             .iter()
             .filter(|m| matches!(m.item, Item::Path { .. } | Item::Inline { .. }))
             .count()
@@ -932,10 +1019,7 @@ fn add_archives(
     let dest = clean(&copy_op.dest).join("/");
     let target = resolve(root, &dest, true);
     fs::create_dir_all(&target).map_err(|e| BuildError::io("creating", &target, e))?;
-    for m in archives {
-        let Item::Path { real, .. } = &m.item else {
-            continue;
-        };
+    for real in &archives {
         let f = fs::File::open(real).map_err(|e| BuildError::io("opening", real, e))?;
         let decoded = hoist_layer::decompress(io::BufReader::new(f))
             .map_err(|e| BuildError::io("reading", real, e))?;

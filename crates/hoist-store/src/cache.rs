@@ -236,9 +236,14 @@ impl Store {
         Ok(())
     }
 
-    /// Remembers the digests of freshly hashed files.
-    pub fn stat_record(&self, entries: &[(String, FileStat, Digest)]) -> Result<(), StoreError> {
-        if entries.is_empty() {
+    /// Remembers the digests of freshly hashed files (path, stat, digest), borrowed: the
+    /// caller's lists are not copied.
+    pub fn stat_record<'a>(
+        &self,
+        entries: impl IntoIterator<Item = (&'a str, &'a FileStat, &'a Digest)>,
+    ) -> Result<(), StoreError> {
+        let mut entries = entries.into_iter().peekable();
+        if entries.peek().is_none() {
             return Ok(());
         }
         let mut db = self.db();

@@ -27,10 +27,12 @@ fn lookup_answers_each_path_in_the_order_asked() {
             .iter()
             .map(|(p, n)| (format!("{base}/{p}"), stat(*n), digest(*n as u8)))
             .collect();
-    store.stat_record(&recorded).unwrap();
+    store
+        .stat_record(recorded.iter().map(|(p, s, d)| (p.as_str(), s, d)))
+        .unwrap();
     // Rows outside the asked paths' common prefix must not confuse the scan.
     store
-        .stat_record(&[("/other/a".to_owned(), stat(1), digest(9))])
+        .stat_record([("/other/a", &stat(1), &digest(9))])
         .unwrap();
 
     let mut changed = stat(3);
