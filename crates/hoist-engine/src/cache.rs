@@ -21,14 +21,14 @@ const VERSION: &str = "hoist-cache/v1";
 /// A key under construction, with the inputs that explain it.
 pub(crate) struct Key {
     hasher: Sha256Hasher,
-    pub(crate) inputs: BTreeMap<String, String>,
+    inputs: Inputs,
 }
 
 impl Key {
     pub(crate) fn new(parent: &str, op: &str) -> Self {
         let mut k = Self {
             hasher: Sha256Hasher::new(),
-            inputs: BTreeMap::new(),
+            inputs: Inputs::default(),
         };
         k.field("version", VERSION);
         k.field("parent", parent);
@@ -42,12 +42,7 @@ impl Key {
             self.hasher.update(&(part.len() as u64).to_le_bytes());
             self.hasher.update(part.as_bytes());
         }
-        self.inputs.insert(name.to_owned(), value.to_owned());
-    }
-
-    /// Records an input for explanations without hashing it (it is covered by a digest field).
-    pub(crate) fn note(&mut self, name: String, value: String) {
-        self.inputs.insert(name, value);
+        self.inputs.fields.insert(name.to_owned(), value.to_owned());
     }
 
     /// The key as it stands, without finishing it.
@@ -57,10 +52,10 @@ impl Key {
 
     /// Whether per-file inputs were recorded (the slow path ran).
     pub(crate) fn has_file_inputs(&self) -> bool {
-        self.inputs.keys().any(|k| k.starts_with("file "))
+        !self.inputs.files.files.is_empty()
     }
 
-    pub(crate) fn finish(self) -> (String, BTreeMap<String, String>) {
+    pub(crate) fn finish(self) -> (String, Inputs) {
         (self.hasher.finish().to_string(), self.inputs)
     }
 }
@@ -128,8 +123,9 @@ pub(crate) fn copy_key(
         (SourceRef::Context, _) => {
             let inputs = context_inputs(c, tree, store, per_file)?;
             k.field("files", &inputs.digest);
-            for (name, value) in inputs.per_file.unwrap_or_default() {
-                k.note(name, value);
+            // Covered by the digest field: recorded for explanations, not hashed again.
+            if let Some(files) = inputs.per_file {
+                k.inputs.files = files;
             }
         }
         (_, Some(from)) => k.field("from", from),
@@ -142,7 +138,136 @@ pub(crate) fn copy_key(
 /// target>`, and those per-file inputs when they were computed.
 pub(crate) struct ContextInputs {
     pub(crate) digest: String,
-    pub(crate) per_file: Option<Vec<(String, String)>>,
+    pub(crate) per_file: Option<FileInputs>,
+}
+
+/// A step's named cache inputs: its fields and, for a COPY from the context, one input per
+/// selected file (`file <path>` → `<mode> <digest>`), kept compact: a context may hold millions.
+#[derive(Default)]
+pub(crate) struct Inputs {
+    fields: BTreeMap<String, String>,
+    files: FileInputs,
+}
+
+impl Inputs {
+    /// The value of a named input.
+    pub(crate) fn get(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        if let Some(path) = name.strip_prefix("file ")
+            && let Some(value) = self.files.get(path)
+        {
+            return Some(value.into());
+        }
+        self.fields.get(name).map(|v| v.as_str().into())
+    }
+
+    /// The inputs that are not per-file.
+    pub(crate) fn fields(&self) -> &BTreeMap<String, String> {
+        &self.fields
+    }
+
+    /// Every input, fields first, then files in walk order.
+    fn each(&self) -> impl Iterator<Item = (std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> {
+        self.fields
+            .iter()
+            .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+            .chain((0..self.files.files.len()).map(|i| {
+                (
+                    format!("file {}", self.files.name(i)).into(),
+                    self.files.value(i).into(),
+                )
+            }))
+    }
+
+    /// As a JSON object of names to values (what the store records).
+    pub(crate) fn to_json(&self) -> String {
+        let mut out = String::from("{");
+        for (i, (k, v)) in self.each().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            // Serialising a string cannot fail.
+            out.push_str(&serde_json::to_string(&*k).unwrap_or_default());
+            out.push(':');
+            out.push_str(&serde_json::to_string(&*v).unwrap_or_default());
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// Per-file inputs, in walk order: the paths one after another in one string, and a fixed-size
+/// record per file.
+#[derive(Default)]
+pub(crate) struct FileInputs {
+    names: String,
+    files: Vec<FileInput>,
+    /// Indices into `files` in path order, for lookups.
+    by_name: Vec<u32>,
+}
+
+struct FileInput {
+    /// Where its path ends in `names` (it starts where the one before ends).
+    end: u32,
+    mode: u32,
+    what: FileValue,
+}
+
+enum FileValue {
+    Sha256([u8; 32]),
+    Dir,
+    Link(Box<str>),
+    Special,
+}
+
+impl FileInputs {
+    fn push(&mut self, path: &str, mode: u32, what: FileValue) -> Result<(), BuildError> {
+        self.names.push_str(path);
+        let end = u32::try_from(self.names.len())
+            .map_err(|_| BuildError::Invalid("more than 4 GiB of paths in one COPY".into()))?;
+        self.files.push(FileInput { end, mode, what });
+        Ok(())
+    }
+
+    /// Makes [`get`](Self::get) work.
+    fn index(&mut self) {
+        let mut by_name: Vec<u32> = (0..self.files.len())
+            .filter_map(|i| u32::try_from(i).ok())
+            .collect();
+        by_name.sort_unstable_by(|&a, &b| self.name(a as usize).cmp(self.name(b as usize)));
+        self.by_name = by_name;
+    }
+
+    fn name(&self, i: usize) -> &str {
+        let start = i
+            .checked_sub(1)
+            .and_then(|p| self.files.get(p))
+            .map_or(0, |f| f.end as usize);
+        let end = self.files.get(i).map_or(start, |f| f.end as usize);
+        self.names.get(start..end).unwrap_or("")
+    }
+
+    /// Its input value: `<mode> <digest>`, `<mode> dir`, `<mode> -> <target>` or
+    /// `<mode> special`.
+    fn value(&self, i: usize) -> String {
+        let Some(f) = self.files.get(i) else {
+            return String::new();
+        };
+        let mode = f.mode;
+        match &f.what {
+            FileValue::Sha256(h) => format!("{mode:o} {}", Digest::from_sha256(*h)),
+            FileValue::Dir => format!("{mode:o} dir"),
+            FileValue::Link(target) => format!("{mode:o} -> {target}"),
+            FileValue::Special => format!("{mode:o} special"),
+        }
+    }
+
+    fn get(&self, path: &str) -> Option<String> {
+        let at = self
+            .by_name
+            .binary_search_by(|&i| self.name(i as usize).cmp(path))
+            .ok()?;
+        Some(self.value(self.by_name[at] as usize))
+    }
 }
 
 /// A selected path, or one found below a selected directory.
@@ -240,19 +365,18 @@ fn context_inputs(
         }
         sels.push(sel);
     }
-    let values = file_values(&files, &sels, store)?;
+    let per_file = file_inputs(files, &sels, store)?;
     let mut h = Sha256Hasher::new();
-    let mut per_file = Vec::with_capacity(files.len());
-    // Each path is dropped as its input is made.
-    for (f, value) in files.into_iter().zip(values) {
-        let mut name = String::with_capacity("file ".len() + f.rel.len());
-        name.push_str("file ");
-        name.push_str(&f.rel);
-        for part in [&name, &value] {
-            h.update(&(part.len() as u64).to_le_bytes());
-            h.update(part.as_bytes());
-        }
-        per_file.push((name, value));
+    let mut value = String::new();
+    for i in 0..per_file.files.len() {
+        let name = per_file.name(i);
+        value.clear();
+        value.push_str(&per_file.value(i));
+        h.update(&(("file ".len() + name.len()) as u64).to_le_bytes());
+        h.update(b"file ");
+        h.update(name.as_bytes());
+        h.update(&(value.len() as u64).to_le_bytes());
+        h.update(value.as_bytes());
     }
     let digest = h.finish().to_string();
     store.fingerprint_put(&fingerprint, &digest)?;
@@ -272,17 +396,21 @@ fn stat_of(s: &Stat) -> FileStat {
     }
 }
 
-/// Each file's input: its mode and its content digest (or `dir`, `-> target`, `special`),
-/// hashing only files whose stat changed, in parallel. A chunk of files at a time: the paths
-/// and digests in flight stay bounded however large the context is.
-fn file_values(
-    files: &[ContextFile],
+/// Each file's input: its mode and its content digest (or that it is a directory, a link's
+/// target, or something else), hashing only files whose stat changed, in parallel. A chunk of
+/// files at a time: the paths and digests in flight stay bounded however large the context
+/// is, and each file's own path is freed once it is recorded.
+fn file_inputs(
+    mut files: Vec<ContextFile>,
     selected: &[Selected],
     store: &Store,
-) -> Result<Vec<String>, BuildError> {
+) -> Result<FileInputs, BuildError> {
     const CHUNK: usize = 4096;
-    let mut values = Vec::with_capacity(files.len());
-    for chunk in files.chunks(CHUNK) {
+    let mut inputs = FileInputs {
+        files: Vec::with_capacity(files.len()),
+        ..FileInputs::default()
+    };
+    for chunk in files.chunks_mut(CHUNK) {
         let regular: Vec<&ContextFile> = chunk.iter().filter(|f| f.stat.is_file()).collect();
         let keys: Vec<(String, FileStat)> = regular
             .iter()
@@ -307,27 +435,30 @@ fn file_values(
             known[j] = Some(d);
         }
         let mut known = known.into_iter();
-        for f in chunk {
+        for f in chunk.iter_mut() {
             let mode = f.stat.mode & 0o177_777;
-            values.push(if f.stat.is_file() {
-                let digest = known
+            let what = if f.stat.is_file() {
+                known
                     .next()
                     .flatten()
-                    .ok_or_else(|| BuildError::Invalid("a file was not hashed".into()))?;
-                format!("{mode:o} {digest}")
+                    .and_then(|d| d.sha256_bytes())
+                    .map(FileValue::Sha256)
+                    .ok_or_else(|| BuildError::Invalid("a file was not hashed".into()))?
             } else if f.stat.is_dir() {
-                format!("{mode:o} dir")
+                FileValue::Dir
             } else if f.stat.is_symlink() {
                 let real = f.real(selected);
                 let target =
                     fs::read_link(&real).map_err(|e| BuildError::io("reading", &real, e))?;
-                format!("{mode:o} -> {}", target.display())
+                FileValue::Link(target.display().to_string().into())
             } else {
-                format!("{mode:o} special")
-            });
+                FileValue::Special
+            };
+            inputs.push(&std::mem::take(&mut f.rel), mode, what)?;
         }
     }
-    Ok(values)
+    inputs.index();
+    Ok(inputs)
 }
 
 /// `buf` is the caller's, reused from file to file: a fresh 256 KiB buffer per file costs an
@@ -378,17 +509,18 @@ fn hash_parallel(
 }
 
 /// Why a step missed, from its inputs now and at its last build.
-pub(crate) fn explain(old: Option<&str>, new: &BTreeMap<String, String>) -> Option<String> {
+pub(crate) fn explain(old: Option<&str>, new: &Inputs) -> Option<String> {
     let old: BTreeMap<String, String> = serde_json::from_str(old?).ok()?;
     let mut reasons = Vec::new();
-    for (name, value) in new {
-        match old.get(name) {
-            None => reasons.push(describe(name, "added")),
-            Some(v) if v != value => reasons.push(describe(name, "changed")),
+    // Fields first, then files in walk order: the first reasons are the most telling.
+    for (name, value) in new.each() {
+        match old.get(&*name) {
+            None => reasons.push(describe(&name, "added")),
+            Some(v) if *v != *value => reasons.push(describe(&name, "changed")),
             _ => {}
         }
     }
-    for name in old.keys().filter(|k| !new.contains_key(*k)) {
+    for name in old.keys().filter(|k| new.get(k).is_none()) {
         reasons.push(describe(name, "removed"));
     }
     // A changed parent explains everything below it, and the per-file lines explain the
@@ -452,21 +584,71 @@ mod tests {
 
     #[test]
     fn explains_what_changed() {
-        let old = serde_json::json!({"parent": "k1", "file a.txt": "644 sha256:1", "file b.txt": "644 sha256:2"}).to_string();
-        let mut new = BTreeMap::new();
-        new.insert("parent".to_owned(), "k1".to_owned());
-        new.insert("file a.txt".to_owned(), "644 sha256:9".to_owned());
-        new.insert("file c.txt".to_owned(), "644 sha256:3".to_owned());
+        let d = |n: u8| Digest::from_sha256([n; 32]);
+        let old = serde_json::json!({
+            "parent": "k1",
+            "file a.txt": format!("644 {}", d(1)),
+            "file b.txt": format!("644 {}", d(2)),
+        })
+        .to_string();
+        let mut new = Inputs::default();
+        new.fields.insert("parent".to_owned(), "k1".to_owned());
+        new.files
+            .push("c.txt", 0o644, FileValue::Sha256([3; 32]))
+            .unwrap();
+        new.files
+            .push("a.txt", 0o644, FileValue::Sha256([9; 32]))
+            .unwrap();
+        new.files.index();
         assert_eq!(
             explain(Some(&old), &new).unwrap(),
-            "file a.txt changed, file c.txt added, file b.txt removed"
+            "file c.txt added, file a.txt changed, file b.txt removed"
         );
-        let mut only_parent = BTreeMap::new();
-        only_parent.insert("parent".to_owned(), "k2".to_owned());
+        let mut only_parent = Inputs::default();
+        only_parent
+            .fields
+            .insert("parent".to_owned(), "k2".to_owned());
         let old = serde_json::json!({"parent": "k1"}).to_string();
         assert_eq!(
             explain(Some(&old), &only_parent).unwrap(),
             "a previous step or the base image changed"
         );
+    }
+
+    #[test]
+    fn inputs_are_recorded_and_looked_up_as_named() {
+        let mut inputs = Inputs::default();
+        inputs.fields.insert("dest".to_owned(), "/app".to_owned());
+        inputs.files.push("b", 0o40755, FileValue::Dir).unwrap();
+        inputs
+            .files
+            .push("b/x \"q\"", 0o100600, FileValue::Sha256([7; 32]))
+            .unwrap();
+        inputs
+            .files
+            .push("a", 0o120777, FileValue::Link("b".into()))
+            .unwrap();
+        inputs.files.push("p", 0o10644, FileValue::Special).unwrap();
+        inputs.files.index();
+        let json: BTreeMap<String, String> = serde_json::from_str(&inputs.to_json()).unwrap();
+        let want: BTreeMap<String, String> = [
+            ("dest", "/app".to_owned()),
+            ("file b", "40755 dir".to_owned()),
+            (
+                "file b/x \"q\"",
+                format!("100600 {}", Digest::from_sha256([7; 32])),
+            ),
+            ("file a", "120777 -> b".to_owned()),
+            ("file p", "10644 special".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        assert_eq!(json, want);
+        for (k, v) in &want {
+            assert_eq!(inputs.get(k).as_deref(), Some(v.as_str()), "{k}");
+        }
+        assert_eq!(inputs.get("file c"), None);
+        assert_eq!(inputs.get("files"), None);
     }
 }

@@ -1155,13 +1155,18 @@ mod tests {
     ) -> Found {
         let mut listings = run(tree, &MetaLister, dir, base_rel, prefix, false, threads);
         let mut out = Vec::new();
-        stitch(&mut listings, 0, &mut out, &|rel: String, meta, real: Option<PathBuf>| {
-            let real = real.unwrap_or_else(|| {
-                let below = rel.strip_prefix(prefix).unwrap_or(&rel);
-                dir.join(below.trim_start_matches('/'))
-            });
-            (real, rel, meta)
-        })
+        stitch(
+            &mut listings,
+            0,
+            &mut out,
+            &|rel: String, meta, real: Option<PathBuf>| {
+                let real = real.unwrap_or_else(|| {
+                    let below = rel.strip_prefix(prefix).unwrap_or(&rel);
+                    dir.join(below.trim_start_matches('/'))
+                });
+                (real, rel, meta)
+            },
+        )
         .unwrap();
         out
     }

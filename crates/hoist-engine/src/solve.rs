@@ -2,7 +2,7 @@
 //! the cores), each step looked up in the build cache before it runs. Worker threads report
 //! through a channel; only the calling thread sees [`Event`]s.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -13,7 +13,7 @@ use hoist_oci::{ContainerConfig, Digest, History, ImageConfig, Platform, Referen
 use hoist_plan::{Base, Copy, Exec, Op, Plan, SourceRef, Stage};
 use hoist_store::{DigestedSnapshot, LayerInfo, Store, StoreError};
 
-use crate::cache;
+use crate::cache::{self, Inputs};
 use crate::{
     Bases, BuildError, BuildOptions, DEFAULT_PATH, Engine, Event, HISTORY_COMMENT, NetworkMode,
     StageImage, context, copy, meta, mkdir_all, mounts, now_rfc3339, oci_platform,
@@ -499,8 +499,8 @@ impl Solver<'_, '_> {
         let old = if prev_key.as_deref() == Some(key.as_str()) {
             None
         } else {
-            let json = serde_json::to_string(&inputs).unwrap_or_default();
-            self.store().swap_step_inputs(identity, &key, &json)?
+            self.store()
+                .swap_step_inputs(identity, &key, &inputs.to_json())?
         };
         if use_cache && let Some(hit) = self.store().cache_get(&key)? {
             self.resolve(pending.take(), built)?;
@@ -547,7 +547,7 @@ impl Solver<'_, '_> {
                         )?;
                         // Unchanged means recorded alike both times; a name missing from
                         // either is never unchanged.
-                        let same = |name: &str| matches!((old_inputs.get(name), inputs.get(name)), (Some(a), Some(b)) if a == b);
+                        let same = |name: &str| matches!((old_inputs.get(name), inputs.get(name)), (Some(a), Some(b)) if *a == *b);
                         copy::copy_incremental(c, tree, view.path(), &previous, &upper, &same)?;
                     }
                     None => self.full_copy(c, tree, &built.image, &upper, &work)?,
@@ -703,24 +703,25 @@ impl Solver<'_, '_> {
         prev_key: Option<&str>,
         old_inputs: Option<&str>,
         inputs: &Inputs,
-    ) -> Result<Option<(LayerInfo, PathBuf, Inputs)>, BuildError> {
+    ) -> Result<Option<(LayerInfo, PathBuf, Recorded)>, BuildError> {
         if c.add || c.from != SourceRef::Context {
             return Ok(None);
         }
         let (Some(prev_key), Some(old)) = (prev_key, old_inputs) else {
             return Ok(None);
         };
-        let Ok(old) = serde_json::from_str::<std::collections::BTreeMap<String, String>>(old)
+        let Ok(old) = serde_json::from_str::<Recorded>(old)
         else {
             return Ok(None);
         };
         // Everything but the files themselves (and their digest) must be as before.
         let about_files = |k: &str| k.starts_with("file ") || k == "files";
+        let fields = inputs.fields();
         let same_shape = old
             .iter()
             .filter(|(k, _)| !about_files(k))
-            .all(|(k, v)| inputs.get(k) == Some(v))
-            && inputs
+            .all(|(k, v)| fields.get(k) == Some(v))
+            && fields
                 .keys()
                 .filter(|k| !about_files(k))
                 .all(|k| old.contains_key(k));
@@ -913,8 +914,8 @@ impl Solver<'_, '_> {
     }
 }
 
-/// A step's named cache inputs.
-type Inputs = std::collections::BTreeMap<String, String>;
+/// A step's inputs as an earlier build recorded them.
+type Recorded = BTreeMap<String, String>;
 
 fn is_url(s: &str) -> bool {
     s.starts_with("http://") || s.starts_with("https://")

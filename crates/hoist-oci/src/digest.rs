@@ -53,6 +53,17 @@ impl Digest {
         &self.repr[self.colon + 1..]
     }
 
+    /// The raw hash of a sha256 digest (`None` for another algorithm).
+    #[must_use]
+    pub fn sha256_bytes(&self) -> Option<[u8; 32]> {
+        if self.algorithm() != "sha256" {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(self.hex(), &mut out).ok()?;
+        Some(out)
+    }
+
     /// The whole `algorithm:encoded` string.
     #[must_use]
     pub fn as_str(&self) -> &str {
@@ -180,6 +191,12 @@ impl Sha256Hasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_sha256_round_trips() {
+        let d = Digest::sha256_of(b"hoist");
+        assert_eq!(d.sha256_bytes().map(Digest::from_sha256), Some(d));
+    }
 
     #[test]
     fn empty_sha256() {
