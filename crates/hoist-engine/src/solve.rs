@@ -710,8 +710,7 @@ impl Solver<'_, '_> {
         let (Some(prev_key), Some(old)) = (prev_key, old_inputs) else {
             return Ok(None);
         };
-        let Ok(old) = serde_json::from_str::<Recorded>(old)
-        else {
+        let Ok(old) = serde_json::from_str::<Recorded>(old) else {
             return Ok(None);
         };
         // Everything but the files themselves (and their digest) must be as before.

@@ -7,6 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use hoist_test::seeded_bytes as bytes;
 use proptest::prelude::*;
 use rustix::fs::{self as rfs, AtFlags, CWD, FileType, Mode, Timespec, Timestamps, XattrFlags};
 
@@ -23,19 +24,6 @@ fn require_root() {
         rustix::process::geteuid().is_root(),
         "hoist-layer tests must run as root (devices, chown, trusted.* xattrs)"
     );
-}
-
-/// Deterministic bytes, different per seed.
-fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn set_mtime(path: &Path, secs: i64, nsec: i64) {

@@ -7,19 +7,7 @@ use std::path::Path;
 
 use hoist_layer::{WriteOptions, write_layer};
 use hoist_store::{LayerInfo, Store};
-
-/// Deterministic bytes, different per seed.
-fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use hoist_test::seeded_bytes as bytes;
 
 /// About 14 MB: big files first (several checkpoints), then small ones.
 fn build(root: &Path) {

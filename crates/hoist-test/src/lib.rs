@@ -317,3 +317,18 @@ pub fn compact_json(v: &serde_json::Value) -> serde_json::Value {
 }
 
 pub mod registry;
+
+/// Deterministic bytes, different per seed (xorshift): contents that do not compress and do not
+/// repeat between seeds, the same on every run.
+#[must_use]
+pub fn seeded_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
