@@ -547,8 +547,15 @@ type Listing<M> = Result<DirListing<M>, BuildError>;
 trait Lister: Sync {
     type Meta: Send;
 
-    /// Adds every entry of `dir` to `out`, unsorted. `follow`: `dir` itself may be a symlink to
-    /// follow (the selected source only); `exact`: `out.rel` spells `dir`'s real path.
+    /// What a listed entry keeps, from its statx (or std's lstat where there is no statx).
+    fn of_statx(x: &rustix::fs::Statx) -> Self::Meta;
+    fn of_std(m: &fs::Metadata) -> Self::Meta;
+    fn is_dir(meta: &Self::Meta) -> bool;
+
+    /// Adds every entry of `dir` to `out`, unsorted: getdents into the reused `buf` and one
+    /// statx per entry, relative to the open directory. `follow`: `dir` itself may be a
+    /// symlink to follow (the selected source only); `exact`: `out.rel` spells `dir`'s real
+    /// path.
     fn list(
         &self,
         dir: &Path,
@@ -556,7 +563,62 @@ trait Lister: Sync {
         exact: bool,
         buf: &mut Vec<u8>,
         out: &mut DirListing<Self::Meta>,
-    ) -> io::Result<()>;
+    ) -> io::Result<()> {
+        let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        if !follow {
+            // Listed as a directory by lstat: never follow what may have replaced it since.
+            flags |= OFlags::NOFOLLOW;
+        }
+        let fd = rustix::fs::open(dir, flags, Mode::empty())?;
+        if buf.capacity() < 32 * 1024 {
+            buf.reserve(32 * 1024);
+        }
+        let mut entries = RawDir::new(&fd, buf.spare_capacity_mut());
+        // An error part way ends the listing, as `read_dir` does.
+        while let Some(Ok(entry)) = entries.next() {
+            let name = entry.file_name();
+            let bytes = name.to_bytes();
+            if bytes == b"." || bytes == b".." {
+                continue;
+            }
+            let stat = match rustix::fs::statx(
+                &fd,
+                name,
+                AtFlags::SYMLINK_NOFOLLOW,
+                StatxFlags::BASIC_STATS,
+            ) {
+                Ok(x) => Self::of_statx(&x),
+                // No statx (old kernels, some seccomp profiles): std falls back to lstat.
+                Err(rustix::io::Errno::NOSYS) => {
+                    match fs::symlink_metadata(dir.join(OsStr::from_bytes(bytes))) {
+                        Ok(m) => Self::of_std(&m),
+                        Err(_) => continue,
+                    }
+                }
+                // Gone since it was listed.
+                Err(_) => continue,
+            };
+            let utf8 = std::str::from_utf8(bytes).ok();
+            let exact = exact && utf8.is_some();
+            let name = match utf8 {
+                Some(n) => out.push_name(n)?,
+                None => out.push_name(&String::from_utf8_lossy(bytes))?,
+            };
+            if !exact {
+                out.reals.push((name.0, dir.join(OsStr::from_bytes(bytes))));
+            }
+            out.entries.push(Entry {
+                name,
+                is_dir: Self::is_dir(&stat),
+                meta: stat,
+                exact,
+                ignored: false,
+                dropped: false,
+                child: None,
+            });
+        }
+        Ok(())
+    }
 
     fn stat(meta: &Self::Meta) -> Stat;
 
@@ -586,24 +648,16 @@ struct MetaLister;
 impl Lister for MetaLister {
     type Meta = FileMeta;
 
-    fn list(
-        &self,
-        dir: &Path,
-        follow: bool,
-        exact: bool,
-        buf: &mut Vec<u8>,
-        out: &mut DirListing<Self::Meta>,
-    ) -> io::Result<()> {
-        list_statx(
-            dir,
-            follow,
-            exact,
-            buf,
-            out,
-            FileMeta::from_statx,
-            |m| FileMeta::from(m),
-            FileMeta::is_dir,
-        )
+    fn of_statx(x: &rustix::fs::Statx) -> FileMeta {
+        FileMeta::from_statx(x)
+    }
+
+    fn of_std(m: &fs::Metadata) -> FileMeta {
+        FileMeta::from(m)
+    }
+
+    fn is_dir(meta: &FileMeta) -> bool {
+        meta.is_dir()
     }
 
     fn stat(meta: &Self::Meta) -> Stat {
@@ -611,101 +665,24 @@ impl Lister for MetaLister {
     }
 }
 
-/// Lists `dir` for a [`Lister`]: getdents into the reused `buf` and one statx per entry,
-/// relative to the open directory, made into `M` by `of` (or `of_std` where there is no statx).
-#[allow(clippy::too_many_arguments)]
-fn list_statx<M>(
-    dir: &Path,
-    follow: bool,
-    exact: bool,
-    buf: &mut Vec<u8>,
-    out: &mut DirListing<M>,
-    of: fn(&rustix::fs::Statx) -> M,
-    of_std: fn(&fs::Metadata) -> M,
-    is_dir: fn(&M) -> bool,
-) -> io::Result<()> {
-    let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    if !follow {
-        // Listed as a directory by lstat: never follow what may have replaced it since.
-        flags |= OFlags::NOFOLLOW;
-    }
-    let fd = rustix::fs::open(dir, flags, Mode::empty())?;
-    if buf.capacity() < 32 * 1024 {
-        buf.reserve(32 * 1024);
-    }
-    let mut entries = RawDir::new(&fd, buf.spare_capacity_mut());
-    // An error part way ends the listing, as `read_dir` does.
-    while let Some(Ok(entry)) = entries.next() {
-        let name = entry.file_name();
-        let bytes = name.to_bytes();
-        if bytes == b"." || bytes == b".." {
-            continue;
-        }
-        let stat = match rustix::fs::statx(
-            &fd,
-            name,
-            AtFlags::SYMLINK_NOFOLLOW,
-            StatxFlags::BASIC_STATS,
-        ) {
-            Ok(x) => of(&x),
-            // No statx (old kernels, some seccomp profiles): std falls back to lstat.
-            Err(rustix::io::Errno::NOSYS) => {
-                match fs::symlink_metadata(dir.join(OsStr::from_bytes(bytes))) {
-                    Ok(m) => of_std(&m),
-                    Err(_) => continue,
-                }
-            }
-            // Gone since it was listed.
-            Err(_) => continue,
-        };
-        let utf8 = std::str::from_utf8(bytes).ok();
-        let exact = exact && utf8.is_some();
-        let name = match utf8 {
-            Some(n) => out.push_name(n)?,
-            None => out.push_name(&String::from_utf8_lossy(bytes))?,
-        };
-        if !exact {
-            out.reals.push((name.0, dir.join(OsStr::from_bytes(bytes))));
-        }
-        out.entries.push(Entry {
-            name,
-            is_dir: is_dir(&stat),
-            meta: stat,
-            exact,
-            ignored: false,
-            dropped: false,
-            child: None,
-        });
-    }
-    Ok(())
-}
-
 type StatMeta = Stat;
 
-/// [`Stat`]s only: getdents into a reused buffer and statx relative to the open directory.
+/// [`Stat`]s only.
 struct StatLister;
 
 impl Lister for StatLister {
     type Meta = StatMeta;
 
-    fn list(
-        &self,
-        dir: &Path,
-        follow: bool,
-        exact: bool,
-        buf: &mut Vec<u8>,
-        out: &mut DirListing<Self::Meta>,
-    ) -> io::Result<()> {
-        list_statx(
-            dir,
-            follow,
-            exact,
-            buf,
-            out,
-            Stat::from_statx,
-            |m| Stat::from(m),
-            Stat::is_dir,
-        )
+    fn of_statx(x: &rustix::fs::Statx) -> Stat {
+        Stat::from_statx(x)
+    }
+
+    fn of_std(m: &fs::Metadata) -> Stat {
+        Stat::from(m)
+    }
+
+    fn is_dir(meta: &Stat) -> bool {
+        meta.is_dir()
     }
 
     fn stat(meta: &Self::Meta) -> Stat {
