@@ -344,7 +344,11 @@ fn context_inputs(
             per_file: None,
         });
     }
-    let mut files: Vec<ContextFile> = Vec::new();
+    // The files go a chunk at a time from the walk to their inputs: the paths and digests
+    // in flight stay bounded however large the context is.
+    const CHUNK: usize = 4096;
+    let mut per_file = FileInputs::default();
+    let mut files: Vec<ContextFile> = Vec::with_capacity(CHUNK);
     let mut sels = Vec::with_capacity(selected.len());
     for (origin, (sel, stat, walk)) in selected.into_iter().enumerate() {
         files.push(ContextFile {
@@ -354,18 +358,25 @@ fn context_inputs(
             walked: false,
             real: None,
         });
-        if let Some(walk) = walk {
-            walk.paths_into(&mut files, |rel, stat, real| ContextFile {
-                rel,
-                stat,
-                origin,
-                walked: true,
-                real,
-            })?;
-        }
         sels.push(sel);
+        if let Some(walk) = walk {
+            per_file.files.reserve(walk.upper_bound());
+            walk.paths_chunked(
+                &mut files,
+                |rel, stat, real| ContextFile {
+                    rel,
+                    stat,
+                    origin,
+                    walked: true,
+                    real,
+                },
+                CHUNK,
+                |chunk| add_file_inputs(&mut per_file, chunk, &sels, store),
+            )?;
+        }
     }
-    let per_file = file_inputs(files, &sels, store)?;
+    add_file_inputs(&mut per_file, &mut files, &sels, store)?;
+    per_file.index();
     let mut h = Sha256Hasher::new();
     let mut value = String::new();
     for i in 0..per_file.files.len() {
@@ -396,69 +407,60 @@ fn stat_of(s: &Stat) -> FileStat {
     }
 }
 
-/// Each file's input: its mode and its content digest (or that it is a directory, a link's
-/// target, or something else), hashing only files whose stat changed, in parallel. A chunk of
-/// files at a time: the paths and digests in flight stay bounded however large the context
-/// is, and each file's own path is freed once it is recorded.
-fn file_inputs(
-    mut files: Vec<ContextFile>,
+/// Adds each of `files` to `inputs` (taking them out): its mode and its content digest (or
+/// that it is a directory, a link's target, or something else), hashing only files whose stat
+/// changed, in parallel.
+fn add_file_inputs(
+    inputs: &mut FileInputs,
+    files: &mut Vec<ContextFile>,
     selected: &[Selected],
     store: &Store,
-) -> Result<FileInputs, BuildError> {
-    const CHUNK: usize = 4096;
-    let mut inputs = FileInputs {
-        files: Vec::with_capacity(files.len()),
-        ..FileInputs::default()
-    };
-    for chunk in files.chunks_mut(CHUNK) {
-        let regular: Vec<&ContextFile> = chunk.iter().filter(|f| f.stat.is_file()).collect();
-        let keys: Vec<(String, FileStat)> = regular
+) -> Result<(), BuildError> {
+    let regular: Vec<&ContextFile> = files.iter().filter(|f| f.stat.is_file()).collect();
+    let keys: Vec<(String, FileStat)> = regular
+        .iter()
+        .map(|f| {
+            (
+                f.real(selected).to_string_lossy().into_owned(),
+                stat_of(&f.stat),
+            )
+        })
+        .collect();
+    let mut known = store.stat_lookup(&keys)?;
+    let misses: Vec<usize> = (0..regular.len()).filter(|&j| known[j].is_none()).collect();
+    let hashed = hash_parallel(misses.len(), |m| regular[misses[m]].real(selected))?;
+    store.stat_record(
+        misses
             .iter()
-            .map(|f| {
-                (
-                    f.real(selected).to_string_lossy().into_owned(),
-                    stat_of(&f.stat),
-                )
-            })
-            .collect();
-        let mut known = store.stat_lookup(&keys)?;
-        let misses: Vec<usize> = (0..regular.len()).filter(|&j| known[j].is_none()).collect();
-        let hashed = hash_parallel(misses.len(), |m| regular[misses[m]].real(selected))?;
-        store.stat_record(
-            misses
-                .iter()
-                .zip(&hashed)
-                .map(|(&j, d)| (keys[j].0.as_str(), &keys[j].1, d)),
-        )?;
-        drop(keys);
-        for (&j, d) in misses.iter().zip(hashed) {
-            known[j] = Some(d);
-        }
-        let mut known = known.into_iter();
-        for f in chunk.iter_mut() {
-            let mode = f.stat.mode & 0o177_777;
-            let what = if f.stat.is_file() {
-                known
-                    .next()
-                    .flatten()
-                    .and_then(|d| d.sha256_bytes())
-                    .map(FileValue::Sha256)
-                    .ok_or_else(|| BuildError::Invalid("a file was not hashed".into()))?
-            } else if f.stat.is_dir() {
-                FileValue::Dir
-            } else if f.stat.is_symlink() {
-                let real = f.real(selected);
-                let target =
-                    fs::read_link(&real).map_err(|e| BuildError::io("reading", &real, e))?;
-                FileValue::Link(target.display().to_string().into())
-            } else {
-                FileValue::Special
-            };
-            inputs.push(&std::mem::take(&mut f.rel), mode, what)?;
-        }
+            .zip(&hashed)
+            .map(|(&j, d)| (keys[j].0.as_str(), &keys[j].1, d)),
+    )?;
+    drop(keys);
+    for (&j, d) in misses.iter().zip(hashed) {
+        known[j] = Some(d);
     }
-    inputs.index();
-    Ok(inputs)
+    let mut known = known.into_iter();
+    for f in files.drain(..) {
+        let mode = f.stat.mode & 0o177_777;
+        let what = if f.stat.is_file() {
+            known
+                .next()
+                .flatten()
+                .and_then(|d| d.sha256_bytes())
+                .map(FileValue::Sha256)
+                .ok_or_else(|| BuildError::Invalid("a file was not hashed".into()))?
+        } else if f.stat.is_dir() {
+            FileValue::Dir
+        } else if f.stat.is_symlink() {
+            let real = f.real(selected);
+            let target = fs::read_link(&real).map_err(|e| BuildError::io("reading", &real, e))?;
+            FileValue::Link(target.display().to_string().into())
+        } else {
+            FileValue::Special
+        };
+        inputs.push(&f.rel, mode, what)?;
+    }
+    Ok(())
 }
 
 /// `buf` is the caller's, reused from file to file: a fresh 256 KiB buffer per file costs an

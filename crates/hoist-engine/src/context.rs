@@ -420,20 +420,38 @@ impl StatWalk {
     #[cfg(test)]
     pub(crate) fn paths(self) -> Result<Vec<Walked>, BuildError> {
         let mut out = Vec::new();
-        self.paths_into(&mut out, |rel, stat, real| Walked { rel, stat, real })?;
+        self.paths_chunked(
+            &mut out,
+            |rel, stat, real| Walked { rel, stat, real },
+            usize::MAX,
+            |_| Ok(()),
+        )?;
         Ok(out)
     }
 
+    /// How many paths the walk reports at most.
+    pub(crate) fn upper_bound(&self) -> usize {
+        count(&self.listings)
+    }
+
     /// Appends what `make` makes of each path found (its path, stat and real path as
-    /// [`Walked`] has them), in walk order.
-    pub(crate) fn paths_into<T>(
+    /// [`Walked`] has them) to `out`, in walk order, handing `out` to `flush` whenever it
+    /// holds `chunk` or more (and once at the end): `flush` takes them out, so a walk of any
+    /// size holds about a chunk of them at once. Each directory's listing is freed once its
+    /// paths are made.
+    pub(crate) fn paths_chunked<T>(
         mut self,
         out: &mut Vec<T>,
         make: impl Fn(String, Stat, Option<PathBuf>) -> T,
+        chunk: usize,
+        mut flush: impl FnMut(&mut Vec<T>) -> Result<(), BuildError>,
     ) -> Result<(), BuildError> {
-        out.reserve(count(&self.listings));
-        stitch(&mut self.listings, 0, out, &make)?;
-        Ok(())
+        let mut chunks = Chunks {
+            size: chunk,
+            flush: &mut flush,
+        };
+        stitch_in(&mut self.listings, 0, out, &make, &mut chunks, false)?;
+        flush(out)
     }
 }
 
@@ -851,6 +869,30 @@ fn stitch<M, T>(
     out: &mut Vec<T>,
     make: &impl Fn(String, M, Option<PathBuf>) -> T,
 ) -> Result<usize, BuildError> {
+    let mut never = |_: &mut Vec<T>| Ok(());
+    let mut chunks = Chunks {
+        size: usize::MAX,
+        flush: &mut never,
+    };
+    stitch_in(listings, slot, out, make, &mut chunks, false)
+}
+
+/// Where a chunked [`stitch`] hands its output.
+struct Chunks<'f, T> {
+    size: usize,
+    flush: &'f mut dyn FnMut(&mut Vec<T>) -> Result<(), BuildError>,
+}
+
+/// [`stitch`], flushing `out` between entries once it holds a chunk, except below an ignored
+/// directory: that one is taken back out if nothing below it is reported.
+fn stitch_in<M, T>(
+    listings: &mut [Option<Listing<M>>],
+    slot: usize,
+    out: &mut Vec<T>,
+    make: &impl Fn(String, M, Option<PathBuf>) -> T,
+    chunks: &mut Chunks<'_, T>,
+    below_ignored: bool,
+) -> Result<usize, BuildError> {
     let mut listing = listings
         .get_mut(slot)
         .and_then(Option::take)
@@ -858,13 +900,23 @@ fn stitch<M, T>(
     let entries = std::mem::take(&mut listing.entries);
     let mut reported = 0;
     for e in entries {
+        if !below_ignored && out.len() >= chunks.size {
+            (chunks.flush)(out)?;
+        }
         let at = out.len();
         if !e.dropped {
             let real = if e.exact { None } else { listing.real(&e) };
             out.push(make(join(&listing.rel, listing.name(&e)), e.meta, real));
         }
         let below = match e.child {
-            Some(child) => stitch(listings, child.get(), out, make)?,
+            Some(child) => stitch_in(
+                listings,
+                child.get(),
+                out,
+                make,
+                chunks,
+                below_ignored || e.ignored,
+            )?,
             None => 0,
         };
         if e.ignored && below == 0 {
@@ -1306,6 +1358,28 @@ mod tests {
                             let below = w.rel.strip_prefix(prefix).unwrap().trim_start_matches('/');
                             let real = w.real.clone().unwrap_or_else(|| dir.join(below));
                             assert_eq!(&real, want_real);
+                        }
+                        // Handed over a chunk at a time, the same paths in the same order
+                        // (an ignored directory taken back out never straddles a flush).
+                        for chunk in [1, 3, 50] {
+                            let mut all = Vec::new();
+                            let mut flushes = 0;
+                            walk_stats_with(&tree, &dir, base_rel, prefix, threads)
+                                .paths_chunked(
+                                    &mut Vec::new(),
+                                    |rel, stat, real| Walked { rel, stat, real },
+                                    chunk,
+                                    |out| {
+                                        flushes += 1;
+                                        all.append(out);
+                                        Ok(())
+                                    },
+                                )
+                                .unwrap();
+                            assert_eq!(all, stats, "chunks of {chunk}");
+                            if chunk == 1 && stats.len() > 1 {
+                                assert!(flushes > 1, "chunks of 1 came in {flushes} flush");
+                            }
                         }
                         walks += 1;
                     }
