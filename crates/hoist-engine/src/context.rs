@@ -333,6 +333,26 @@ pub(crate) fn walk<T>(
     Ok(())
 }
 
+/// [`walk`], handing `out` to `flush` whenever it holds `chunk` or more paths (and once at the
+/// end), as [`StatWalk::paths_chunked`] does.
+pub(crate) fn walk_chunked<T>(
+    tree: &SourceTree<'_>,
+    dir: &Path,
+    base_rel: &str,
+    out: &mut Vec<T>,
+    make: impl Fn(String, FileMeta, Option<PathBuf>) -> T,
+    chunk: usize,
+    mut flush: impl FnMut(&mut Vec<T>) -> Result<(), BuildError>,
+) -> Result<(), BuildError> {
+    let mut listings = run(tree, &MetaLister, dir, base_rel, "", false, workers());
+    let mut chunks = Chunks {
+        size: chunk,
+        flush: &mut flush,
+    };
+    stitch_in(&mut listings, 0, out, &make, &mut chunks, false)?;
+    flush(out)
+}
+
 /// [`walk`] with every reported path under `prefix` and only the stat fields, listed but not
 /// yet put in order: a warm-cache check needs only [`StatWalk::fingerprint`].
 pub(crate) fn walk_stats(

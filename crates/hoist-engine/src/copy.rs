@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use hoist_plan::{Chmod, Copy};
 
 use crate::BuildError;
-use crate::context::{FileMeta, Selected, SourceTree, walk};
+use crate::context::{FileMeta, Selected, SourceTree, walk, walk_chunked};
 use crate::fsutil::{clean, resolve};
 use crate::par::for_each_parallel;
 use crate::userdb::{Owner, resolve_chown};
@@ -163,9 +163,20 @@ fn pivoted(sources: &[String], rel: &str) -> String {
     rel.to_owned()
 }
 
-/// Plans the members of one COPY: `trees` are the source trees for `copy.sources` (the context
+/// What one COPY's sources select, and where they go.
+struct Selection {
+    selected: Vec<Selected>,
+    owner: Owner,
+    /// The destination, cleaned.
+    dest: String,
+    /// Several sources (or a wildcard): the destination is a directory.
+    many: bool,
+    dest_is_dir_syntax: bool,
+}
+
+/// Selects the sources of one COPY: `tree` is the source tree for `copy.sources` (the context
 /// or a stage), `root` the merged destination view.
-fn plan(copy: &Copy, tree: &SourceTree<'_>, root: &Path) -> Result<Plan, BuildError> {
+fn select(copy: &Copy, tree: &SourceTree<'_>, root: &Path) -> Result<Selection, BuildError> {
     let owner = copy
         .chown
         .as_deref()
@@ -192,6 +203,34 @@ fn plan(copy: &Copy, tree: &SourceTree<'_>, root: &Path) -> Result<Plan, BuildEr
             "When using COPY with more than one source file, the destination must be a directory and end with a /".into(),
         ));
     }
+    Ok(Selection {
+        selected,
+        owner,
+        dest,
+        many,
+        dest_is_dir_syntax,
+    })
+}
+
+/// Plans the members of one COPY (see [`select`]).
+fn plan(copy: &Copy, tree: &SourceTree<'_>, root: &Path) -> Result<Plan, BuildError> {
+    let selection = select(copy, tree, root)?;
+    plan_selected(copy, tree, root, selection)
+}
+
+fn plan_selected(
+    copy: &Copy,
+    tree: &SourceTree<'_>,
+    root: &Path,
+    selection: Selection,
+) -> Result<Plan, BuildError> {
+    let Selection {
+        selected,
+        owner,
+        dest,
+        many,
+        dest_is_dir_syntax,
+    } = selection;
     let mut members = Vec::new();
     let join = |base: &str, name: &str| {
         if base.is_empty() {
@@ -456,7 +495,11 @@ pub(crate) fn copy_into_layer(
     lower: &Path,
     out_dir: &Path,
 ) -> Result<bool, BuildError> {
-    let plan = plan(copy_op, tree, lower)?;
+    let selection = select(copy_op, tree, lower)?;
+    if let Some(done) = stream_dir(copy_op, tree, lower, out_dir, &selection)? {
+        return Ok(done);
+    }
+    let plan = plan_selected(copy_op, tree, lower, selection)?;
     if copy_op.add
         && copy_op.unpack != Some(false)
         && plan
@@ -481,6 +524,130 @@ pub(crate) fn copy_into_layer(
     };
     w.write(&plan, &parents)?;
     Ok(true)
+}
+
+/// Most COPYs copy one directory (`COPY . /app`), and a large context makes them large: such a
+/// copy is written straight into the layer a chunk of files at a time, as the walk yields them,
+/// so no plan of every file is held. `None` when the copy is not of that kind, or its
+/// destination crosses a symlink in the image (the planned write decides those);
+/// `Some(false)` when a copied directory turns out to be a symlink in the image, which the
+/// merged view must follow: `out_dir` is emptied again.
+fn stream_dir(
+    copy_op: &Copy,
+    tree: &SourceTree<'_>,
+    lower: &Path,
+    out_dir: &Path,
+    selection: &Selection,
+) -> Result<Option<bool>, BuildError> {
+    const CHUNK: usize = 4096;
+    let [sel] = selection.selected.as_slice() else {
+        return Ok(None);
+    };
+    if copy_op.add || copy_op.parents || !copy_op.inline.is_empty() {
+        return Ok(None);
+    }
+    let meta = fs::metadata(&sel.real).map_err(|e| BuildError::io("reading", &sel.real, e))?;
+    if !meta.is_dir() {
+        return Ok(None);
+    }
+    // The destination and its ancestors: the image's are copied up, missing ones are made
+    // (0755, the destination itself with an octal --chmod), as the plan would.
+    let target = &selection.dest;
+    let now = jiff::Timestamp::now().as_second();
+    let mut from_lower = Vec::new();
+    let mut made = Vec::new();
+    let ends = target
+        .match_indices('/')
+        .map(|(i, _)| i)
+        .chain([target.len()]);
+    for p in ends.map(|end| &target[..end]).filter(|p| !p.is_empty()) {
+        match fs::symlink_metadata(lower.join(p)) {
+            Ok(md) if md.is_dir() => from_lower.push((p.to_owned(), md)),
+            Ok(_) => return Ok(None),
+            Err(_) => {
+                let mode = match (&copy_op.chmod, p == target) {
+                    (Some(Chmod::Octal(m)), true) => *m,
+                    _ => 0o755,
+                };
+                made.push(Member {
+                    dest: p.to_owned(),
+                    item: Item::Dir { mode, mtime: now },
+                });
+            }
+        }
+    }
+    let owners = if copy_op.chown.is_some() || copy_op.from == hoist_plan::SourceRef::Context {
+        Owners::Fixed(selection.owner)
+    } else {
+        Owners::Preserve
+    };
+    let w = DirectWriter {
+        out_dir,
+        owners,
+        chmod: copy_op.chmod.as_ref(),
+    };
+    let selected = std::slice::from_ref(sel);
+    w.make_parents(&from_lower)?;
+    let mut done = Written::default();
+    w.write_members(&mut done, &made, selected, None)?;
+    let mut crossed = false;
+    let base_rel = pivoted(&copy_op.sources, &sel.rel);
+    let walked = walk_chunked(
+        tree,
+        &sel.real,
+        &base_rel,
+        &mut Vec::with_capacity(CHUNK),
+        |rel, meta, real| {
+            let dest = if target.is_empty() {
+                rel.clone()
+            } else {
+                format!("{target}/{rel}")
+            };
+            let below = u32::try_from(dest.len() - rel.len()).unwrap_or(Src::NONE);
+            Member {
+                dest,
+                item: Item::Path {
+                    meta,
+                    src: Src {
+                        sel: 0,
+                        below,
+                        real: real.map(PathBuf::into_boxed_path),
+                    },
+                },
+            }
+        },
+        CHUNK,
+        |chunk| {
+            if !crossed && !w.write_members(&mut done, chunk, selected, Some(lower))? {
+                crossed = true;
+            }
+            chunk.clear();
+            Ok(())
+        },
+    );
+    if crossed {
+        empty_dir(out_dir)?;
+        return Ok(Some(false));
+    }
+    walked?;
+    w.finish(done)?;
+    Ok(Some(true))
+}
+
+/// Removes everything in `dir`.
+fn empty_dir(dir: &Path) -> Result<(), BuildError> {
+    let entries = fs::read_dir(dir).map_err(|e| BuildError::io("reading", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| BuildError::io("reading", dir, e))?;
+        let path = entry.path();
+        let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        removed.map_err(|e| BuildError::io("removing", &path, e))?;
+    }
+    Ok(())
 }
 
 fn is_archive_member(selected: &[Selected], m: &Member) -> bool {
@@ -541,6 +708,16 @@ fn direct_parents(members: &[Member], lower: &Path) -> Option<Vec<(String, fs::M
     Some(from_lower)
 }
 
+/// What a direct write leaves for its end: directory times (in the order made), and hard links
+/// to make once their first destination is written.
+#[derive(Default)]
+struct Written {
+    dir_times: Vec<(String, i64)>,
+    /// (device, inode) of a multiply-linked source → the first destination written for it.
+    first_of: std::collections::HashMap<(u64, u64), String>,
+    links: Vec<(String, String)>,
+}
+
 struct DirectWriter<'a> {
     out_dir: &'a Path,
     owners: Owners,
@@ -557,9 +734,15 @@ impl DirectWriter<'_> {
     }
 
     fn write(&self, plan: &Plan, parents: &[(String, fs::Metadata)]) -> Result<(), BuildError> {
-        // Directories first, parents before children (members come in that order; the image's
-        // directories are parents of members), so files can be written in any order after.
-        let mut dir_times = Vec::new();
+        self.make_parents(parents)?;
+        let mut done = Written::default();
+        self.write_members(&mut done, &plan.members, &plan.selected, None)?;
+        self.finish(done)
+    }
+
+    /// Makes the image's directories that the copy writes into, with the image's owner and
+    /// mode, as a copy-up would.
+    fn make_parents(&self, parents: &[(String, fs::Metadata)]) -> Result<(), BuildError> {
         for (p, md) in parents {
             let path = self.out_dir.join(p);
             fs::create_dir(&path).map_err(|e| BuildError::io("creating", &path, e))?;
@@ -568,32 +751,45 @@ impl DirectWriter<'_> {
             fs::set_permissions(&path, fs::Permissions::from_mode(md.mode() & 0o7777))
                 .map_err(|e| BuildError::io("chmod", &path, e))?;
         }
-        let mut parents_sorted: Vec<&str> = parents.iter().map(|(p, _)| p.as_str()).collect();
-        parents_sorted.sort_unstable();
+        Ok(())
+    }
+
+    /// Writes `members`, which come with directories before what they hold (as a walk yields
+    /// them, and later calls may bring more): the directories in order, then the files on
+    /// every core. With `lower`, a directory that is a symlink there stops it before anything
+    /// is written for it, returning false: a COPY follows it, which needs the merged view.
+    fn write_members(
+        &self,
+        done: &mut Written,
+        members: &[Member],
+        selected: &[Selected],
+        lower: Option<&Path>,
+    ) -> Result<bool, BuildError> {
         let mut files = Vec::new();
-        // (dev, inode) of a multiply-linked source → the first destination written for it.
-        let mut first_of: std::collections::HashMap<(u64, u64), &str> =
-            std::collections::HashMap::new();
-        let mut links = Vec::new();
-        for m in &plan.members {
+        for m in members {
             match &m.item {
                 Item::Dir { mode, mtime } => {
                     // The plan chose its mode (0755, or an octal --chmod), as the stream did.
                     self.make_dir(&m.dest, *mode, self.owner_of(&m.item))?;
-                    dir_times.push((m.dest.as_str(), *mtime));
+                    done.dir_times.push((m.dest.clone(), *mtime));
                 }
                 Item::Path { meta, .. } if meta.is_dir() => {
+                    if lower.is_some_and(|l| {
+                        fs::symlink_metadata(l.join(&m.dest)).is_ok_and(|md| md.is_symlink())
+                    }) {
+                        return Ok(false);
+                    }
                     let mode = file_mode(self.chmod, meta.mode(), true)?;
                     self.make_dir(&m.dest, mode, self.owner_of(&m.item))?;
-                    dir_times.push((m.dest.as_str(), meta.mtime()));
+                    done.dir_times.push((m.dest.clone(), meta.mtime()));
                 }
                 Item::Path { meta, .. } if meta.is_file() && meta.nlink() > 1 => {
-                    match first_of.entry((meta.dev(), meta.ino())) {
+                    match done.first_of.entry((meta.dev(), meta.ino())) {
                         std::collections::hash_map::Entry::Occupied(first) => {
-                            links.push((*first.get(), m.dest.as_str()));
+                            done.links.push((first.get().clone(), m.dest.clone()));
                         }
                         std::collections::hash_map::Entry::Vacant(v) => {
-                            v.insert(&m.dest);
+                            v.insert(m.dest.clone());
                             files.push(m);
                         }
                     }
@@ -601,13 +797,18 @@ impl DirectWriter<'_> {
                 _ => files.push(m),
             }
         }
-        self.write_parallel(&files, &plan.selected)?;
-        for (first, dest) in links {
+        self.write_parallel(&files, selected)?;
+        Ok(true)
+    }
+
+    /// The hard links, once every first link is written, then the directories' times last:
+    /// writing into a directory moved its time.
+    fn finish(&self, done: Written) -> Result<(), BuildError> {
+        for (first, dest) in done.links {
             let (from, to) = (self.out_dir.join(first), self.out_dir.join(dest));
             fs::hard_link(&from, &to).map_err(|e| BuildError::io("linking", &to, e))?;
         }
-        // A directory's time last: writing into it moved it.
-        for (dest, mtime) in dir_times.into_iter().rev() {
+        for (dest, mtime) in done.dir_times.into_iter().rev() {
             let path = self.out_dir.join(dest);
             let t = rustix::fs::Timespec {
                 tv_sec: mtime,

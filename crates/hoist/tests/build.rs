@@ -299,6 +299,48 @@ fn whiteouts_and_opaque_directories_in_layers() {
     );
 }
 
+/// A copied directory that is a symlink in the image, met after a few thousand files were
+/// already written straight into the layer: that write is dropped and the copy goes through
+/// the merged view, where a copied directory replaces what is at its path, as a layer's
+/// entries do. (Docker 20.10's BuildKit refuses this copy: "cannot copy to non-directory".)
+#[test]
+fn copy_onto_a_symlinked_directory_replaces_it() {
+    let h = with_busybox();
+    let df = "FROM busybox\nRUN mkdir -p /data/real /app && ln -s /data/real /app/sub\n\
+              COPY tree/ /app/\n";
+    let mut files: Vec<(String, &str)> = (0..4200)
+        .map(|i| (format!("tree/a/f{i:04}"), "a"))
+        .collect();
+    files.push(("tree/sub/f.txt".to_owned(), "f"));
+    files.push(("tree/top.txt".to_owned(), "top"));
+    files.push(("Dockerfile".to_owned(), df));
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (p.as_str(), *c)).collect();
+    let ctx = context(&h, "ctx", &files);
+    let out = build(&h, &["-t", "through", ctx.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let l = layers(&h, "through");
+    let copied: Vec<&String> = l[2].iter().filter(|e| !e.starts_with("app/a/f")).collect();
+    assert_eq!(
+        copied,
+        [
+            "app/ Directory 755 0:0",
+            "app/a/ Directory 755 0:0",
+            "app/sub/ Directory 755 0:0",
+            "app/sub/.wh..wh..opq Regular 0 0:0",
+            "app/sub/f.txt Regular 644 0:0",
+            "app/top.txt Regular 644 0:0",
+        ]
+    );
+    assert_eq!(
+        l[2].iter().filter(|e| e.starts_with("app/a/f")).count(),
+        4200
+    );
+}
+
 #[test]
 fn copy_owners_modes_and_dockerignore() {
     let h = with_busybox();

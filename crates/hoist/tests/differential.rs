@@ -96,6 +96,7 @@ fn cases() -> Vec<Case> {
         case("copy_chmod"),
         case("copy_from"),
         case("copy_into_existing"),
+        case("copy_through_symlink"),
         Case {
             target: Some("middle"),
             ..case("multistage_target")
