@@ -334,7 +334,9 @@ pub(crate) fn walk<T>(
 }
 
 /// [`walk`], handing `out` to `flush` whenever it holds `chunk` or more paths (and once at the
-/// end), as [`StatWalk::paths_chunked`] does.
+/// end), as [`StatWalk::paths_chunked`] does. Each directory is listed when the walk reaches it
+/// (on this thread), so only the listings on the way down to it are held, however large the
+/// tree: the caller's work on each chunk is what runs on every core.
 pub(crate) fn walk_chunked<T>(
     tree: &SourceTree<'_>,
     dir: &Path,
@@ -344,12 +346,29 @@ pub(crate) fn walk_chunked<T>(
     chunk: usize,
     mut flush: impl FnMut(&mut Vec<T>) -> Result<(), BuildError>,
 ) -> Result<(), BuildError> {
-    let mut listings = run(tree, &MetaLister, dir, base_rel, "", false, workers());
+    let (walker, root) = start(tree, &MetaLister, dir, base_rel, "", false);
+    // Directories found but not listed yet, by slot.
+    let mut pending: Vec<Option<DirTask>> = vec![Some(root)];
+    let mut scratch = Scratch::default();
+    let mut found = Vec::new();
+    let mut list = |slot: usize| {
+        let task = pending.get_mut(slot)?.take()?;
+        let (_, listing) = walker.list_one(task, &mut scratch, &mut found);
+        for task in found.drain(..) {
+            if pending.len() <= task.slot {
+                pending.resize_with(task.slot + 1, || None);
+            }
+            let at = task.slot;
+            pending[at] = Some(task);
+        }
+        Some(listing)
+    };
     let mut chunks = Chunks {
         size: chunk,
         flush: &mut flush,
+        list: &mut list,
     };
-    stitch_in(&mut listings, 0, out, &make, &mut chunks, false)?;
+    stitch_in(&mut Vec::new(), 0, out, &make, &mut chunks, false)?;
     flush(out)
 }
 
@@ -469,6 +488,7 @@ impl StatWalk {
         let mut chunks = Chunks {
             size: chunk,
             flush: &mut flush,
+            list: &mut |_| None,
         };
         stitch_in(&mut self.listings, 0, out, &make, &mut chunks, false)?;
         flush(out)
@@ -827,6 +847,26 @@ fn run<L: Lister>(
     digests: bool,
     threads: usize,
 ) -> Vec<Option<Listing<L::Meta>>> {
+    let (walker, root) = start(tree, lister, dir, base_rel, prefix, digests);
+    let mut listings: Vec<Option<Listing<L::Meta>>> = Vec::new();
+    for (slot, listing) in walker.list_all(root, threads) {
+        if listings.len() <= slot {
+            listings.resize_with(slot + 1, || None);
+        }
+        listings[slot] = Some(listing);
+    }
+    listings
+}
+
+/// A walker of `dir` and the task that lists it (slot 0).
+fn start<'w, 'a, L: Lister>(
+    tree: &'w SourceTree<'a>,
+    lister: &'w L,
+    dir: &Path,
+    base_rel: &str,
+    prefix: &str,
+    digests: bool,
+) -> (Walker<'w, 'a, L>, DirTask) {
     let ignore = if tree.ignored_varies_below(base_rel) {
         Scope::Ask
     } else {
@@ -859,14 +899,7 @@ fn run<L: Lister>(
         ignore,
         exclude,
     };
-    let mut listings: Vec<Option<Listing<L::Meta>>> = Vec::new();
-    for (slot, listing) in walker.list_all(root, threads) {
-        if listings.len() <= slot {
-            listings.resize_with(slot + 1, || None);
-        }
-        listings[slot] = Some(listing);
-    }
-    listings
+    (walker, root)
 }
 
 /// Entries listed (an upper bound of the paths reported).
@@ -893,14 +926,17 @@ fn stitch<M, T>(
     let mut chunks = Chunks {
         size: usize::MAX,
         flush: &mut never,
+        list: &mut |_| None,
     };
     stitch_in(listings, slot, out, make, &mut chunks, false)
 }
 
-/// Where a chunked [`stitch`] hands its output.
-struct Chunks<'f, T> {
+/// Where a chunked [`stitch`] hands its output, and how it gets a listing it was not given.
+struct Chunks<'f, T, M> {
     size: usize,
     flush: &'f mut dyn FnMut(&mut Vec<T>) -> Result<(), BuildError>,
+    /// Lists a slot's directory now (`None`: it was never found).
+    list: &'f mut dyn FnMut(usize) -> Option<Listing<M>>,
 }
 
 /// [`stitch`], flushing `out` between entries once it holds a chunk, except below an ignored
@@ -910,13 +946,13 @@ fn stitch_in<M, T>(
     slot: usize,
     out: &mut Vec<T>,
     make: &impl Fn(String, M, Option<PathBuf>) -> T,
-    chunks: &mut Chunks<'_, T>,
+    chunks: &mut Chunks<'_, T, M>,
     below_ignored: bool,
 ) -> Result<usize, BuildError> {
-    let mut listing = listings
-        .get_mut(slot)
-        .and_then(Option::take)
-        .ok_or_else(not_listed)??;
+    let mut listing = match listings.get_mut(slot).and_then(Option::take) {
+        Some(listing) => listing,
+        None => (chunks.list)(slot).ok_or_else(not_listed)?,
+    }?;
     let entries = std::mem::take(&mut listing.entries);
     let mut reported = 0;
     for e in entries {
@@ -1378,6 +1414,37 @@ mod tests {
                             let below = w.rel.strip_prefix(prefix).unwrap().trim_start_matches('/');
                             let real = w.real.clone().unwrap_or_else(|| dir.join(below));
                             assert_eq!(&real, want_real);
+                        }
+                        // Listed as the walk reaches each directory, a chunk at a time (as
+                        // a copy walks): the same paths.
+                        if prefix.is_empty() {
+                            for chunk in [1, 7, 4096] {
+                                let mut lazy = Vec::new();
+                                walk_chunked(
+                                    &tree,
+                                    &dir,
+                                    base_rel,
+                                    &mut Vec::new(),
+                                    |rel, meta, real| (real, rel, meta),
+                                    chunk,
+                                    |out| {
+                                        lazy.append(out);
+                                        Ok(())
+                                    },
+                                )
+                                .unwrap();
+                                let lazy: Vec<(PathBuf, String)> = lazy
+                                    .into_iter()
+                                    .map(|(real, rel, _)| {
+                                        (real.unwrap_or_else(|| dir.join(&rel)), rel)
+                                    })
+                                    .collect();
+                                let want: Vec<(PathBuf, String)> = want
+                                    .iter()
+                                    .map(|(r, rel, _)| (r.clone(), rel.clone()))
+                                    .collect();
+                                assert_eq!(lazy, want, "lazy, chunks of {chunk}");
+                            }
                         }
                         // Handed over a chunk at a time, the same paths in the same order
                         // (an ignored directory taken back out never straddles a flush).
