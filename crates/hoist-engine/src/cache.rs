@@ -495,6 +495,7 @@ fn hash_parallel(
     crate::par::for_each_parallel(
         &indexed,
         |&i| i,
+        |_| 0,
         Vec::new,
         |buf, &i| {
             let _ = hashed[i].set(hash_file(&path(i), buf)?);

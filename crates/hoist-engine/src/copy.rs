@@ -843,6 +843,10 @@ impl DirectWriter<'_> {
         for_each_parallel(
             files,
             |m| split_dest(&m.dest).0,
+            |m| match &m.item {
+                Item::Path { meta, .. } if meta.is_file() => meta.len(),
+                _ => 0,
+            },
             || None,
             |parent, m| self.write_one(&root, parent, m, selected),
         )
@@ -1147,6 +1151,7 @@ fn link_parallel(
     for_each_parallel(
         &indexed,
         |(_, dest)| split_dest(dest).0,
+        |_| 0,
         || (None, None),
         |(old_parent, new_parent): &mut (Parent<'_>, Parent<'_>), &(i, dest)| {
             let (dir_path, name) = split_dest(dest);
