@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
+use std::io::{self, Read};
 use std::path::PathBuf;
 
 use hoist_oci::{Digest, Sha256Hasher};
@@ -178,20 +178,37 @@ impl Inputs {
             }))
     }
 
-    /// As a JSON object of names to values (what the store records).
-    pub(crate) fn to_json(&self) -> String {
-        let mut out = String::from("{");
-        for (i, (k, v)) in self.each().enumerate() {
-            if i > 0 {
-                out.push(',');
+    /// As a JSON object of names to values (what the store records): its length, and the
+    /// text written a pair at a time (a large COPY's inputs are megabytes).
+    pub(crate) fn json(&self) -> (usize, impl FnOnce(&mut dyn io::Write) -> io::Result<()>) {
+        let len = self.json_pairs().map(|p| p.len()).sum::<usize>() + 2;
+        let write = move |w: &mut dyn io::Write| {
+            w.write_all(b"{")?;
+            for pair in self.json_pairs() {
+                w.write_all(pair.as_bytes())?;
             }
-            // Serialising a string cannot fail.
-            out.push_str(&serde_json::to_string(&*k).unwrap_or_default());
-            out.push(':');
-            out.push_str(&serde_json::to_string(&*v).unwrap_or_default());
-        }
-        out.push('}');
-        out
+            w.write_all(b"}")
+        };
+        (len, write)
+    }
+
+    /// `"name":"value"` of each input, with a comma before all but the first.
+    fn json_pairs(&self) -> impl Iterator<Item = String> + '_ {
+        // Serialising a string cannot fail.
+        let quoted = |s: &str| serde_json::to_string(s).unwrap_or_default();
+        self.each().enumerate().map(move |(i, (k, v))| {
+            let comma = if i > 0 { "," } else { "" };
+            format!("{comma}{}:{}", quoted(&k), quoted(&v))
+        })
+    }
+
+    #[cfg(test)]
+    fn to_json(&self) -> String {
+        let (len, write) = self.json();
+        let mut out = Vec::new();
+        write(&mut out).unwrap();
+        assert_eq!(out.len(), len);
+        String::from_utf8(out).unwrap()
     }
 }
 
@@ -360,7 +377,8 @@ fn context_inputs(
         });
         sels.push(sel);
         if let Some(walk) = walk {
-            per_file.files.reserve(walk.upper_bound());
+            // The selection itself is in `files` too.
+            per_file.files.reserve(walk.upper_bound() + 1);
             walk.paths_chunked(
                 &mut files,
                 |rel, stat, real| ContextFile {

@@ -499,8 +499,14 @@ impl Solver<'_, '_> {
         let old = if prev_key.as_deref() == Some(key.as_str()) {
             None
         } else {
-            self.store()
-                .swap_step_inputs(identity, &key, &inputs.to_json())?
+            let (len, write) = inputs.json();
+            self.store().swap_step_inputs(
+                identity,
+                &key,
+                len,
+                write,
+                use_cache || self.opts.explain_cache,
+            )?
         };
         if use_cache && let Some(hit) = self.store().cache_get(&key)? {
             self.resolve(pending.take(), built)?;

@@ -8,10 +8,13 @@
 //! The stat cache maps a context file's path to (device, inode, size, mtime, ctime) and the
 //! sha256 of its content, so an unchanged file is never read again.
 
+use std::io;
+
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use hoist_oci::Digest;
 
+use crate::error::IoContext;
 use crate::{LayerInfo, Store, StoreError, layer_row};
 
 /// What `stat` says about a file; equal stats mean the content digest still holds.
@@ -143,27 +146,60 @@ impl Store {
     }
 
     /// Records a step's new key and inputs (only when its key changed), returning the inputs it
-    /// had before (for explaining a miss).
+    /// had before when `want_old` (for explaining a miss or reusing an earlier layer; a large
+    /// COPY's are megabytes, not read when not needed). The inputs are `len` bytes of text that
+    /// `write` writes straight into the row, so they are never held whole in memory.
     pub fn swap_step_inputs(
         &self,
         identity: &str,
         key: &str,
-        inputs: &str,
+        len: usize,
+        write: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
+        want_old: bool,
     ) -> Result<Option<String>, StoreError> {
         let mut db = self.db();
         let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let old: Option<String> = tx
-            .query_row(
+        let old: Option<String> = if want_old {
+            tx.query_row(
                 "SELECT inputs FROM build_steps WHERE identity = ?1",
                 [identity],
-                |r| r.get(0),
+                |r| text(r.get_ref(0)?),
             )
-            .optional()?;
+            .optional()?
+        } else {
+            None
+        };
+        let db_path = self.dir.join("meta.db");
+        let len = i64::try_from(len)
+            .map_err(|_| io::Error::other("step inputs too large"))
+            .ctx("writing step inputs to", &db_path)?;
         tx.execute(
-            "INSERT INTO build_steps (identity, key, inputs) VALUES (?1, ?2, ?3)
+            "INSERT INTO build_steps (identity, key, inputs) VALUES (?1, ?2, zeroblob(?3))
              ON CONFLICT(identity) DO UPDATE SET key = excluded.key, inputs = excluded.inputs",
-            params![identity, key, inputs],
+            params![identity, key, len],
         )?;
+        let row: i64 = tx.query_row(
+            "SELECT rowid FROM build_steps WHERE identity = ?1",
+            [identity],
+            |r| r.get(0),
+        )?;
+        {
+            let blob = tx.blob_open(rusqlite::MAIN_DB, "build_steps", "inputs", row, false)?;
+            let mut out = Counted {
+                inner: io::BufWriter::with_capacity(64 * 1024, blob),
+                written: 0,
+            };
+            write(&mut out)
+                .and_then(|()| io::Write::flush(&mut out))
+                .and_then(|()| match i64::try_from(out.written) {
+                    Ok(n) if n == len => Ok(()),
+                    _ => Err(io::Error::other(format!(
+                        "{} bytes of step inputs written, {len} announced",
+                        out.written
+                    ))),
+                })
+                .ctx("writing step inputs to", &db_path)?;
+        }
         tx.commit()?;
         Ok(old)
     }
@@ -387,5 +423,37 @@ impl Store {
         }
         let stats = self.gc()?;
         Ok((removed, stats.bytes))
+    }
+}
+
+/// A text column's value, whether stored as text or (written in place) as a blob.
+fn text(v: rusqlite::types::ValueRef<'_>) -> rusqlite::Result<String> {
+    use rusqlite::types::{FromSqlError, ValueRef};
+    match v {
+        ValueRef::Text(b) | ValueRef::Blob(b) => String::from_utf8(b.to_vec())
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, v.data_type(), Box::new(e))),
+        _ => Err(rusqlite::Error::FromSqlConversionFailure(
+            0,
+            v.data_type(),
+            Box::new(FromSqlError::InvalidType),
+        )),
+    }
+}
+
+/// A writer that counts what went through it.
+struct Counted<W> {
+    inner: W,
+    written: usize,
+}
+
+impl<W: io::Write> io::Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
