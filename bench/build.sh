@@ -15,6 +15,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 BENCH_DIR=${BENCH_DIR:-/tmp/hoist-build-bench}
 MAKE_CONTEXTS=${MAKE_CONTEXTS:-$here/../shared/bench/make-contexts}
 mkdir -p "$BENCH_DIR"
+# A nearly full disk slows every builder's writes: say how full it is.
+echo "bench: $(df -h --output=pcent "$BENCH_DIR" | tail -1 | tr -d ' ') of the disk used" >&2
 
 for pkg in time busybox-static; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then

@@ -6,7 +6,9 @@
 //! WORKDIR acts on that overlay's merged view here, and COPY/ADD write straight into it (or
 //! through the merged view when a destination crosses a symlink). A COPY rebuilt after a change
 //! hard-links its unchanged files from its earlier layer and resumes that layer's digest, and a
-//! COPY's digest runs on another thread while the step after it runs on its directory.
+//! COPY's digest runs on another thread while the step after it runs on its directory. A
+//! COPY's files go through in chunks (the copy of one directory as its walk lists it, the key's
+//! stat lookups, hashing and records), so a build's memory hardly grows with its context.
 //! Metadata steps change the config and add history as BuildKit does. Base images
 //! come through [`ImageSource`], which the binary backs with the store and a registry, so the
 //! engine itself never touches the network. The engine never prints: progress is [`Event`]s.
