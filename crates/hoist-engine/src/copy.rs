@@ -49,6 +49,29 @@ impl Src {
     const NONE: u32 = u32::MAX;
 }
 
+impl Member {
+    /// A path found below selection `sel`, at `rel` below it, copied to below `target`.
+    fn walked(target: &str, rel: &str, meta: FileMeta, sel: u32, real: Option<PathBuf>) -> Self {
+        let dest = if target.is_empty() {
+            rel.to_owned()
+        } else {
+            format!("{target}/{rel}")
+        };
+        let below = u32::try_from(dest.len() - rel.len()).unwrap_or(Src::NONE);
+        Self {
+            dest,
+            item: Item::Path {
+                meta,
+                src: Src {
+                    sel,
+                    below,
+                    real: real.map(PathBuf::into_boxed_path),
+                },
+            },
+        }
+    }
+}
+
 /// What one COPY writes: its members in order, the selections their sources lie in, and the
 /// owner `--chown` names.
 struct Plan {
@@ -273,21 +296,7 @@ fn plan_selected(
                 &sel.real,
                 &base_rel,
                 &mut members,
-                |rel, meta, real| {
-                    let dest = join(&target, &rel);
-                    let below = u32::try_from(dest.len() - rel.len()).unwrap_or(Src::NONE);
-                    Member {
-                        dest,
-                        item: Item::Path {
-                            meta,
-                            src: Src {
-                                sel: sel_index,
-                                below,
-                                real: real.map(PathBuf::into_boxed_path),
-                            },
-                        },
-                    }
-                },
+                |rel, meta, real| Member::walked(&target, &rel, meta, sel_index, real),
             )?;
         } else {
             let name = Path::new(&sel.rel)
@@ -371,6 +380,18 @@ fn plan_selected(
 enum Owners {
     Fixed(Owner),
     Preserve,
+}
+
+impl Owners {
+    /// `owner` (from `--chown`, else root) for a COPY from the context or with `--chown`, the
+    /// sources' own otherwise.
+    fn of(copy_op: &Copy, owner: Owner) -> Self {
+        if copy_op.chown.is_some() || copy_op.from == hoist_plan::SourceRef::Context {
+            Self::Fixed(owner)
+        } else {
+            Self::Preserve
+        }
+    }
 }
 
 fn write_stream(
@@ -460,11 +481,7 @@ pub(crate) fn copy(copy_op: &Copy, tree: &SourceTree<'_>, root: &Path) -> Result
     }
     let (reader, writer) = io::pipe().map_err(|e| BuildError::io("making a pipe for", root, e))?;
     let chmod = copy_op.chmod.clone();
-    let owners = if copy_op.chown.is_some() || copy_op.from == hoist_plan::SourceRef::Context {
-        Owners::Fixed(plan.owner)
-    } else {
-        Owners::Preserve
-    };
+    let owners = Owners::of(copy_op, plan.owner);
     let producer = std::thread::spawn(move || write_stream(&plan, owners, chmod, writer));
     let opts = hoist_layer::ApplyOptions {
         whiteouts: hoist_layer::WhiteoutMode::Apply,
@@ -512,11 +529,7 @@ pub(crate) fn copy_into_layer(
     let Some(parents) = direct_parents(&plan.members, lower) else {
         return Ok(false);
     };
-    let owners = if copy_op.chown.is_some() || copy_op.from == hoist_plan::SourceRef::Context {
-        Owners::Fixed(plan.owner)
-    } else {
-        Owners::Preserve
-    };
+    let owners = Owners::of(copy_op, plan.owner);
     let w = DirectWriter {
         out_dir,
         owners,
@@ -576,11 +589,7 @@ fn stream_dir(
             }
         }
     }
-    let owners = if copy_op.chown.is_some() || copy_op.from == hoist_plan::SourceRef::Context {
-        Owners::Fixed(selection.owner)
-    } else {
-        Owners::Preserve
-    };
+    let owners = Owners::of(copy_op, selection.owner);
     let w = DirectWriter {
         out_dir,
         owners,
@@ -597,25 +606,7 @@ fn stream_dir(
         &sel.real,
         &base_rel,
         &mut Vec::with_capacity(CHUNK),
-        |rel, meta, real| {
-            let dest = if target.is_empty() {
-                rel.clone()
-            } else {
-                format!("{target}/{rel}")
-            };
-            let below = u32::try_from(dest.len() - rel.len()).unwrap_or(Src::NONE);
-            Member {
-                dest,
-                item: Item::Path {
-                    meta,
-                    src: Src {
-                        sel: 0,
-                        below,
-                        real: real.map(PathBuf::into_boxed_path),
-                    },
-                },
-            }
-        },
+        |rel, meta, real| Member::walked(target, &rel, meta, 0, real),
         CHUNK,
         |chunk| {
             if !crossed && !w.write_members(&mut done, chunk, selected, Some(lower))? {
@@ -1096,11 +1087,7 @@ pub(crate) fn copy_incremental(
     let (reader, writer) =
         io::pipe().map_err(|e| BuildError::io("making a pipe for", out_dir, e))?;
     let chmod = copy_op.chmod.clone();
-    let owners = if copy_op.chown.is_some() || copy_op.from == hoist_plan::SourceRef::Context {
-        Owners::Fixed(owner)
-    } else {
-        Owners::Preserve
-    };
+    let owners = Owners::of(copy_op, owner);
     let rest = Plan {
         members: rest,
         selected,
