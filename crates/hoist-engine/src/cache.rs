@@ -396,11 +396,9 @@ fn context_inputs(
     add_file_inputs(&mut per_file, &mut files, &sels, store)?;
     per_file.index();
     let mut h = Sha256Hasher::new();
-    let mut value = String::new();
     for i in 0..per_file.files.len() {
         let name = per_file.name(i);
-        value.clear();
-        value.push_str(&per_file.value(i));
+        let value = per_file.value(i);
         h.update(&(("file ".len() + name.len()) as u64).to_le_bytes());
         h.update(b"file ");
         h.update(name.as_bytes());
