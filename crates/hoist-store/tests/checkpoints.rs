@@ -25,7 +25,8 @@ fn build(root: &Path) {
     }
 }
 
-/// A hard-linked copy of `src` (directories recreated), as an incremental COPY makes.
+/// A hard-linked copy of `src` (directories recreated with their times), as an incremental
+/// COPY makes: the same layer, whenever it is made.
 fn link_tree(src: &Path, dst: &Path) {
     fs::create_dir(dst).unwrap();
     for e in fs::read_dir(src).unwrap() {
@@ -37,6 +38,9 @@ fn link_tree(src: &Path, dst: &Path) {
             fs::hard_link(e.path(), &to).unwrap();
         }
     }
+    // Last: making its entries moved it.
+    let mtime = fs::metadata(src).unwrap().modified().unwrap();
+    fs::File::open(dst).unwrap().set_modified(mtime).unwrap();
 }
 
 /// Replaces a file near the end of the walk with a new inode.
