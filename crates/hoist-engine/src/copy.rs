@@ -16,7 +16,7 @@ use hoist_plan::{Chmod, Copy};
 
 use crate::BuildError;
 use crate::context::{FileMeta, Selected, SourceTree, walk, walk_chunked};
-use crate::fsutil::{clean, resolve};
+use crate::fsutil::{clean, resolve, set_mtime};
 use crate::par::for_each_parallel;
 use crate::userdb::{Owner, resolve_chown};
 
@@ -800,21 +800,7 @@ impl DirectWriter<'_> {
             fs::hard_link(&from, &to).map_err(|e| BuildError::io("linking", &to, e))?;
         }
         for (dest, mtime) in done.dir_times.into_iter().rev() {
-            let path = self.out_dir.join(dest);
-            let t = rustix::fs::Timespec {
-                tv_sec: mtime,
-                tv_nsec: 0,
-            };
-            rustix::fs::utimensat(
-                rustix::fs::CWD,
-                &path,
-                &rustix::fs::Timestamps {
-                    last_access: t,
-                    last_modification: t,
-                },
-                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| BuildError::io("setting the time of", &path, e.into()))?;
+            set_mtime(&self.out_dir.join(dest), mtime, 0)?;
         }
         Ok(())
     }
@@ -1105,16 +1091,7 @@ pub(crate) fn copy_incremental(
     produced.map_err(|e| BuildError::io("reading sources for", out_dir, e))?;
     applied?;
     for (dir, meta) in dir_times.into_iter().rev() {
-        let t = filetime_of(&meta);
-        let _ = rustix::fs::utimensat(
-            rustix::fs::CWD,
-            &dir,
-            &rustix::fs::Timestamps {
-                last_access: t,
-                last_modification: t,
-            },
-            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-        );
+        set_mtime(&dir, meta.mtime(), meta.mtime_nsec())?;
     }
     Ok(())
 }
@@ -1171,13 +1148,6 @@ fn link_parallel(
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     missing.sort_unstable();
     Ok(missing)
-}
-
-fn filetime_of(meta: &fs::Metadata) -> rustix::fs::Timespec {
-    rustix::fs::Timespec {
-        tv_sec: meta.mtime(),
-        tv_nsec: meta.mtime_nsec(),
-    }
 }
 
 /// ADD of a local archive unpacks it into the destination directory instead of copying it.

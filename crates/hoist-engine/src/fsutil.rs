@@ -51,3 +51,21 @@ pub(crate) fn resolve(root: &Path, path: &str, follow_last: bool) -> PathBuf {
     }
     root.join(done.iter().collect::<PathBuf>())
 }
+
+/// Sets a path's access and modification times (never following a symlink at `path`).
+pub(crate) fn set_mtime(path: &Path, sec: i64, nsec: i64) -> Result<(), crate::BuildError> {
+    let t = rustix::fs::Timespec {
+        tv_sec: sec,
+        tv_nsec: nsec,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &rustix::fs::Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| crate::BuildError::io("setting the time of", path, e.into()))
+}

@@ -674,19 +674,7 @@ impl Solver<'_, '_> {
             std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
                 .map_err(|e| BuildError::io("chmod", &path, e))?;
             if let Some(t) = info.last_modified {
-                let ts = rustix::fs::Timespec {
-                    tv_sec: t,
-                    tv_nsec: 0,
-                };
-                let _ = rustix::fs::utimensat(
-                    rustix::fs::CWD,
-                    &path,
-                    &rustix::fs::Timestamps {
-                        last_access: ts,
-                        last_modification: ts,
-                    },
-                    rustix::fs::AtFlags::empty(),
-                );
+                crate::fsutil::set_mtime(&path, t, 0)?;
             }
             key.field(&format!("url {url}"), digest.as_str());
             names.push(format!("{i}/{name}"));
