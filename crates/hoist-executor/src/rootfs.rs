@@ -129,6 +129,7 @@ fn mount_root(rootfs: &Rootfs, state: &Path, merged: &Path) -> Result<()> {
                 let what = format!("{what} ({step})");
                 mount_err(&what, merged)
             };
+            clear_volatile_marker(workdir)?;
             // The new mount API takes each lower dir separately ("lowerdir+", Linux 6.8), so
             // many layers never hit mount(2)'s one-page option limit.
             let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
@@ -163,6 +164,11 @@ fn mount_root(rootfs: &Rootfs, state: &Path, merged: &Path) -> Result<()> {
                 .map_err(err("redirect_dir=off"))?;
             rustix::mount::fsconfig_set_string(&fs, "metacopy", "off")
                 .map_err(err("metacopy=off"))?;
+            // Without it, the overlay's teardown syncs the whole upper filesystem: every dirty
+            // page on the disk, such as the files a COPY just wrote, is written back before the
+            // step can end. The upper dir is scratch until the store commits it, and the store
+            // makes what it keeps durable itself.
+            rustix::mount::fsconfig_set_flag(&fs, "volatile").map_err(err("volatile"))?;
             rustix::mount::fsconfig_create(&fs).map_err(err("create"))?;
             let mnt =
                 rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
@@ -177,6 +183,35 @@ fn mount_root(rootfs: &Rootfs, state: &Path, merged: &Path) -> Result<()> {
             .map_err(err("move_mount"))
         }
     }
+}
+
+/// A volatile overlay leaves `work/incompat/volatile` in its work dir, and overlayfs refuses
+/// to mount over that again: it cannot know whether the machine crashed before the upper dir
+/// was synced. Only a sandbox that ended in this boot can have left it (the store sweeps its
+/// scratch directories after a crash), so a later sandbox on the same pair removes it.
+fn clear_volatile_marker(workdir: &Path) -> Result<()> {
+    let incompat = workdir.join("work").join("incompat");
+    let volatile = incompat.join("volatile");
+    let dirty = volatile.join("dirty");
+    // `dirty` is a file, the rest directories.
+    for (path, is_dir) in [(&dirty, false), (&volatile, true), (&incompat, true)] {
+        let removed = if is_dir {
+            fs::remove_dir(path)
+        } else {
+            fs::remove_file(path)
+        };
+        match removed {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(SandboxError::Mount {
+                    what: format!("removing {}", path.display()),
+                    target: workdir.display().to_string(),
+                    errno: Errno::from(&e),
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// mount(2) takes all options in one page. Paths relative to their common parent (we chdir
@@ -216,19 +251,24 @@ fn mount_overlay_legacy(lowers: &[&Path], upper: &Path, work: &Path, merged: &Pa
             errno: Errno(libc::E2BIG),
         });
     }
-    let data = std::ffi::CString::new(data).map_err(|_| SandboxError::Mount {
-        what: what.to_owned(),
-        target: merged.display().to_string(),
-        errno: Errno(libc::EINVAL),
-    })?;
+    let cstr = |data: String| {
+        std::ffi::CString::new(data).map_err(|_| SandboxError::Mount {
+            what: what.to_owned(),
+            target: merged.display().to_string(),
+            errno: Errno(libc::EINVAL),
+        })
+    };
+    // `volatile` as with the new API (see `mount_root`); Linux before 5.10 does not know it.
+    let volatile = cstr(format!("{data},volatile"))?;
+    let data = cstr(data)?;
     rustix::process::chdir(&common).map_err(mount_err(what, merged))?;
-    let mounted = rustix::mount::mount(
-        "overlay",
-        merged,
-        "overlay",
-        MountFlags::empty(),
-        data.as_c_str(),
-    );
+    let mount = |data: &std::ffi::CStr| {
+        rustix::mount::mount("overlay", merged, "overlay", MountFlags::empty(), data)
+    };
+    let mounted = match mount(&volatile) {
+        Err(rustix::io::Errno::INVAL) => mount(&data),
+        done => done,
+    };
     rustix::process::chdir("/").map_err(mount_err(what, merged))?;
     mounted.map_err(mount_err(what, merged))
 }

@@ -62,6 +62,10 @@ impl RunSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Rootfs {
     /// An overlay: read-only `lowerdirs` (topmost first) under a writable `upperdir`.
+    ///
+    /// The overlay is volatile: nothing syncs `upperdir` when the sandbox ends, so after a
+    /// machine crash its contents are undefined until the caller syncs it. An upper and work
+    /// directory pair may serve several sandboxes one after another.
     Overlay {
         /// Read-only layers, topmost first. May be empty only if `upperdir` is the whole root.
         lowerdirs: Vec<PathBuf>,

@@ -290,6 +290,14 @@ fn system_mounts() {
             .any(|(t, _, o)| *t == "/sys" && o.starts_with("ro,")),
         "/sys is not read-only in\n{mounts}"
     );
+    // A volatile overlay's teardown does not sync the whole disk under the upper dir (Linux
+    // 6.6 and later show the option as `fsync=volatile`).
+    assert!(
+        table.iter().any(|(t, f, o)| (*t, *f) == ("/", "overlay")
+            && o.split(',')
+                .any(|o| matches!(o, "volatile" | "fsync=volatile"))),
+        "the root overlay is not volatile in\n{mounts}"
+    );
     let devs = out(&f.sh("echo x > /dev/null && ls /dev | tr '\\n' ' '"));
     for d in [
         "null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "ptmx", "fd", "stdin",
