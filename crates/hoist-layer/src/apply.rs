@@ -64,6 +64,8 @@ pub struct ApplyOptions {
     /// Resolve symlinks as if the root were `/` (`RESOLVE_IN_ROOT`, what a chroot'ed docker
     /// extraction does) instead of refusing paths through symlinks that point outside
     /// (`RESOLVE_BENEATH`, the default). Either way nothing outside the root is touched.
+    /// A directory entry then keeps a symlink to a directory in its place (COPY and ADD onto
+    /// an image), where a layer's replaces it.
     pub follow_symlinks_in_root: bool,
 }
 
@@ -305,6 +307,13 @@ impl<'a> Applier<'a> {
                 self.set_attrs(&name, dir, &last, &path, &meta, FileType::RegularFile)?;
             }
             b'5' => {
+                if self.opts.follow_symlinks_in_root && self.is_dir_link(dir, &last, &path) {
+                    // As tar's --keep-directory-symlink: the entries below go through the
+                    // link, and the directory it names keeps its own attributes. Replacing
+                    // it would hide what it names (`COPY rootfs/ /` over a `/bin` that links
+                    // to `/usr/bin`).
+                    return Ok(());
+                }
                 if !self.make_room(&name, dir, &last, true)? {
                     rfs::mkdirat(dir, os(&last), Mode::from_raw_mode(0o700))
                         .map_err(apply("create directory"))?;
@@ -463,6 +472,14 @@ impl<'a> Applier<'a> {
             };
         }
         Ok(dir)
+    }
+
+    /// Whether `name` in `dir` (at `path` from the root) is a symlink that leads, inside the
+    /// root, to a directory.
+    fn is_dir_link(&self, dir: BorrowedFd<'_>, name: &[u8], path: &[u8]) -> bool {
+        rfs::statat(dir, os(name), AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink)
+            && self.resolve(path, OFlags::PATH).is_ok()
     }
 
     /// Clears `name` for a new entry. Returns true when a directory is there and the new

@@ -250,6 +250,52 @@ fn in_root_resolution_follows_absolute_symlinks_inside_the_root() {
 }
 
 #[test]
+fn in_root_resolution_keeps_a_symlink_to_a_directory_under_a_directory_entry() {
+    let sb = Sandbox::new();
+    fs::create_dir_all(sb.root.join("usr/bin")).unwrap();
+    fs::write(sb.root.join("usr/bin/sh"), b"shell").unwrap();
+    std::os::unix::fs::symlink("usr/bin", sb.root.join("bin")).unwrap();
+    // A link leading out of the root resolves inside it, where nothing is: replaced.
+    std::os::unix::fs::symlink(&sb.victim, sb.root.join("out")).unwrap();
+    let tar = RawTar::new()
+        .dir("bin/")
+        .file("bin/foo.sh", b"foo")
+        .dir("out/")
+        .file("out/secret", b"mine")
+        .finish();
+    let opts = ApplyOptions {
+        follow_symlinks_in_root: true,
+        ..ApplyOptions::default()
+    };
+    apply_layer(tar.as_slice(), &sb.root, &opts).unwrap();
+    assert!(
+        fs::symlink_metadata(sb.root.join("bin"))
+            .unwrap()
+            .is_symlink()
+    );
+    assert_eq!(fs::read(sb.root.join("usr/bin/foo.sh")).unwrap(), b"foo");
+    assert_eq!(fs::read(sb.root.join("usr/bin/sh")).unwrap(), b"shell");
+    assert!(fs::symlink_metadata(sb.root.join("out")).unwrap().is_dir());
+    assert_eq!(fs::read(sb.root.join("out/secret")).unwrap(), b"mine");
+    sb.assert_outside_unchanged();
+
+    // A layer's directory entry replaces the link, as a layer says what the path is.
+    let sb = Sandbox::new();
+    fs::create_dir_all(sb.root.join("usr/bin")).unwrap();
+    std::os::unix::fs::symlink("usr/bin", sb.root.join("bin")).unwrap();
+    sb.apply(
+        &RawTar::new()
+            .dir("bin/")
+            .file("bin/foo.sh", b"foo")
+            .finish(),
+    )
+    .unwrap();
+    assert!(fs::symlink_metadata(sb.root.join("bin")).unwrap().is_dir());
+    assert!(!sb.root.join("usr/bin/foo.sh").exists());
+    sb.assert_outside_unchanged();
+}
+
+#[test]
 fn bad_whiteout_names_are_refused() {
     let sb = Sandbox::new();
     for name in ["a/.wh..", "a/.wh."] {

@@ -299,15 +299,17 @@ fn whiteouts_and_opaque_directories_in_layers() {
     );
 }
 
-/// A copied directory that is a symlink in the image, met after a few thousand files were
-/// already written straight into the layer: that write is dropped and the copy goes through
-/// the merged view, where a copied directory replaces what is at its path, as a layer's
-/// entries do. (Docker 20.10's BuildKit refuses this copy: "cannot copy to non-directory".)
+/// A copied directory that is a symlink to a directory in the image, met after a few thousand
+/// files were already written straight into the layer: that write is dropped and the copy goes
+/// through the merged view, where the link stays and what the copy holds for that directory
+/// lands where it leads (`COPY rootfs/ /` over a `/bin` that links to `/usr/bin` keeps the
+/// image's `/bin`). Docker's BuildKit refuses this copy ("cannot copy to non-directory",
+/// moby/moby#47367); its legacy builder replaced the link with a directory, hiding what it named.
 #[test]
-fn copy_onto_a_symlinked_directory_replaces_it() {
+fn copy_onto_a_symlinked_directory_goes_through_it() {
     let h = with_busybox();
-    let df = "FROM busybox\nRUN mkdir -p /data/real /app && ln -s /data/real /app/sub\n\
-              COPY tree/ /app/\n";
+    let df = "FROM busybox\nRUN mkdir -p /data/real /app && echo kept > /data/real/old && \
+              ln -s /data/real /app/sub\nCOPY tree/ /app/\n";
     let mut files: Vec<(String, &str)> = (0..4200)
         .map(|i| (format!("tree/a/f{i:04}"), "a"))
         .collect();
@@ -329,16 +331,30 @@ fn copy_onto_a_symlinked_directory_replaces_it() {
         [
             "app/ Directory 755 0:0",
             "app/a/ Directory 755 0:0",
-            "app/sub/ Directory 755 0:0",
-            "app/sub/.wh..wh..opq Regular 0 0:0",
-            "app/sub/f.txt Regular 644 0:0",
             "app/top.txt Regular 644 0:0",
+            "data/ Directory 755 0:0",
+            "data/real/ Directory 755 0:0",
+            "data/real/f.txt Regular 644 0:0",
         ]
     );
     assert_eq!(
         l[2].iter().filter(|e| e.starts_with("app/a/f")).count(),
         4200
     );
+    let ran = h
+        .cmd()
+        .args([
+            "run",
+            "--rm",
+            "through",
+            "sh",
+            "-c",
+            "readlink /app/sub && cat /app/sub/f.txt /app/sub/old",
+        ])
+        .output()
+        .unwrap();
+    assert!(ran.status.success(), "{ran:?}");
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "/data/real\nfkept\n");
 }
 
 #[test]
