@@ -52,7 +52,7 @@ impl Key {
 
     /// Whether per-file inputs were recorded (the slow path ran).
     pub(crate) fn has_file_inputs(&self) -> bool {
-        !self.inputs.files.files.is_empty()
+        !self.inputs.files.is_empty()
     }
 
     pub(crate) fn finish(self) -> (String, Inputs) {
@@ -150,7 +150,8 @@ pub(crate) struct Inputs {
 }
 
 impl Inputs {
-    /// The value of a named input.
+    /// The value of a named input. Per-file inputs are found only after
+    /// [`Inputs::index`].
     pub(crate) fn get(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
         if let Some(path) = name.strip_prefix("file ")
             && let Some(value) = self.files.get(path)
@@ -160,51 +161,59 @@ impl Inputs {
         self.fields.get(name).map(|v| v.as_str().into())
     }
 
+    /// Makes [`Inputs::get`] find per-file inputs: they are read back into memory if they
+    /// were set aside, and sorted by path. Only a step that compares its inputs with an
+    /// earlier build's needs this.
+    pub(crate) fn index(&mut self) -> Result<(), BuildError> {
+        self.files.index()
+    }
+
     /// The inputs that are not per-file.
     pub(crate) fn fields(&self) -> &BTreeMap<String, String> {
         &self.fields
     }
 
-    /// Every input, fields first, then files in walk order.
-    fn each(&self) -> impl Iterator<Item = (std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> {
-        self.fields
-            .iter()
-            .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
-            .chain((0..self.files.files.len()).map(|i| {
-                (
-                    format!("file {}", self.files.name(i)).into(),
-                    self.files.value(i).into(),
-                )
-            }))
+    /// Calls `f` with every input, fields first, then files in walk order.
+    fn visit(&self, mut f: impl FnMut(&str, &str) -> io::Result<()>) -> io::Result<()> {
+        for (k, v) in &self.fields {
+            f(k, v)?;
+        }
+        let mut name = String::from("file ");
+        self.files.visit(|path, value| {
+            name.truncate("file ".len());
+            name.push_str(path);
+            f(&name, value)
+        })
     }
 
     /// As a JSON object of names to values (what the store records): its length, and the
     /// text written a pair at a time (a large COPY's inputs are megabytes).
-    pub(crate) fn json(&self) -> (usize, impl FnOnce(&mut dyn io::Write) -> io::Result<()>) {
-        let len = self.json_pairs().map(|p| p.len()).sum::<usize>() + 2;
+    pub(crate) fn json(
+        &self,
+    ) -> io::Result<(usize, impl FnOnce(&mut dyn io::Write) -> io::Result<()>)> {
+        let mut len = 2;
+        let mut pair = String::new();
+        self.visit(|k, v| {
+            json_pair(&mut pair, len > 2, k, v);
+            len += pair.len();
+            Ok(())
+        })?;
         let write = move |w: &mut dyn io::Write| {
             w.write_all(b"{")?;
-            for pair in self.json_pairs() {
-                w.write_all(pair.as_bytes())?;
-            }
+            let mut first = true;
+            self.visit(|k, v| {
+                json_pair(&mut pair, !first, k, v);
+                first = false;
+                w.write_all(pair.as_bytes())
+            })?;
             w.write_all(b"}")
         };
-        (len, write)
-    }
-
-    /// `"name":"value"` of each input, with a comma before all but the first.
-    fn json_pairs(&self) -> impl Iterator<Item = String> + '_ {
-        // Serialising a string cannot fail.
-        let quoted = |s: &str| serde_json::to_string(s).unwrap_or_default();
-        self.each().enumerate().map(move |(i, (k, v))| {
-            let comma = if i > 0 { "," } else { "" };
-            format!("{comma}{}:{}", quoted(&k), quoted(&v))
-        })
+        Ok((len, write))
     }
 
     #[cfg(test)]
     fn to_json(&self) -> String {
-        let (len, write) = self.json();
+        let (len, write) = self.json().unwrap();
         let mut out = Vec::new();
         write(&mut out).unwrap();
         assert_eq!(out.len(), len);
@@ -212,14 +221,44 @@ impl Inputs {
     }
 }
 
+/// `pair` becomes `"name":"value"`, with a comma before it unless it is the first.
+fn json_pair(pair: &mut String, comma: bool, name: &str, value: &str) {
+    pair.clear();
+    if comma {
+        pair.push(',');
+    }
+    // Serialising a string cannot fail.
+    pair.push_str(&serde_json::to_string(name).unwrap_or_default());
+    pair.push(':');
+    pair.push_str(&serde_json::to_string(value).unwrap_or_default());
+}
+
+/// Records a [`FileInputs`] holds in memory before it sets them aside in a file: a context may
+/// hold millions of files, and a build's memory should not grow with it.
+const SPILL_AT: usize = 4096;
+
 /// Per-file inputs, in walk order: the paths one after another in one string, and a fixed-size
-/// record per file.
+/// record per file. Past [`SPILL_AT`] records, the earlier ones go to a temporary file (when
+/// given a directory for it), to be read back in order ([`FileInputs::visit`]) or all at once
+/// for lookups ([`FileInputs::index`]).
 #[derive(Default)]
 pub(crate) struct FileInputs {
     names: String,
     files: Vec<FileInput>,
     /// Indices into `files` in path order, for lookups.
     by_name: Vec<u32>,
+    spill: Option<Spill>,
+    spill_at: usize,
+}
+
+/// Records set aside, in order: `u32` path length, path, `u32` mode, a tag byte (`s`ha256 with
+/// 32 bytes, `d`ir, `l`ink with a `u32` length and the target, `x` special).
+struct Spill {
+    /// Where to make the file; it is made at the first spill.
+    dir: PathBuf,
+    file: Option<fs::File>,
+    len: u64,
+    count: usize,
 }
 
 struct FileInput {
@@ -237,21 +276,132 @@ enum FileValue {
 }
 
 impl FileInputs {
+    /// Inputs that set records aside in a temporary file in `dir` past [`SPILL_AT`].
+    fn spilling_in(dir: PathBuf) -> Self {
+        Self {
+            spill: Some(Spill {
+                dir,
+                file: None,
+                len: 0,
+                count: 0,
+            }),
+            spill_at: SPILL_AT,
+            ..Self::default()
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.spill.as_ref().map_or(0, |s| s.count) + self.files.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn push(&mut self, path: &str, mode: u32, what: FileValue) -> Result<(), BuildError> {
         self.names.push_str(path);
         let end = u32::try_from(self.names.len())
             .map_err(|_| BuildError::Invalid("more than 4 GiB of paths in one COPY".into()))?;
         self.files.push(FileInput { end, mode, what });
+        if self.spill.is_some() && self.files.len() >= self.spill_at {
+            self.set_aside()?;
+        }
         Ok(())
     }
 
-    /// Makes [`get`](Self::get) work.
-    fn index(&mut self) {
+    /// Appends the records in memory to the spill file and drops them.
+    fn set_aside(&mut self) -> Result<(), BuildError> {
+        let mut out = Vec::with_capacity(self.names.len() + self.files.len() * 48);
+        for i in 0..self.files.len() {
+            encode_input(&mut out, self.name(i), &self.files[i])?;
+        }
+        let count = self.files.len();
+        let Some(spill) = self.spill.as_mut() else {
+            return Ok(());
+        };
+        let file = match &mut spill.file {
+            Some(file) => file,
+            None => spill.file.insert(
+                tempfile::tempfile_in(&spill.dir)
+                    .map_err(|e| BuildError::io("making a temporary file in", &spill.dir, e))?,
+            ),
+        };
+        std::os::unix::fs::FileExt::write_all_at(&*file, &out, spill.len)
+            .map_err(|e| BuildError::io("writing", &spill.dir, e))?;
+        spill.len += out.len() as u64;
+        spill.count += count;
+        self.names.clear();
+        self.files.clear();
+        Ok(())
+    }
+
+    /// Calls `f` with each file's path and input value, in walk order.
+    fn visit(&self, mut f: impl FnMut(&str, &str) -> io::Result<()>) -> io::Result<()> {
+        let mut value = String::new();
+        if let Some(Spill {
+            file: Some(file),
+            len,
+            ..
+        }) = &self.spill
+        {
+            let mut r = io::BufReader::with_capacity(
+                1 << 16,
+                SpillReader {
+                    file,
+                    pos: 0,
+                    end: *len,
+                },
+            );
+            let mut path = Vec::new();
+            let mut link = Vec::new();
+            while let Some(input) = decode_input(&mut r, &mut path, &mut link)? {
+                value.clear();
+                format_value(&mut value, &input);
+                let path = std::str::from_utf8(&path).map_err(io::Error::other)?;
+                f(path, &value)?;
+            }
+        }
+        for i in 0..self.files.len() {
+            value.clear();
+            format_value(&mut value, &self.files[i]);
+            f(self.name(i), &value)?;
+        }
+        Ok(())
+    }
+
+    /// Makes [`get`](Self::get) work: reads set-aside records back, and sorts by path.
+    fn index(&mut self) -> Result<(), BuildError> {
+        if let Some(spill) = self.spill.take() {
+            let mut all = FileInputs::default();
+            if let Some(file) = &spill.file {
+                let back =
+                    |e| BuildError::io("reading back the inputs set aside in", &spill.dir, e);
+                let mut r = io::BufReader::new(SpillReader {
+                    file,
+                    pos: 0,
+                    end: spill.len,
+                });
+                let (mut path, mut link) = (Vec::new(), Vec::new());
+                while let Some(input) = decode_input(&mut r, &mut path, &mut link).map_err(back)? {
+                    let path = std::str::from_utf8(&path).map_err(|e| back(io::Error::other(e)))?;
+                    all.push(path, input.mode, input.what)?;
+                }
+            }
+            let names = std::mem::take(&mut self.names);
+            let mut start = 0;
+            for f in std::mem::take(&mut self.files) {
+                let end = f.end as usize;
+                all.push(names.get(start..end).unwrap_or(""), f.mode, f.what)?;
+                start = end;
+            }
+            *self = all;
+        }
         let mut by_name: Vec<u32> = (0..self.files.len())
             .filter_map(|i| u32::try_from(i).ok())
             .collect();
         by_name.sort_unstable_by(|&a, &b| self.name(a as usize).cmp(self.name(b as usize)));
         self.by_name = by_name;
+        Ok(())
     }
 
     fn name(&self, i: usize) -> &str {
@@ -263,19 +413,13 @@ impl FileInputs {
         self.names.get(start..end).unwrap_or("")
     }
 
-    /// Its input value: `<mode> <digest>`, `<mode> dir`, `<mode> -> <target>` or
-    /// `<mode> special`.
+    /// Its input value (see [`format_value`]).
     fn value(&self, i: usize) -> String {
-        let Some(f) = self.files.get(i) else {
-            return String::new();
-        };
-        let mode = f.mode;
-        match &f.what {
-            FileValue::Sha256(h) => format!("{mode:o} {}", Digest::from_sha256(*h)),
-            FileValue::Dir => format!("{mode:o} dir"),
-            FileValue::Link(target) => format!("{mode:o} -> {target}"),
-            FileValue::Special => format!("{mode:o} special"),
+        let mut value = String::new();
+        if let Some(f) = self.files.get(i) {
+            format_value(&mut value, f);
         }
+        value
     }
 
     fn get(&self, path: &str) -> Option<String> {
@@ -284,6 +428,104 @@ impl FileInputs {
             .binary_search_by(|&i| self.name(i as usize).cmp(path))
             .ok()?;
         Some(self.value(self.by_name[at] as usize))
+    }
+}
+
+/// A file's input value: `<mode> <digest>`, `<mode> dir`, `<mode> -> <target>` or
+/// `<mode> special`.
+fn format_value(out: &mut String, f: &FileInput) {
+    use std::fmt::Write as _;
+    let mode = f.mode;
+    // Writing to a String cannot fail.
+    let _ = match &f.what {
+        FileValue::Sha256(h) => write!(out, "{mode:o} {}", Digest::from_sha256(*h)),
+        FileValue::Dir => write!(out, "{mode:o} dir"),
+        FileValue::Link(target) => write!(out, "{mode:o} -> {target}"),
+        FileValue::Special => write!(out, "{mode:o} special"),
+    };
+}
+
+fn encode_input(out: &mut Vec<u8>, path: &str, f: &FileInput) -> Result<(), BuildError> {
+    let len = |n: usize| {
+        u32::try_from(n)
+            .map(u32::to_le_bytes)
+            .map_err(|_| BuildError::Invalid("a path or link target over 4 GiB".into()))
+    };
+    out.extend_from_slice(&len(path.len())?);
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(&f.mode.to_le_bytes());
+    match &f.what {
+        FileValue::Sha256(h) => {
+            out.push(b's');
+            out.extend_from_slice(h);
+        }
+        FileValue::Dir => out.push(b'd'),
+        FileValue::Link(target) => {
+            out.push(b'l');
+            out.extend_from_slice(&len(target.len())?);
+            out.extend_from_slice(target.as_bytes());
+        }
+        FileValue::Special => out.push(b'x'),
+    }
+    Ok(())
+}
+
+/// The next record of a spill file (its path into `path`), or `None` at its end.
+fn decode_input(
+    r: &mut impl io::BufRead,
+    path: &mut Vec<u8>,
+    link: &mut Vec<u8>,
+) -> io::Result<Option<FileInput>> {
+    if r.fill_buf()?.is_empty() {
+        return Ok(None);
+    }
+    let mut word = [0u8; 4];
+    let mut bytes = |r: &mut dyn io::BufRead, into: &mut Vec<u8>| -> io::Result<()> {
+        r.read_exact(&mut word)?;
+        into.resize(u32::from_le_bytes(word) as usize, 0);
+        r.read_exact(into)
+    };
+    bytes(r, path)?;
+    let mut mode = [0u8; 4];
+    r.read_exact(&mut mode)?;
+    let mut tag = [0u8; 1];
+    r.read_exact(&mut tag)?;
+    let what = match tag[0] {
+        b's' => {
+            let mut h = [0u8; 32];
+            r.read_exact(&mut h)?;
+            FileValue::Sha256(h)
+        }
+        b'd' => FileValue::Dir,
+        b'l' => {
+            bytes(r, link)?;
+            let target = std::str::from_utf8(link).map_err(io::Error::other)?;
+            FileValue::Link(target.into())
+        }
+        b'x' => FileValue::Special,
+        _ => return Err(io::Error::other("a set-aside input is damaged")),
+    };
+    Ok(Some(FileInput {
+        end: 0,
+        mode: u32::from_le_bytes(mode),
+        what,
+    }))
+}
+
+/// Reads a spill file from the start without moving its offset (writes go by offset too).
+struct SpillReader<'a> {
+    file: &'a fs::File,
+    pos: u64,
+    end: u64,
+}
+
+impl io::Read for SpillReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = usize::try_from(self.end - self.pos).unwrap_or(usize::MAX);
+        let want = buf.len().min(left);
+        let n = std::os::unix::fs::FileExt::read_at(self.file, &mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 
@@ -364,7 +606,7 @@ fn context_inputs(
     // The files go a chunk at a time from the walk to their inputs: the paths and digests
     // in flight stay bounded however large the context is.
     const CHUNK: usize = 4096;
-    let mut per_file = FileInputs::default();
+    let mut per_file = FileInputs::spilling_in(store.tmp_dir());
     let mut files: Vec<ContextFile> = Vec::with_capacity(CHUNK);
     let mut sels = Vec::with_capacity(selected.len());
     for (origin, (sel, stat, walk)) in selected.into_iter().enumerate() {
@@ -377,8 +619,6 @@ fn context_inputs(
         });
         sels.push(sel);
         if let Some(walk) = walk {
-            // The selection itself is in `files` too.
-            per_file.files.reserve(walk.upper_bound() + 1);
             walk.paths_chunked(
                 &mut files,
                 |rel, stat, real| ContextFile {
@@ -394,17 +634,17 @@ fn context_inputs(
         }
     }
     add_file_inputs(&mut per_file, &mut files, &sels, store)?;
-    per_file.index();
     let mut h = Sha256Hasher::new();
-    for i in 0..per_file.files.len() {
-        let name = per_file.name(i);
-        let value = per_file.value(i);
-        h.update(&(("file ".len() + name.len()) as u64).to_le_bytes());
-        h.update(b"file ");
-        h.update(name.as_bytes());
-        h.update(&(value.len() as u64).to_le_bytes());
-        h.update(value.as_bytes());
-    }
+    per_file
+        .visit(|name, value| {
+            h.update(&(("file ".len() + name.len()) as u64).to_le_bytes());
+            h.update(b"file ");
+            h.update(name.as_bytes());
+            h.update(&(value.len() as u64).to_le_bytes());
+            h.update(value.as_bytes());
+            Ok(())
+        })
+        .map_err(|e| BuildError::io("reading back the inputs set aside in", &store.tmp_dir(), e))?;
     let digest = h.finish().to_string();
     store.fingerprint_put(&fingerprint, &digest)?;
     Ok(ContextInputs {
@@ -532,13 +772,15 @@ pub(crate) fn explain(old: Option<&str>, new: &Inputs) -> Option<String> {
     let old: BTreeMap<String, String> = serde_json::from_str(old?).ok()?;
     let mut reasons = Vec::new();
     // Fields first, then files in walk order: the first reasons are the most telling.
-    for (name, value) in new.each() {
-        match old.get(&*name) {
-            None => reasons.push(describe(&name, "added")),
-            Some(v) if *v != *value => reasons.push(describe(&name, "changed")),
+    new.visit(|name, value| {
+        match old.get(name) {
+            None => reasons.push(describe(name, "added")),
+            Some(v) if v != value => reasons.push(describe(name, "changed")),
             _ => {}
         }
-    }
+        Ok(())
+    })
+    .ok()?;
     for name in old.keys().filter(|k| new.get(k).is_none()) {
         reasons.push(describe(name, "removed"));
     }
@@ -618,7 +860,7 @@ mod tests {
         new.files
             .push("a.txt", 0o644, FileValue::Sha256([9; 32]))
             .unwrap();
-        new.files.index();
+        new.files.index().unwrap();
         assert_eq!(
             explain(Some(&old), &new).unwrap(),
             "file c.txt added, file a.txt changed, file b.txt removed"
@@ -632,6 +874,61 @@ mod tests {
             explain(Some(&old), &only_parent).unwrap(),
             "a previous step or the base image changed"
         );
+    }
+
+    /// Every kind of input, with paths that sort otherwise than they were walked.
+    fn fill(files: &mut FileInputs) {
+        for i in 0..10u8 {
+            let (path, mode, what) = match i % 4 {
+                0 => (format!("d{i}"), 0o40755, FileValue::Dir),
+                1 => (
+                    format!("d{}/f \"{i}\"", i - 1),
+                    0o100644,
+                    FileValue::Sha256([i; 32]),
+                ),
+                2 => (
+                    format!("l{i}"),
+                    0o120777,
+                    FileValue::Link(format!("t{i}").into()),
+                ),
+                _ => (format!("a{i}"), 0o10644, FileValue::Special),
+            };
+            files.push(&path, mode, what).unwrap();
+        }
+    }
+
+    #[test]
+    fn set_aside_inputs_read_back_the_same() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut kept = Inputs::default();
+        kept.fields.insert("dest".to_owned(), "/app".to_owned());
+        fill(&mut kept.files);
+        let mut spilled = Inputs::default();
+        spilled.fields.insert("dest".to_owned(), "/app".to_owned());
+        spilled.files = FileInputs::spilling_in(tmp.path().to_owned());
+        spilled.files.spill_at = 3;
+        fill(&mut spilled.files);
+        assert_eq!(spilled.files.files.len(), 1, "nine of ten set aside");
+        assert_eq!(spilled.files.len(), 10);
+        assert_eq!(spilled.to_json(), kept.to_json());
+
+        let old = kept.to_json();
+        kept.index().unwrap();
+        spilled.index().unwrap();
+        let want: BTreeMap<String, String> = serde_json::from_str(&old).unwrap();
+        for (k, v) in &want {
+            assert_eq!(spilled.get(k).as_deref(), Some(v.as_str()), "{k}");
+        }
+        assert_eq!(spilled.get("file zz"), None);
+        assert_eq!(spilled.to_json(), old, "indexing keeps the walk order");
+        assert_eq!(explain(Some(&old), &spilled), None);
+        let mut earlier = want.clone();
+        earlier.insert("file l2".to_owned(), "120777 -> elsewhere".to_owned());
+        earlier.remove("file a3");
+        let earlier = serde_json::to_string(&earlier).unwrap();
+        let why = explain(Some(&earlier), &spilled).unwrap();
+        assert_eq!(why, "file l2 changed, file a3 added", "in walk order");
+        assert_eq!(explain(Some(&earlier), &kept).unwrap(), why);
     }
 
     #[test]
@@ -648,7 +945,7 @@ mod tests {
             .push("a", 0o120777, FileValue::Link("b".into()))
             .unwrap();
         inputs.files.push("p", 0o10644, FileValue::Special).unwrap();
-        inputs.files.index();
+        inputs.files.index().unwrap();
         let json: BTreeMap<String, String> = serde_json::from_str(&inputs.to_json()).unwrap();
         let want: BTreeMap<String, String> = [
             ("dest", "/app".to_owned()),

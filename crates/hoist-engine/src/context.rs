@@ -468,11 +468,6 @@ impl StatWalk {
         Ok(out)
     }
 
-    /// How many paths the walk reports at most.
-    pub(crate) fn upper_bound(&self) -> usize {
-        count(&self.listings)
-    }
-
     /// Appends what `make` makes of each path found (its path, stat and real path as
     /// [`Walked`] has them) to `out`, in walk order, handing `out` to `flush` whenever it
     /// holds `chunk` or more (and once at the end): `flush` takes them out, so a walk of any

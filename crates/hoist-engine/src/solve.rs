@@ -492,14 +492,20 @@ impl Solver<'_, '_> {
             }
             Op::Meta(_) => return Ok(true),
         };
-        let (key, inputs) = key.finish();
+        let (key, mut inputs) = key.finish();
         // The inputs are written only when the key moved: an unchanged 20k-file COPY costs no
         // serialisation.
         let prev_key = self.store().step_key(identity)?;
         let old = if prev_key.as_deref() == Some(key.as_str()) {
             None
         } else {
-            let (len, write) = inputs.json();
+            let (len, write) = inputs.json().map_err(|e| {
+                BuildError::io(
+                    "reading back the inputs set aside in",
+                    &self.store().tmp_dir(),
+                    e,
+                )
+            })?;
             self.store().swap_step_inputs(
                 identity,
                 &key,
@@ -514,6 +520,10 @@ impl Solver<'_, '_> {
             history(&mut built.image, history_line, Some(hit.created));
             built.key = key;
             return Ok(true);
+        }
+        if old.is_some() {
+            // Compared below with the earlier inputs, by name.
+            inputs.index()?;
         }
         if self.opts.explain_cache {
             let why = if !use_cache {

@@ -400,9 +400,24 @@ fn a_copy_of_the_whole_context_rebuilt_equals_a_full_copy() {
     rebuilt_copy_equals_full_copy("COPY . /srv/");
 }
 
+/// More files than the per-file inputs keep in memory: both builds' inputs are set aside and
+/// read back to compare.
+#[test]
+fn a_large_copy_rebuilt_from_its_earlier_layer_equals_a_full_copy() {
+    rebuilt_copy_equals_full_copy_with("COPY app /srv/app", 9000);
+}
+
 fn rebuilt_copy_equals_full_copy(copy: &str) {
+    rebuilt_copy_equals_full_copy_with(copy, 0);
+}
+
+/// `filler` more files that stay as they are, under `app/many/`.
+fn rebuilt_copy_equals_full_copy_with(copy: &str, filler: usize) {
     let h = with_busybox();
     let ctx = h.path("ctx");
+    for i in 0..filler {
+        write(&ctx, &format!("app/many/d{}/f{i}", i % 10), &i.to_string());
+    }
     write(
         &ctx,
         "Dockerfile",
@@ -429,16 +444,24 @@ fn rebuilt_copy_equals_full_copy(copy: &str) {
     assert_eq!(incremental.ran, [copy]);
     // The unchanged file was linked from the earlier layer, not copied: both snapshots hold
     // one inode.
-    let mut linked = 0;
-    for snap in std::fs::read_dir(h.root().join("v1/snapshots")).unwrap() {
-        let keep = snap.unwrap().path().join("srv/app/sub/keep.txt");
-        if let Ok(m) = std::fs::metadata(&keep) {
-            use std::os::unix::fs::MetadataExt;
-            assert_eq!(m.nlink(), 2, "{}", keep.display());
-            linked += 1;
+    // So was a filler file from the first inputs set aside.
+    let kept: &[&str] = if filler > 0 {
+        &["srv/app/sub/keep.txt", "srv/app/many/d0/f0"]
+    } else {
+        &["srv/app/sub/keep.txt"]
+    };
+    for keep in kept {
+        let mut linked = 0;
+        for snap in std::fs::read_dir(h.root().join("v1/snapshots")).unwrap() {
+            let keep = snap.unwrap().path().join(keep);
+            if let Ok(m) = std::fs::metadata(&keep) {
+                use std::os::unix::fs::MetadataExt;
+                assert_eq!(m.nlink(), 2, "{}", keep.display());
+                linked += 1;
+            }
         }
+        assert_eq!(linked, 2, "{keep}");
     }
-    assert_eq!(linked, 2);
     build(&h, &ctx, &["--no-cache", "-t", "full"]);
     let entries = layer_entries(&h, "incremental", 2);
     assert!(
