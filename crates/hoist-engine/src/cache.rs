@@ -14,7 +14,9 @@ use hoist_plan::{Copy, Exec, SourceRef};
 use hoist_store::{FileStat, Store};
 
 use crate::BuildError;
-use crate::context::{Selected, SourceTree, Stat, StatWalk, encode_stat, walk_stats};
+use crate::context::{
+    Selected, SourceTree, Stat, StatWalk, encode_stat, walk_stats, walk_stats_chunked,
+};
 
 const VERSION: &str = "hoist-cache/v1";
 
@@ -541,6 +543,27 @@ struct ContextFile {
 }
 
 impl ContextFile {
+    fn selected(sel: &Selected, stat: Stat, origin: usize) -> Self {
+        Self {
+            rel: sel.rel.clone(),
+            stat,
+            origin,
+            walked: false,
+            real: None,
+        }
+    }
+
+    /// What a walk of selection `origin` makes of each path it finds.
+    fn walked(origin: usize) -> impl Fn(String, Stat, Option<PathBuf>) -> Self {
+        move |rel, stat, real| Self {
+            rel,
+            stat,
+            origin,
+            walked: true,
+            real,
+        }
+    }
+
     fn real(&self, selected: &[Selected]) -> PathBuf {
         if let Some(real) = &self.real {
             return real.clone();
@@ -558,7 +581,11 @@ impl ContextFile {
 }
 
 /// What the stat fingerprint is made of (changing the encoding changes this).
-const FINGERPRINT: &str = "hoist-stat-fingerprint/v2";
+const FINGERPRINT: &str = "hoist-stat-fingerprint/v3";
+
+/// Files whose inputs are made at once: the paths and digests in flight stay bounded however
+/// large the context is.
+const CHUNK: usize = 4096;
 
 /// Hashes the selected context files. An unchanged selection is recognised from its stats
 /// alone — one digest over every path's (name, mode, device, inode, size, mtime, ctime) in walk
@@ -576,16 +603,13 @@ fn context_inputs(
     let root = tree.root.as_os_str().as_encoded_bytes();
     fp.update(&(root.len() as u64).to_le_bytes());
     fp.update(root);
+    if per_file {
+        return context_inputs_per_file(c, tree, store, fp);
+    }
     let mut selected: Vec<(Selected, Stat, Option<StatWalk>)> = Vec::new();
-    let mut buf = Vec::new();
     for src in &c.sources {
         for sel in tree.select(src)? {
-            // The source itself is followed if it is a symlink.
-            let stat =
-                Stat::of(&sel.real, true).map_err(|e| BuildError::io("reading", &sel.real, e))?;
-            buf.clear();
-            encode_stat(&mut buf, &sel.rel, &stat);
-            fp.update(&buf);
+            let stat = selection_stat(&sel, &mut fp)?;
             let walk = if stat.is_dir() {
                 let mut walk = walk_stats(tree, &sel.real, &sel.rel, &sel.rel);
                 walk.fingerprint(&mut fp)?;
@@ -597,43 +621,90 @@ fn context_inputs(
         }
     }
     let fingerprint = fp.finish().to_string();
-    if !per_file && let Some(digest) = store.fingerprint_get(&fingerprint)? {
+    if let Some(digest) = store.fingerprint_get(&fingerprint)? {
         return Ok(ContextInputs {
             digest,
             per_file: None,
         });
     }
-    // The files go a chunk at a time from the walk to their inputs: the paths and digests
-    // in flight stay bounded however large the context is.
-    const CHUNK: usize = 4096;
+    // Missed: the walks' listings, kept, give the per-file inputs without listing again.
     let mut per_file = FileInputs::spilling_in(store.tmp_dir());
     let mut files: Vec<ContextFile> = Vec::with_capacity(CHUNK);
     let mut sels = Vec::with_capacity(selected.len());
     for (origin, (sel, stat, walk)) in selected.into_iter().enumerate() {
-        files.push(ContextFile {
-            rel: sel.rel.clone(),
-            stat,
-            origin,
-            walked: false,
-            real: None,
-        });
+        files.push(ContextFile::selected(&sel, stat, origin));
         sels.push(sel);
         if let Some(walk) = walk {
-            walk.paths_chunked(
-                &mut files,
-                |rel, stat, real| ContextFile {
-                    rel,
-                    stat,
-                    origin,
-                    walked: true,
-                    real,
-                },
-                CHUNK,
-                |chunk| add_file_inputs(&mut per_file, chunk, &sels, store),
-            )?;
+            walk.paths_chunked(&mut files, ContextFile::walked(origin), CHUNK, |chunk| {
+                add_file_inputs(&mut per_file, chunk, &sels, store)
+            })?;
         }
     }
     add_file_inputs(&mut per_file, &mut files, &sels, store)?;
+    finish_inputs(per_file, &fingerprint, store)
+}
+
+/// [`context_inputs`] when the per-file inputs are wanted anyway: the fingerprint is made by
+/// the same walks, each listing a directory only when it reaches it, so no walk holds more
+/// than the listings on its way down.
+fn context_inputs_per_file(
+    c: &Copy,
+    tree: &SourceTree<'_>,
+    store: &Store,
+    mut fp: Sha256Hasher,
+) -> Result<ContextInputs, BuildError> {
+    let mut per_file = FileInputs::spilling_in(store.tmp_dir());
+    let mut files: Vec<ContextFile> = Vec::with_capacity(CHUNK);
+    let mut sels: Vec<Selected> = Vec::new();
+    for src in &c.sources {
+        for sel in tree.select(src)? {
+            let origin = sels.len();
+            let stat = selection_stat(&sel, &mut fp)?;
+            files.push(ContextFile::selected(&sel, stat, origin));
+            sels.push(sel);
+            if !stat.is_dir() {
+                continue;
+            }
+            let sel = &sels[origin];
+            let walked = walk_stats_chunked(
+                tree,
+                &sel.real,
+                &sel.rel,
+                &sel.rel,
+                &mut fp,
+                &mut files,
+                ContextFile::walked(origin),
+                CHUNK,
+                |chunk| add_file_inputs(&mut per_file, chunk, &sels, store),
+            )?;
+            if !walked {
+                let mut walk = walk_stats(tree, &sel.real, &sel.rel, &sel.rel);
+                walk.fingerprint(&mut fp)?;
+                walk.paths_chunked(&mut files, ContextFile::walked(origin), CHUNK, |chunk| {
+                    add_file_inputs(&mut per_file, chunk, &sels, store)
+                })?;
+            }
+        }
+    }
+    add_file_inputs(&mut per_file, &mut files, &sels, store)?;
+    finish_inputs(per_file, &fp.finish().to_string(), store)
+}
+
+/// A selection's own stat (a symlink followed), fed to the fingerprint.
+fn selection_stat(sel: &Selected, fp: &mut Sha256Hasher) -> Result<Stat, BuildError> {
+    let stat = Stat::of(&sel.real, true).map_err(|e| BuildError::io("reading", &sel.real, e))?;
+    let mut buf = Vec::new();
+    encode_stat(&mut buf, &sel.rel, &stat);
+    fp.update(&buf);
+    Ok(stat)
+}
+
+/// The digest over the per-file inputs, recorded as what `fingerprint` stands for.
+fn finish_inputs(
+    per_file: FileInputs,
+    fingerprint: &str,
+    store: &Store,
+) -> Result<ContextInputs, BuildError> {
     let mut h = Sha256Hasher::new();
     per_file
         .visit(|name, value| {
@@ -646,7 +717,7 @@ fn context_inputs(
         })
         .map_err(|e| BuildError::io("reading back the inputs set aside in", &store.tmp_dir(), e))?;
     let digest = h.finish().to_string();
-    store.fingerprint_put(&fingerprint, &digest)?;
+    store.fingerprint_put(fingerprint, &digest)?;
     Ok(ContextInputs {
         digest,
         per_file: Some(per_file),

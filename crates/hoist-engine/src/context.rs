@@ -372,6 +372,67 @@ pub(crate) fn walk_chunked<T>(
     flush(out)
 }
 
+/// A listing's share of a [`StatWalk::fingerprint`].
+fn feed_listing<M>(h: &mut Sha256Hasher, listing: &DirListing<M>) {
+    h.update(listing.digest.as_ref().map_or("", |d| d.hex()).as_bytes());
+}
+
+/// [`walk_stats`], its [`StatWalk::fingerprint`] fed to `fp` and its
+/// [`StatWalk::paths_chunked`], in one pass that lists each directory when it reaches it (on
+/// this thread), so only the listings on the way down are held however large the tree. Returns
+/// false, having done nothing, when .dockerignore re-includes paths below ignored directories:
+/// that fingerprint needs every listing at once ([`walk_stats`] then).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the walk's arguments, and the chunked output's"
+)]
+pub(crate) fn walk_stats_chunked<T>(
+    tree: &SourceTree<'_>,
+    dir: &Path,
+    base_rel: &str,
+    prefix: &str,
+    fp: &mut Sha256Hasher,
+    out: &mut Vec<T>,
+    make: impl Fn(String, Stat, Option<PathBuf>) -> T,
+    chunk: usize,
+    mut flush: impl FnMut(&mut Vec<T>) -> Result<(), BuildError>,
+) -> Result<bool, BuildError> {
+    if tree.ignore.is_some_and(Matcher::has_exclusions) {
+        return Ok(false);
+    }
+    let (walker, root) = start(tree, &StatLister, dir, base_rel, prefix, true);
+    let mut pending: Vec<Option<DirTask>> = vec![Some(root)];
+    let mut scratch = Scratch::default();
+    let mut found = Vec::new();
+    let mut listed = 0u64;
+    let mut list = |slot: usize| {
+        let task = pending.get_mut(slot)?.take()?;
+        let (_, listing) = walker.list_one(task, &mut scratch, &mut found);
+        for task in found.drain(..) {
+            if pending.len() <= task.slot {
+                pending.resize_with(task.slot + 1, || None);
+            }
+            let at = task.slot;
+            pending[at] = Some(task);
+        }
+        // The stitch visits listings in the order the fingerprint takes them.
+        if let Ok(l) = &listing {
+            feed_listing(fp, l);
+        }
+        listed += 1;
+        Some(listing)
+    };
+    let mut chunks = Chunks {
+        size: chunk,
+        flush: &mut flush,
+        list: &mut list,
+    };
+    stitch_in(&mut Vec::new(), 0, out, &make, &mut chunks, false)?;
+    flush(out)?;
+    fp.update(&listed.to_le_bytes());
+    Ok(true)
+}
+
 /// [`walk`] with every reported path under `prefix` and only the stat fields, listed but not
 /// yet put in order: a warm-cache check needs only [`StatWalk::fingerprint`].
 pub(crate) fn walk_stats(
@@ -413,12 +474,13 @@ impl StatWalk {
     /// have, with the first unreadable directory.
     pub(crate) fn fingerprint(&mut self, h: &mut Sha256Hasher) -> Result<(), BuildError> {
         let order = self.order()?;
-        h.update(&(order.len() as u64).to_le_bytes());
-        for slot in order {
+        for &slot in &order {
             if let Some(Some(Ok(listing))) = self.listings.get(slot) {
-                h.update(listing.digest.as_ref().map_or("", |d| d.hex()).as_bytes());
+                feed_listing(h, listing);
             }
         }
+        // After the digests, so that a walk that lists as it goes can feed the same.
+        h.update(&(order.len() as u64).to_le_bytes());
         if self.descends_ignored {
             let mut buf = Vec::new();
             reported_ignored(&self.listings, 0, &mut buf);
@@ -1462,6 +1524,43 @@ mod tests {
                             if chunk == 1 && stats.len() > 1 {
                                 assert!(flushes > 1, "chunks of 1 came in {flushes} flush");
                             }
+                        }
+                        // Fingerprinted and listed as the walk reaches each directory: the
+                        // same paths and the same fingerprint (unless `!` patterns need every
+                        // listing at once).
+                        let mut fp = Sha256Hasher::new();
+                        walk_stats_with(&tree, &dir, base_rel, prefix, threads)
+                            .fingerprint(&mut fp)
+                            .unwrap();
+                        for chunk in [1, 3, 4096] {
+                            let mut lazy_fp = Sha256Hasher::new();
+                            let mut all = Vec::new();
+                            let walked = walk_stats_chunked(
+                                &tree,
+                                &dir,
+                                base_rel,
+                                prefix,
+                                &mut lazy_fp,
+                                &mut Vec::new(),
+                                |rel, stat, real| Walked { rel, stat, real },
+                                chunk,
+                                |out| {
+                                    all.append(out);
+                                    Ok(())
+                                },
+                            )
+                            .unwrap();
+                            if !walked {
+                                assert!(tree.ignore.is_some_and(Matcher::has_exclusions));
+                                assert!(all.is_empty());
+                                continue;
+                            }
+                            assert_eq!(all, stats, "lazy, chunks of {chunk}");
+                            assert_eq!(
+                                lazy_fp.finish(),
+                                fp.clone().finish(),
+                                "{ignore:?} {exclude:?} {base_rel} {prefix}"
+                            );
                         }
                         walks += 1;
                     }
