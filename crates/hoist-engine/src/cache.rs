@@ -15,7 +15,7 @@ use hoist_store::{FileStat, Store};
 
 use crate::BuildError;
 use crate::context::{
-    Selected, SourceTree, Stat, StatWalk, encode_stat, walk_stats, walk_stats_chunked,
+    KEPT_ENTRIES, Selected, SourceTree, Stat, StatWalk, encode_stat, walk_stats, walk_stats_chunked,
 };
 
 const VERSION: &str = "hoist-cache/v1";
@@ -598,20 +598,28 @@ fn context_inputs(
     store: &Store,
     per_file: bool,
 ) -> Result<ContextInputs, BuildError> {
-    let mut fp = Sha256Hasher::new();
-    fp.update(FINGERPRINT.as_bytes());
-    let root = tree.root.as_os_str().as_encoded_bytes();
-    fp.update(&(root.len() as u64).to_le_bytes());
-    fp.update(root);
+    context_inputs_keeping(c, tree, store, per_file, KEPT_ENTRIES)
+}
+
+/// [`context_inputs`], whose stat walks keep at most `keep` entries listed.
+fn context_inputs_keeping(
+    c: &Copy,
+    tree: &SourceTree<'_>,
+    store: &Store,
+    per_file: bool,
+    keep: usize,
+) -> Result<ContextInputs, BuildError> {
     if per_file {
-        return context_inputs_per_file(c, tree, store, fp);
+        return context_inputs_per_file(c, tree, store, fingerprint_start(tree));
     }
+    let mut fp = fingerprint_start(tree);
+    let keep = Some(keep);
     let mut selected: Vec<(Selected, Stat, Option<StatWalk>)> = Vec::new();
     for src in &c.sources {
         for sel in tree.select(src)? {
             let stat = selection_stat(&sel, &mut fp)?;
             let walk = if stat.is_dir() {
-                let mut walk = walk_stats(tree, &sel.real, &sel.rel, &sel.rel);
+                let mut walk = walk_stats(tree, &sel.real, &sel.rel, &sel.rel, keep);
                 walk.fingerprint(&mut fp)?;
                 Some(walk)
             } else {
@@ -626,6 +634,14 @@ fn context_inputs(
             digest,
             per_file: None,
         });
+    }
+    if selected
+        .iter()
+        .any(|(_, _, walk)| walk.as_ref().is_some_and(|w| !w.complete()))
+    {
+        // Too large to keep every listing: walk again, making the inputs as it goes.
+        drop(selected);
+        return context_inputs_per_file(c, tree, store, fingerprint_start(tree));
     }
     // Missed: the walks' listings, kept, give the per-file inputs without listing again.
     let mut per_file = FileInputs::spilling_in(store.tmp_dir());
@@ -642,6 +658,16 @@ fn context_inputs(
     }
     add_file_inputs(&mut per_file, &mut files, &sels, store)?;
     finish_inputs(per_file, &fingerprint, store)
+}
+
+/// A fingerprint of `tree`'s selections, started.
+fn fingerprint_start(tree: &SourceTree<'_>) -> Sha256Hasher {
+    let mut fp = Sha256Hasher::new();
+    fp.update(FINGERPRINT.as_bytes());
+    let root = tree.root.as_os_str().as_encoded_bytes();
+    fp.update(&(root.len() as u64).to_le_bytes());
+    fp.update(root);
+    fp
 }
 
 /// [`context_inputs`] when the per-file inputs are wanted anyway: the fingerprint is made by
@@ -678,7 +704,7 @@ fn context_inputs_per_file(
                 |chunk| add_file_inputs(&mut per_file, chunk, &sels, store),
             )?;
             if !walked {
-                let mut walk = walk_stats(tree, &sel.real, &sel.rel, &sel.rel);
+                let mut walk = walk_stats(tree, &sel.real, &sel.rel, &sel.rel, None);
                 walk.fingerprint(&mut fp)?;
                 walk.paths_chunked(&mut files, ContextFile::walked(origin), CHUNK, |chunk| {
                     add_file_inputs(&mut per_file, chunk, &sels, store)
@@ -1000,6 +1026,65 @@ mod tests {
         let why = explain(Some(&earlier), &spilled).unwrap();
         assert_eq!(why, "file l2 changed, file a3 added", "in walk order");
         assert_eq!(explain(Some(&earlier), &kept).unwrap(), why);
+    }
+
+    /// A context too large to keep listed while it is fingerprinted is walked again on a
+    /// miss: the same inputs and digest, and the next build recognises it from its stats.
+    #[test]
+    fn a_context_too_large_to_keep_listed_gives_the_same_inputs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ctx = tmp.path().join("ctx");
+        for i in 0..40 {
+            let dir = ctx.join(format!("d{}", i % 4));
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join(format!("f{i}")), i.to_string()).unwrap();
+        }
+        let copy = Copy {
+            add: false,
+            from: SourceRef::Context,
+            sources: vec![".".to_owned()],
+            inline: Vec::new(),
+            dest: "/app".to_owned(),
+            chown: None,
+            chmod: None,
+            link: false,
+            parents: false,
+            excludes: Vec::new(),
+            checksum: None,
+            keep_git_dir: None,
+            unpack: None,
+            history: String::new(),
+        };
+        let tree = SourceTree {
+            root: ctx.clone(),
+            ignore: None,
+            exclude: None,
+        };
+        let json = |i: &ContextInputs| {
+            let inputs = Inputs {
+                fields: BTreeMap::new(),
+                files: i.per_file.as_ref().map_or_else(FileInputs::default, |f| {
+                    let mut copy = FileInputs::default();
+                    f.visit(|path, value| {
+                        copy.push(path, 0, FileValue::Link(value.into())).unwrap();
+                        Ok(())
+                    })
+                    .unwrap();
+                    copy
+                }),
+            };
+            inputs.to_json()
+        };
+        let kept_store = Store::open(&tmp.path().join("kept")).unwrap();
+        let kept = context_inputs_keeping(&copy, &tree, &kept_store, false, 1000).unwrap();
+        let few_store = Store::open(&tmp.path().join("few")).unwrap();
+        let few = context_inputs_keeping(&copy, &tree, &few_store, false, 3).unwrap();
+        assert_eq!(few.digest, kept.digest);
+        assert!(json(&kept).contains("d3/f39"));
+        assert_eq!(json(&few), json(&kept));
+        let again = context_inputs_keeping(&copy, &tree, &few_store, false, 3).unwrap();
+        assert_eq!(again.digest, kept.digest);
+        assert!(again.per_file.is_none(), "recognised from its stats");
     }
 
     #[test]

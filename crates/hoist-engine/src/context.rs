@@ -327,7 +327,7 @@ pub(crate) fn walk<T>(
     out: &mut Vec<T>,
     make: impl Fn(String, FileMeta, Option<PathBuf>) -> T,
 ) -> Result<(), BuildError> {
-    let mut listings = run(tree, &MetaLister, dir, base_rel, "", false, workers());
+    let (mut listings, _) = run(tree, &MetaLister, dir, base_rel, "", false, workers(), None);
     out.reserve(count(&listings));
     stitch(&mut listings, 0, out, &make)?;
     Ok(())
@@ -433,15 +433,22 @@ pub(crate) fn walk_stats_chunked<T>(
     Ok(true)
 }
 
+/// Entries a walk that may only fingerprint keeps in its listings (about 7 MB): past them, a
+/// listing keeps only its subdirectories, which is all [`StatWalk::fingerprint`] needs.
+pub(crate) const KEPT_ENTRIES: usize = 100_000;
+
 /// [`walk`] with every reported path under `prefix` and only the stat fields, listed but not
-/// yet put in order: a warm-cache check needs only [`StatWalk::fingerprint`].
+/// yet put in order: a warm-cache check needs only [`StatWalk::fingerprint`]. With `keep`,
+/// the listings keep at most that many entries in all; if they had to drop some,
+/// [`StatWalk::complete`] is false and the paths must be walked again.
 pub(crate) fn walk_stats(
     tree: &SourceTree<'_>,
     dir: &Path,
     base_rel: &str,
     prefix: &str,
+    keep: Option<usize>,
 ) -> StatWalk {
-    walk_stats_with(tree, dir, base_rel, prefix, workers())
+    walk_stats_with(tree, dir, base_rel, prefix, workers(), keep)
 }
 
 fn walk_stats_with(
@@ -450,10 +457,22 @@ fn walk_stats_with(
     base_rel: &str,
     prefix: &str,
     threads: usize,
+    keep: Option<usize>,
 ) -> StatWalk {
+    let (listings, complete) = run(
+        tree,
+        &StatLister,
+        dir,
+        base_rel,
+        prefix,
+        true,
+        threads,
+        keep,
+    );
     StatWalk {
-        listings: run(tree, &StatLister, dir, base_rel, prefix, true, threads),
+        listings,
         descends_ignored: tree.ignore.is_some_and(Matcher::has_exclusions),
+        complete,
     }
 }
 
@@ -462,6 +481,8 @@ pub(crate) struct StatWalk {
     listings: Vec<Option<Listing<StatMeta>>>,
     /// Whether ignored directories were listed (for what `!` patterns re-include).
     descends_ignored: bool,
+    /// Whether every listing kept all its entries.
+    complete: bool,
 }
 
 impl StatWalk {
@@ -542,6 +563,11 @@ impl StatWalk {
         chunk: usize,
         mut flush: impl FnMut(&mut Vec<T>) -> Result<(), BuildError>,
     ) -> Result<(), BuildError> {
+        if !self.complete {
+            return Err(BuildError::Invalid(
+                "a walk that kept only directories was asked for its paths".into(),
+            ));
+        }
         let mut chunks = Chunks {
             size: chunk,
             flush: &mut flush,
@@ -549,6 +575,12 @@ impl StatWalk {
         };
         stitch_in(&mut self.listings, 0, out, &make, &mut chunks, false)?;
         flush(out)
+    }
+
+    /// Whether [`StatWalk::paths_chunked`] can give the paths: no listing dropped entries to
+    /// stay within the walk's `keep`.
+    pub(crate) fn complete(&self) -> bool {
+        self.complete
     }
 }
 
@@ -562,7 +594,7 @@ fn reported_ignored(
     let Some(Some(Ok(listing))) = listings.get(slot) else {
         return 0;
     };
-    let mut reported = 0;
+    let mut reported = listing.left_out;
     for e in &listing.entries {
         let below = e
             .child
@@ -604,6 +636,9 @@ struct DirListing<M> {
     reals: Vec<(u32, PathBuf)>,
     /// Of the kept entries, when the walk fingerprints.
     digest: Option<Digest>,
+    /// Entries left out to stay within the walk's `keep` that would be reported: what
+    /// [`reported_ignored`] still needs to count of them.
+    left_out: usize,
 }
 
 impl<M> DirListing<M> {
@@ -614,6 +649,7 @@ impl<M> DirListing<M> {
             entries: Vec::new(),
             reals: Vec::new(),
             digest: None,
+            left_out: 0,
         }
     }
 
@@ -862,6 +898,10 @@ struct Walker<'w, 'a, L> {
     digests: bool,
     /// Listings handed out below the root's (slot 0).
     slots: AtomicUsize,
+    /// Entries the listings may still keep; past them, only subdirectories.
+    keep: Option<AtomicUsize>,
+    /// A listing kept only its subdirectories.
+    dropped: std::sync::atomic::AtomicBool,
 }
 
 /// Per-thread buffers.
@@ -895,6 +935,12 @@ impl<M> Scratch<M> {
 /// Lists `dir` and every directory below it the walk descends into, on up to `threads`
 /// threads, with .dockerignore and `--exclude` (relative to `dir`) answered; slot 0 holds
 /// `dir`'s listing. [`stitch`] puts them in order.
+/// With `keep`, the listings keep that many entries in all, then only subdirectories; the
+/// flag says whether none had to drop any.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the walk's arguments, and how it runs"
+)]
 fn run<L: Lister>(
     tree: &SourceTree<'_>,
     lister: &L,
@@ -903,8 +949,10 @@ fn run<L: Lister>(
     prefix: &str,
     digests: bool,
     threads: usize,
-) -> Vec<Option<Listing<L::Meta>>> {
-    let (walker, root) = start(tree, lister, dir, base_rel, prefix, digests);
+    keep: Option<usize>,
+) -> (Vec<Option<Listing<L::Meta>>>, bool) {
+    let (mut walker, root) = start(tree, lister, dir, base_rel, prefix, digests);
+    walker.keep = keep.map(AtomicUsize::new);
     let mut listings: Vec<Option<Listing<L::Meta>>> = Vec::new();
     for (slot, listing) in walker.list_all(root, threads) {
         if listings.len() <= slot {
@@ -912,7 +960,7 @@ fn run<L: Lister>(
         }
         listings[slot] = Some(listing);
     }
-    listings
+    (listings, !walker.dropped.load(Ordering::Relaxed))
 }
 
 /// A walker of `dir` and the task that lists it (slot 0).
@@ -940,6 +988,8 @@ fn start<'w, 'a, L: Lister>(
         descend_ignored: tree.ignore.is_some_and(Matcher::has_exclusions),
         digests,
         slots: AtomicUsize::new(0),
+        keep: None,
+        dropped: std::sync::atomic::AtomicBool::new(false),
     };
     let root = DirTask {
         slot: 0,
@@ -1271,12 +1321,46 @@ impl<L: Lister> Walker<'_, '_, L> {
             h.update(buf);
             h.finish()
         });
+        let within = self.keep.as_ref().is_none_or(|left| {
+            left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+                l.checked_sub(work.entries.len())
+            })
+            .is_ok()
+        });
+        if within {
+            return DirListing {
+                rel: task.rel,
+                names: work.names.clone(),
+                entries: work.entries.drain(..).collect(),
+                reals: work.reals.clone(),
+                digest,
+                left_out: 0,
+            };
+        }
+        // Only what the fingerprint reads: the subdirectories (their order, and what an
+        // ignored one contributes), with their names.
+        self.dropped.store(true, Ordering::Relaxed);
+        let mut names = String::new();
+        let mut entries = Vec::new();
+        let left_out = work
+            .entries
+            .iter()
+            .filter(|e| e.child.is_none() && !e.ignored)
+            .count();
+        for mut e in work.entries.drain(..).filter(|e| e.child.is_some()) {
+            let name = &work.names[e.name.0 as usize..e.name.1 as usize];
+            let start = u32::try_from(names.len()).unwrap_or(u32::MAX);
+            names.push_str(name);
+            e.name = (start, u32::try_from(names.len()).unwrap_or(u32::MAX));
+            entries.push(e);
+        }
         DirListing {
             rel: task.rel,
-            names: work.names.clone(),
-            entries: work.entries.drain(..).collect(),
-            reals: work.reals.clone(),
+            names,
+            entries,
+            reals: Vec::new(),
             digest,
+            left_out,
         }
     }
 }
@@ -1295,7 +1379,16 @@ mod tests {
         prefix: &str,
         threads: usize,
     ) -> Found {
-        let mut listings = run(tree, &MetaLister, dir, base_rel, prefix, false, threads);
+        let (mut listings, _) = run(
+            tree,
+            &MetaLister,
+            dir,
+            base_rel,
+            prefix,
+            false,
+            threads,
+            None,
+        );
         let mut out = Vec::new();
         stitch(
             &mut listings,
@@ -1461,7 +1554,7 @@ mod tests {
                             assert_eq!((rel, real), (want_rel, want_real));
                             assert_eq!(Stat::from(meta), Stat::from(want_meta), "{rel}");
                         }
-                        let stats = walk_stats_with(&tree, &dir, base_rel, prefix, threads)
+                        let stats = walk_stats_with(&tree, &dir, base_rel, prefix, threads, None)
                             .paths()
                             .unwrap();
                         assert_eq!(stats.len(), want.len());
@@ -1508,7 +1601,7 @@ mod tests {
                         for chunk in [1, 3, 50] {
                             let mut all = Vec::new();
                             let mut flushes = 0;
-                            walk_stats_with(&tree, &dir, base_rel, prefix, threads)
+                            walk_stats_with(&tree, &dir, base_rel, prefix, threads, None)
                                 .paths_chunked(
                                     &mut Vec::new(),
                                     |rel, stat, real| Walked { rel, stat, real },
@@ -1529,9 +1622,24 @@ mod tests {
                         // same paths and the same fingerprint (unless `!` patterns need every
                         // listing at once).
                         let mut fp = Sha256Hasher::new();
-                        walk_stats_with(&tree, &dir, base_rel, prefix, threads)
+                        walk_stats_with(&tree, &dir, base_rel, prefix, threads, None)
                             .fingerprint(&mut fp)
                             .unwrap();
+                        // Keeping only a few entries listed: the same fingerprint, but no
+                        // paths.
+                        let mut few =
+                            walk_stats_with(&tree, &dir, base_rel, prefix, threads, Some(5));
+                        let mut few_fp = Sha256Hasher::new();
+                        few.fingerprint(&mut few_fp).unwrap();
+                        assert_eq!(few_fp.finish(), fp.clone().finish(), "keeping 5");
+                        assert!(!few.complete(), "{ignore:?} {exclude:?} {base_rel}");
+                        assert!(
+                            few.paths_chunked(&mut Vec::new(), |rel, _, _| rel, 10, |_| Ok(()))
+                                .is_err()
+                        );
+                        let all =
+                            walk_stats_with(&tree, &dir, base_rel, prefix, threads, Some(100_000));
+                        assert!(all.complete());
                         for chunk in [1, 3, 4096] {
                             let mut lazy_fp = Sha256Hasher::new();
                             let mut all = Vec::new();
@@ -1583,7 +1691,7 @@ mod tests {
         };
         let state = |threads| {
             let mut h = Sha256Hasher::new();
-            let mut walk = walk_stats_with(&tree, root, "", "", threads);
+            let mut walk = walk_stats_with(&tree, root, "", "", threads, None);
             walk.fingerprint(&mut h).unwrap();
             (h.finish(), walk.paths().unwrap())
         };
@@ -1626,7 +1734,7 @@ mod tests {
             ignore: None,
             exclude: None,
         };
-        let found = walk_stats_with(&tree, ctx.path(), "", "", 4)
+        let found = walk_stats_with(&tree, ctx.path(), "", "", 4, None)
             .paths()
             .unwrap();
         let rels: Vec<&str> = found.iter().map(|w| w.rel.as_str()).collect();
@@ -1657,7 +1765,7 @@ mod tests {
             ignore: None,
             exclude: None,
         };
-        let mut walk = walk_stats_with(&tree, Path::new("/nonexistent/dir"), "", "", 4);
+        let mut walk = walk_stats_with(&tree, Path::new("/nonexistent/dir"), "", "", 4, None);
         assert!(walk.fingerprint(&mut Sha256Hasher::new()).is_err());
         assert!(walk.paths().is_err());
     }
