@@ -8,7 +8,9 @@
 //! hard-links its unchanged files from its earlier layer and resumes that layer's digest, and a
 //! COPY's digest runs on another thread while the step after it runs on its directory. A
 //! COPY's files go through in chunks (the copy of one directory as its walk lists it, the key's
-//! stat lookups, hashing and records), so a build's memory hardly grows with its context.
+//! stat lookups, hashing and records, with the records past 4096 set aside in a temporary file),
+//! so a build's memory does not grow with its context. Writable overlays are `volatile`: their
+//! teardown would otherwise sync the whole filesystem under them.
 //! Metadata steps change the config and add history as BuildKit does. Base images
 //! come through [`ImageSource`], which the binary backs with the store and a registry, so the
 //! engine itself never touches the network. The engine never prints: progress is [`Event`]s.
