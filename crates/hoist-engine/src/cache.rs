@@ -1039,22 +1039,7 @@ mod tests {
             fs::create_dir_all(&dir).unwrap();
             fs::write(dir.join(format!("f{i}")), i.to_string()).unwrap();
         }
-        let copy = Copy {
-            add: false,
-            from: SourceRef::Context,
-            sources: vec![".".to_owned()],
-            inline: Vec::new(),
-            dest: "/app".to_owned(),
-            chown: None,
-            chmod: None,
-            link: false,
-            parents: false,
-            excludes: Vec::new(),
-            checksum: None,
-            keep_git_dir: None,
-            unpack: None,
-            history: String::new(),
-        };
+        let copy = Copy::from_context(vec![".".to_owned()], "/app".to_owned());
         let tree = SourceTree {
             root: ctx.clone(),
             ignore: None,

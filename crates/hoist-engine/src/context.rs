@@ -346,30 +346,50 @@ pub(crate) fn walk_chunked<T>(
     chunk: usize,
     mut flush: impl FnMut(&mut Vec<T>) -> Result<(), BuildError>,
 ) -> Result<(), BuildError> {
-    let (walker, root) = start(tree, &MetaLister, dir, base_rel, "", false);
-    // Directories found but not listed yet, by slot.
-    let mut pending: Vec<Option<DirTask>> = vec![Some(root)];
-    let mut scratch = Scratch::default();
-    let mut found = Vec::new();
-    let mut list = |slot: usize| {
-        let task = pending.get_mut(slot)?.take()?;
-        let (_, listing) = walker.list_one(task, &mut scratch, &mut found);
-        for task in found.drain(..) {
-            if pending.len() <= task.slot {
-                pending.resize_with(task.slot + 1, || None);
-            }
-            let at = task.slot;
-            pending[at] = Some(task);
-        }
-        Some(listing)
-    };
+    let mut lister = OnDemand::new(start(tree, &MetaLister, dir, base_rel, "", false));
     let mut chunks = Chunks {
         size: chunk,
         flush: &mut flush,
-        list: &mut list,
+        list: &mut |slot| lister.list(slot),
     };
     stitch_in(&mut Vec::new(), 0, out, &make, &mut chunks, false)?;
     flush(out)
+}
+
+/// Lists a walk's directories one at a time, when its stitch reaches them.
+struct OnDemand<'w, 'a, L: Lister> {
+    walker: Walker<'w, 'a, L>,
+    /// Directories found but not listed yet, by slot.
+    pending: Vec<Option<DirTask>>,
+    scratch: Scratch<L::Meta>,
+    found: Vec<DirTask>,
+}
+
+impl<'w, 'a, L: Lister> OnDemand<'w, 'a, L> {
+    fn new((walker, root): (Walker<'w, 'a, L>, DirTask)) -> Self {
+        Self {
+            walker,
+            pending: vec![Some(root)],
+            scratch: Scratch::default(),
+            found: Vec::new(),
+        }
+    }
+
+    /// Slot `slot`'s listing; `None` if it was never found or was listed already.
+    fn list(&mut self, slot: usize) -> Option<Listing<L::Meta>> {
+        let task = self.pending.get_mut(slot)?.take()?;
+        let (_, listing) = self
+            .walker
+            .list_one(task, &mut self.scratch, &mut self.found);
+        for task in self.found.drain(..) {
+            if self.pending.len() <= task.slot {
+                self.pending.resize_with(task.slot + 1, || None);
+            }
+            let at = task.slot;
+            self.pending[at] = Some(task);
+        }
+        Some(listing)
+    }
 }
 
 /// A listing's share of a [`StatWalk::fingerprint`].
@@ -400,21 +420,10 @@ pub(crate) fn walk_stats_chunked<T>(
     if tree.ignore.is_some_and(Matcher::has_exclusions) {
         return Ok(false);
     }
-    let (walker, root) = start(tree, &StatLister, dir, base_rel, prefix, true);
-    let mut pending: Vec<Option<DirTask>> = vec![Some(root)];
-    let mut scratch = Scratch::default();
-    let mut found = Vec::new();
+    let mut lister = OnDemand::new(start(tree, &StatLister, dir, base_rel, prefix, true));
     let mut listed = 0u64;
     let mut list = |slot: usize| {
-        let task = pending.get_mut(slot)?.take()?;
-        let (_, listing) = walker.list_one(task, &mut scratch, &mut found);
-        for task in found.drain(..) {
-            if pending.len() <= task.slot {
-                pending.resize_with(task.slot + 1, || None);
-            }
-            let at = task.slot;
-            pending[at] = Some(task);
-        }
+        let listing = lister.list(slot)?;
         // The stitch visits listings in the order the fingerprint takes them.
         if let Ok(l) = &listing {
             feed_listing(fp, l);

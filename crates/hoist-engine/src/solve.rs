@@ -992,22 +992,7 @@ impl Solver<'_, '_> {
                             ignore: self.ignore,
                             exclude: None,
                         };
-                        let copy = Copy {
-                            add: false,
-                            from: SourceRef::Context,
-                            sources: vec![source.clone()],
-                            inline: Vec::new(),
-                            dest: "/".into(),
-                            chown: None,
-                            chmod: None,
-                            link: false,
-                            parents: false,
-                            excludes: Vec::new(),
-                            checksum: None,
-                            keep_git_dir: None,
-                            unpack: None,
-                            history: String::new(),
-                        };
+                        let copy = Copy::from_context(vec![source.clone()], "/".into());
                         let (digest, _) =
                             cache::copy_key("", &copy, &tree, None, self.store(), false)?.finish();
                         key.field(&format!("mount {n} context"), &digest);

@@ -290,6 +290,29 @@ pub struct Copy {
     pub history: String,
 }
 
+impl Copy {
+    /// A COPY of context `sources` to `dest` with no flags (what a bind mount of the context
+    /// is keyed as).
+    pub fn from_context(sources: Vec<String>, dest: String) -> Self {
+        Self {
+            add: false,
+            from: SourceRef::Context,
+            sources,
+            inline: Vec::new(),
+            dest,
+            chown: None,
+            chmod: None,
+            link: false,
+            parents: false,
+            excludes: Vec::new(),
+            checksum: None,
+            keep_git_dir: None,
+            unpack: None,
+            history: String::new(),
+        }
+    }
+}
+
 /// A `--chmod` mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Chmod {
