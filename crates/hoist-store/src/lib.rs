@@ -431,10 +431,11 @@ impl Store {
     ) -> Result<LayerInfo, StoreError> {
         let mut db = self.db();
         let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut duplicate = false;
         let info = match layer_row(&tx, diff_id)? {
             Some(info) => {
                 // The checkpoints describe `unpacked`'s inodes, not the existing snapshot's.
-                fs::remove_dir_all(unpacked).ctx("removing", unpacked)?;
+                duplicate = true;
                 info
             }
             None => {
@@ -449,6 +450,12 @@ impl Store {
             }
         };
         tx.commit()?;
+        drop(db);
+        if duplicate {
+            // Not under the database's write lock: a large tree takes a while to delete, and
+            // nothing refers to it (a crash before this leaves it for the sweep).
+            fs::remove_dir_all(unpacked).ctx("removing", unpacked)?;
+        }
         Ok(info)
     }
 
