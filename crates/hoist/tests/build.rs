@@ -308,8 +308,10 @@ fn whiteouts_and_opaque_directories_in_layers() {
 #[test]
 fn copy_onto_a_symlinked_directory_goes_through_it() {
     let h = with_busybox();
+    // ADD unpacking an archive goes through such a link too.
     let df = "FROM busybox\nRUN mkdir -p /data/real /app && echo kept > /data/real/old && \
-              ln -s /data/real /app/sub\nCOPY tree/ /app/\n";
+              ln -s /data/real /app/sub\nCOPY tree/ /app/\n\
+              RUN mkdir -p /opt/real && ln -s real /opt/link\nADD arch.tar /opt/\n";
     let mut files: Vec<(String, &str)> = (0..4200)
         .map(|i| (format!("tree/a/f{i:04}"), "a"))
         .collect();
@@ -318,6 +320,18 @@ fn copy_onto_a_symlinked_directory_goes_through_it() {
     files.push(("Dockerfile".to_owned(), df));
     let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (p.as_str(), *c)).collect();
     let ctx = context(&h, "ctx", &files);
+    let arch = h.path("arch");
+    std::fs::create_dir_all(arch.join("link")).unwrap();
+    std::fs::write(arch.join("link/added.txt"), "added").unwrap();
+    let tarred = std::process::Command::new("tar")
+        .arg("-cf")
+        .arg(ctx.join("arch.tar"))
+        .arg("-C")
+        .arg(&arch)
+        .arg("link")
+        .status()
+        .unwrap();
+    assert!(tarred.success());
     let out = build(&h, &["-t", "through", ctx.to_str().unwrap()]);
     assert!(
         out.status.success(),
@@ -349,12 +363,15 @@ fn copy_onto_a_symlinked_directory_goes_through_it() {
             "through",
             "sh",
             "-c",
-            "readlink /app/sub && cat /app/sub/f.txt /app/sub/old",
+            "readlink /app/sub && readlink /opt/link && cat /app/sub/f.txt /app/sub/old /opt/real/added.txt",
         ])
         .output()
         .unwrap();
     assert!(ran.status.success(), "{ran:?}");
-    assert_eq!(String::from_utf8_lossy(&ran.stdout), "/data/real\nfkept\n");
+    assert_eq!(
+        String::from_utf8_lossy(&ran.stdout),
+        "/data/real\nreal\nfkept\nadded"
+    );
 }
 
 #[test]
