@@ -26,6 +26,11 @@
 //! Content is written first (temp file → hash → verify → fsync → rename), records second, in a
 //! transaction. A crash leaves unreferenced files, which [`Store::gc`] removes; it never leaves a
 //! record that points at missing or partial content.
+//!
+//! Snapshots are the exception for a power loss (not for a process crash, which the page cache
+//! survives): a layer directory is recorded without an fsync, so that writing back hundreds of
+//! megabytes stays off the build's path. A machine crash right after a build can leave a
+//! recorded snapshot short of data.
 
 mod archive;
 mod blob;
