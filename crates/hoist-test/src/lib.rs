@@ -167,6 +167,18 @@ impl Docker {
     }
 }
 
+/// Mount points at or below `dir`, outermost first.
+fn mounts_below(dir: &Path) -> Vec<String> {
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let dir = dir.to_string_lossy();
+    mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter(|m| m.starts_with(&*dir))
+        .map(str::to_owned)
+        .collect()
+}
+
 impl Drop for Docker {
     fn drop(&mut self) {
         // SIGTERM lets dockerd unmount its data root before the temp dir goes.
@@ -174,14 +186,23 @@ impl Drop for Docker {
             .arg(self.child.id().to_string())
             .status();
         let deadline = Instant::now() + Duration::from_secs(20);
+        let mut exited = false;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                exited = true;
+                break;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if !exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        // dockerd leaves its network namespace (exec/netns/default) mounted, which would keep
+        // the whole temp dir, data root included, in /tmp.
+        for target in mounts_below(self.dir.path()).iter().rev() {
+            let _ = Command::new("umount").arg("-l").arg(target).status();
+        }
     }
 }
 
