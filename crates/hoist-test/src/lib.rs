@@ -170,11 +170,11 @@ impl Docker {
 /// Mount points at or below `dir`, outermost first.
 fn mounts_below(dir: &Path) -> Vec<String> {
     let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let dir = dir.to_string_lossy();
     mounts
         .lines()
         .filter_map(|l| l.split(' ').nth(1))
-        .filter(|m| m.starts_with(&*dir))
+        // By whole components: another fixture's directory may share the name's prefix.
+        .filter(|m| Path::new(m).starts_with(dir))
         .map(str::to_owned)
         .collect()
 }
