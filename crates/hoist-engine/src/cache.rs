@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use hoist_oci::{Digest, Sha256Hasher};
 use hoist_plan::{Copy, Exec, SourceRef};
@@ -17,6 +17,7 @@ use crate::BuildError;
 use crate::context::{
     KEPT_ENTRIES, Selected, SourceTree, Stat, StatWalk, encode_stat, walk_stats, walk_stats_chunked,
 };
+use crate::fsutil::ParentCache;
 
 const VERSION: &str = "hoist-cache/v1";
 
@@ -816,10 +817,12 @@ fn add_file_inputs(
     Ok(())
 }
 
-/// `buf` is the caller's, reused from file to file: a fresh 256 KiB buffer per file costs an
-/// mmap and 64 page faults, more than hashing a small file.
-fn hash_file(path: &PathBuf, buf: &mut Vec<u8>) -> Result<Digest, BuildError> {
-    let mut f = fs::File::open(path).map_err(|e| BuildError::io("reading", path, e))?;
+/// The buffer and the open parent are the caller's, reused from file to file: a fresh
+/// 256 KiB buffer per file costs an mmap and 64 page faults, more than hashing a small file.
+fn hash_file(path: &Path, (buf, dirs): &mut (Vec<u8>, ParentCache)) -> Result<Digest, BuildError> {
+    let mut f = dirs
+        .open(path, false)
+        .map_err(|e| BuildError::io("reading", path, e))?;
     let mut h = Sha256Hasher::new();
     if buf.is_empty() {
         buf.resize(256 * 1024, 0);
@@ -849,9 +852,9 @@ fn hash_parallel(
         &indexed,
         |&i| i,
         |_| 0,
-        Vec::new,
-        |buf, &i| {
-            let _ = hashed[i].set(hash_file(&path(i), buf)?);
+        Default::default,
+        |state, &i| {
+            let _ = hashed[i].set(hash_file(&path(i), state)?);
             Ok(())
         },
     )?;

@@ -9,14 +9,14 @@
 use std::fs;
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use hoist_plan::{Chmod, Copy};
 
 use crate::BuildError;
 use crate::context::{FileMeta, Selected, SourceTree, walk, walk_chunked};
-use crate::fsutil::{clean, resolve, set_mtime};
+use crate::fsutil::{ParentCache, clean, resolve, set_mtime};
 use crate::par::for_each_parallel;
 use crate::userdb::{Owner, resolve_chown};
 
@@ -530,11 +530,7 @@ pub(crate) fn copy_into_layer(
         return Ok(false);
     };
     let owners = Owners::of(copy_op, plan.owner);
-    let w = DirectWriter {
-        out_dir,
-        owners,
-        chmod: copy_op.chmod.as_ref(),
-    };
+    let w = DirectWriter::new(out_dir, owners, copy_op.chmod.as_ref());
     w.write(&plan, &parents)?;
     Ok(true)
 }
@@ -590,11 +586,7 @@ fn stream_dir(
         }
     }
     let owners = Owners::of(copy_op, selection.owner);
-    let w = DirectWriter {
-        out_dir,
-        owners,
-        chmod: copy_op.chmod.as_ref(),
-    };
+    let w = DirectWriter::new(out_dir, owners, copy_op.chmod.as_ref());
     let selected = std::slice::from_ref(sel);
     w.make_parents(&from_lower)?;
     let mut done = Written::default();
@@ -713,9 +705,23 @@ struct DirectWriter<'a> {
     out_dir: &'a Path,
     owners: Owners,
     chmod: Option<&'a Chmod>,
+    /// Who a file this process creates belongs to, unless its directory gives it its group.
+    creator: (u32, u32),
 }
 
-impl DirectWriter<'_> {
+impl<'a> DirectWriter<'a> {
+    fn new(out_dir: &'a Path, owners: Owners, chmod: Option<&'a Chmod>) -> Self {
+        Self {
+            out_dir,
+            owners,
+            chmod,
+            creator: (
+                rustix::process::geteuid().as_raw(),
+                rustix::process::getegid().as_raw(),
+            ),
+        }
+    }
+
     fn owner_of(&self, item: &Item) -> (u32, u32) {
         match (self.owners, item) {
             (Owners::Preserve, Item::Path { meta, .. }) => (meta.uid(), meta.gid()),
@@ -824,8 +830,8 @@ impl DirectWriter<'_> {
                 Item::Path { meta, .. } if meta.is_file() => meta.len(),
                 _ => 0,
             },
-            || None,
-            |parent, m| self.write_one(&root, parent, m, selected),
+            || (None, ParentCache::default()),
+            |(parent, sources), m| self.write_one(&root, parent, sources, m, selected),
         )
     }
 
@@ -835,14 +841,19 @@ impl DirectWriter<'_> {
         &self,
         root: &OwnedFd,
         parent: &mut Parent<'m>,
+        sources: &mut ParentCache,
         m: &'m Member,
         selected: &[Selected],
     ) -> Result<(), BuildError> {
         use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
         let path = || self.out_dir.join(&m.dest);
         let (dir_path, name) = split_dest(&m.dest);
-        let dir = cached_parent(root, self.out_dir, parent, dir_path)?;
+        let (dir, dir_gid) = cached_parent(root, self.out_dir, parent, dir_path)?;
         let (uid, gid) = self.owner_of(&m.item);
+        // A new file is its creator's, its group the directory's where that one passes its
+        // group on (setgid, or a grpid mount): when both give the owner wanted, a chown would
+        // change nothing.
+        let owned = (uid, gid) == self.creator && dir_gid == self.creator.1;
         let create = |mode: u32| {
             rfs::openat(
                 dir,
@@ -855,12 +866,14 @@ impl DirectWriter<'_> {
         };
         let finish = |f: &fs::File, mode: u32, mtime: i64| -> Result<(), BuildError> {
             // Owner before mode: chown clears setuid and setgid.
-            rfs::fchown(
-                f,
-                Some(rfs::Uid::from_raw(uid)),
-                Some(rfs::Gid::from_raw(gid)),
-            )
-            .map_err(|e| BuildError::io("chown", &path(), e.into()))?;
+            if !owned {
+                rfs::fchown(
+                    f,
+                    Some(rfs::Uid::from_raw(uid)),
+                    Some(rfs::Gid::from_raw(gid)),
+                )
+                .map_err(|e| BuildError::io("chown", &path(), e.into()))?;
+            }
             rfs::fchmod(f, Mode::from_raw_mode(mode & 0o7777))
                 .map_err(|e| BuildError::io("chmod", &path(), e.into()))?;
             let t = rfs::Timespec {
@@ -886,15 +899,12 @@ impl DirectWriter<'_> {
             }
             Item::Path { meta, .. } if meta.is_file() => {
                 let real = &real_of(selected, m).unwrap_or_default();
-                let src = fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(nofollow())
-                    .open(real)
+                let src = sources
+                    .open(real, true)
                     .map_err(|e| BuildError::io("reading", real, e))?;
                 let mut f = create(0o600)?;
                 let want = meta.len();
-                // std's copy uses copy_file_range: the bytes never pass through this process.
-                let got = io::copy(&mut src.take(want), &mut f)
+                let got = copy_exactly(src, &mut f, want)
                     .map_err(|e| BuildError::io("copying", real, e))?;
                 if got != want {
                     return Err(BuildError::Invalid(format!(
@@ -910,14 +920,16 @@ impl DirectWriter<'_> {
                 let target = fs::read_link(real).map_err(|e| BuildError::io("reading", real, e))?;
                 rfs::symlinkat(&target, dir, name)
                     .map_err(|e| BuildError::io("creating", &path(), e.into()))?;
-                rfs::chownat(
-                    dir,
-                    name,
-                    Some(rfs::Uid::from_raw(uid)),
-                    Some(rfs::Gid::from_raw(gid)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(|e| BuildError::io("chown", &path(), e.into()))?;
+                if !owned {
+                    rfs::chownat(
+                        dir,
+                        name,
+                        Some(rfs::Uid::from_raw(uid)),
+                        Some(rfs::Gid::from_raw(gid)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(|e| BuildError::io("chown", &path(), e.into()))?;
+                }
                 let t = rfs::Timespec {
                     tv_sec: meta.mtime(),
                     tv_nsec: 0,
@@ -942,7 +954,7 @@ impl DirectWriter<'_> {
 
 /// A worker's open parent directory (its path in the layer and descriptor): neighbouring
 /// members share one.
-type Parent<'a> = Option<(&'a str, OwnedFd)>;
+type Parent<'a> = Option<(&'a str, OwnedFd, u32)>;
 
 fn split_dest(dest: &str) -> (&str, &str) {
     dest.rsplit_once('/').unwrap_or(("", dest))
@@ -958,16 +970,16 @@ fn open_dir(path: &Path) -> Result<OwnedFd, BuildError> {
     .map_err(|e| BuildError::io("opening", path, e.into()))
 }
 
-/// `dir_path` opened beneath `root` without following any symlink, reusing the worker's
-/// descriptor when the previous member had the same parent.
+/// `dir_path` opened beneath `root` without following any symlink, and its group, reusing the
+/// worker's descriptor when the previous member had the same parent.
 fn cached_parent<'p, 'a>(
     root: &OwnedFd,
     root_path: &Path,
     parent: &'p mut Parent<'a>,
     dir_path: &'a str,
-) -> Result<&'p OwnedFd, BuildError> {
+) -> Result<(&'p OwnedFd, u32), BuildError> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
-    if parent.as_ref().is_none_or(|(p, _)| *p != dir_path) {
+    if parent.as_ref().is_none_or(|(p, _, _)| *p != dir_path) {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         let fd = if dir_path.is_empty() {
             rustix::fs::openat(root, ".", flags, Mode::empty())
@@ -981,16 +993,36 @@ fn cached_parent<'p, 'a>(
             )
         }
         .map_err(|e| BuildError::io("opening", &root_path.join(dir_path), e.into()))?;
-        *parent = Some((dir_path, fd));
+        let gid = rustix::fs::fstat(&fd)
+            .map_err(|e| BuildError::io("reading", &root_path.join(dir_path), e.into()))?
+            .st_gid;
+        *parent = Some((dir_path, fd, gid));
     }
     match parent {
-        Some((_, fd)) => Ok(fd),
+        Some((_, fd, gid)) => Ok((fd, *gid)),
         None => Err(BuildError::Invalid("no parent directory".into())),
     }
 }
 
-fn nofollow() -> i32 {
-    i32::try_from(rustix::fs::OFlags::NOFOLLOW.bits()).unwrap_or(0)
+/// Copies at most `want` bytes of `src` into `dst` and says how many: with copy_file_range, so
+/// the bytes never pass through this process and nothing is asked of either file first (std's
+/// copy stats both), else (across filesystems, or where the kernel has no such copy) with
+/// std's copy.
+fn copy_exactly(src: fs::File, dst: &mut fs::File, want: u64) -> io::Result<u64> {
+    let mut got = 0;
+    while got < want {
+        let ask = usize::try_from(want - got)
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
+        match rustix::fs::copy_file_range(&src, None, &*dst, None, ask) {
+            Ok(0) => break,
+            Ok(n) => got += n as u64,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) if got == 0 => return io::copy(&mut src.take(want), dst),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(got)
 }
 
 /// Rebuilds a COPY layer from the one an earlier build of the same step made, when only some
@@ -1120,7 +1152,7 @@ fn link_parallel(
         |(old_parent, new_parent): &mut (Parent<'_>, Parent<'_>), &(i, dest)| {
             let (dir_path, name) = split_dest(dest);
             let old_dir = match cached_parent(&old_root, previous, old_parent, dir_path) {
-                Ok(d) => d,
+                Ok((d, _)) => d,
                 Err(_) => {
                     missing
                         .lock()
@@ -1138,7 +1170,7 @@ fn link_parallel(
                     .push(i);
                 return Ok(());
             }
-            let new_dir = cached_parent(&new_root, out_dir, new_parent, dir_path)?;
+            let (new_dir, _) = cached_parent(&new_root, out_dir, new_parent, dir_path)?;
             rustix::fs::linkat(old_dir, name, new_dir, name, AtFlags::empty())
                 .map_err(|e| BuildError::io("linking", &out_dir.join(dest), e.into()))
         },
@@ -1217,7 +1249,48 @@ fn is_archive(path: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::symbolic_mode;
+    use super::{copy_exactly, symbolic_mode};
+    use std::io::{Read, Seek, Write};
+
+    /// Same filesystem (copy_file_range) and from a memfd, which the kernel refuses to copy
+    /// that way into another filesystem (std's copy then): the same bytes, never more than
+    /// asked, and a short count when the source is shorter.
+    #[test]
+    fn copies_exactly_what_is_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let on_disk = dir.path().join("src");
+        std::fs::write(&on_disk, &data).unwrap();
+        let memfd: std::fs::File = rustix::fs::memfd_create("src", rustix::fs::MemfdFlags::CLOEXEC)
+            .unwrap()
+            .into();
+        (&memfd).write_all(&data).unwrap();
+        for (i, want) in [0, 1, 4096, 123_457, 300_000, 400_000]
+            .into_iter()
+            .enumerate()
+        {
+            for from_memfd in [false, true] {
+                let src = if from_memfd {
+                    let mut f = memfd.try_clone().unwrap();
+                    f.rewind().unwrap();
+                    f
+                } else {
+                    std::fs::File::open(&on_disk).unwrap()
+                };
+                let path = dir.path().join(format!("dst-{i}-{from_memfd}"));
+                let mut dst = std::fs::File::create(&path).unwrap();
+                let got = copy_exactly(src, &mut dst, want).unwrap();
+                let n = want.min(data.len() as u64);
+                assert_eq!(got, n, "want {want}, memfd {from_memfd}");
+                let mut back = Vec::new();
+                std::fs::File::open(&path)
+                    .unwrap()
+                    .read_to_end(&mut back)
+                    .unwrap();
+                assert_eq!(back, data[..n as usize], "want {want}, memfd {from_memfd}");
+            }
+        }
+    }
 
     #[test]
     fn symbolic_modes() {

@@ -436,6 +436,49 @@ fn copy_owners_modes_and_dockerignore() {
     assert!(!all.iter().any(|e| e.starts_with("d/keep.txt ")), "{all:?}");
 }
 
+/// A file copied into a setgid directory of another group keeps its own group: the copy
+/// skips a chown only where the new file is already owned as wanted.
+#[test]
+fn copy_into_a_setgid_directory_keeps_each_owner() {
+    let h = with_busybox();
+    let df = "FROM busybox AS src\n\
+              RUN mkdir -p /top/sg && chown 0:1234 /top/sg && chmod 2775 /top/sg && \
+              echo x > /top/sg/f && chown 0:0 /top/sg/f && echo y > /top/sg/g && \
+              ln -s f /top/sg/l && chown -h 0:0 /top/sg/l\n\
+              FROM busybox\nCOPY --from=src /top /top\nCOPY top /ctx\n";
+    let ctx = context(&h, "ctx", &[("Dockerfile", df), ("top/sg/f", "x")]);
+    let sg = ctx.join("top/sg");
+    std::os::unix::fs::chown(&sg, Some(0), Some(1234)).unwrap();
+    std::fs::set_permissions(&sg, std::os::unix::fs::PermissionsExt::from_mode(0o2775)).unwrap();
+    let out = build(&h, &["-t", "sg", ctx.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let layers = layers(&h, "sg");
+    let copied = &layers[layers.len() - 2];
+    for want in [
+        "top/sg/ Directory 2775 0:1234",
+        "top/sg/f Regular 644 0:0",
+        "top/sg/g Regular 644 0:1234",
+        "top/sg/l Symlink 777 0:0",
+    ] {
+        assert!(
+            copied.contains(&want.to_owned()),
+            "{want} not in {copied:?}"
+        );
+    }
+    // From the context, everything is root's; the directory keeps its setgid bit.
+    let ctx_layer = &layers[layers.len() - 1];
+    for want in ["ctx/sg/ Directory 2775 0:0", "ctx/sg/f Regular 644 0:0"] {
+        assert!(
+            ctx_layer.contains(&want.to_owned()),
+            "{want} not in {ctx_layer:?}"
+        );
+    }
+}
+
 #[test]
 fn contexts_from_tar_and_stdin() {
     let h = with_busybox();
