@@ -7,6 +7,7 @@
 //! <root>/                      --root, HOIST_ROOT, /var/lib/hoist (root) or $XDG_DATA_HOME/hoist
 //!   v1/                        format version: a future layout lives beside, never on top
 //!     lock                     flock: shared while a process uses the store, exclusive to sweep
+//!     settle.lock              flock: held while snapshots written before a reboot are checked
 //!     meta.db                  SQLite (WAL): layers, layer blobs, images, tags, repo digests
 //!     blobs/sha256/<hex>       immutable content: configs, manifests, layer blobs as received
 //!     snapshots/<n>/           one unpacked layer each, usable as an overlayfs lowerdir
@@ -29,14 +30,16 @@
 //!
 //! Snapshots are the exception for a power loss (not for a process crash, which the page cache
 //! survives): a layer directory is recorded without an fsync, so that writing back hundreds of
-//! megabytes stays off the build's path. A machine crash right after a build can leave a
-//! recorded snapshot short of data.
+//! megabytes stays off the build's path. Each is noted as unsettled until it is known to be on
+//! disk; after a reboot, an unsettled snapshot is unpacked again from its blob or, for a built
+//! layer, hashed again and dropped if damaged, before anything reads it (settle.rs).
 
 mod archive;
 mod blob;
 mod cache;
 mod error;
 mod registry;
+mod settle;
 
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -51,6 +54,7 @@ pub use blob::BlobWriter;
 pub use cache::{CacheHit, CacheUsage, FileStat};
 use error::IoContext;
 pub use error::StoreError;
+pub use settle::Settled;
 
 const FORMAT: &str = "v1";
 
@@ -134,6 +138,8 @@ pub struct Store {
     dir: PathBuf,
     db: Mutex<Connection>,
     lock: File,
+    /// This boot's id, which new snapshots are noted with (see settle.rs).
+    boot: String,
 }
 
 impl std::fmt::Debug for Store {
@@ -188,13 +194,17 @@ impl Store {
         if current != version {
             db.execute_batch(SCHEMA)?;
             db.execute_batch(cache::CACHE_SCHEMA)?;
+            db.execute_batch(settle::SCHEMA)?;
             db.pragma_update(None, "user_version", version)?;
         }
-        Ok(Self {
+        let store = Self {
             dir,
             db: Mutex::new(db),
             lock,
-        })
+            boot: settle::boot_id(),
+        };
+        store.settle()?;
+        Ok(store)
     }
 
     pub(crate) fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -487,6 +497,7 @@ impl Store {
             "INSERT INTO layers (diff_id, snapshot, size, tar_size) VALUES (?1, ?2, ?3, ?4)",
             params![diff_id.as_str(), n, size as i64, tar_size as i64],
         )?;
+        settle::note_unsettled(tx, n, &self.boot)?;
         Ok(LayerInfo {
             diff_id: diff_id.clone(),
             size,
@@ -1111,7 +1122,8 @@ fn image_recorded(
 /// Stands for the schema text (any change to it gives another number; never 0, what a
 /// database that has not recorded one reads).
 fn schema_version() -> i32 {
-    let digest = Digest::sha256_of(format!("{SCHEMA}{}", cache::CACHE_SCHEMA).as_bytes());
+    let digest =
+        Digest::sha256_of(format!("{SCHEMA}{}{}", cache::CACHE_SCHEMA, settle::SCHEMA).as_bytes());
     let hex = digest.hex().get(..7).unwrap_or_default();
     i32::from_str_radix(hex, 16).map_or(1, |v| v.max(1))
 }
