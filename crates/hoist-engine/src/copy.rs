@@ -1078,30 +1078,32 @@ pub(crate) fn copy_incremental(
             .map_err(|e| BuildError::io("chmod", &new, e))?;
         dir_times.push((new, meta));
     }
-    let mut rest = Vec::new();
-    let mut reusable = Vec::new();
-    for m in members {
+    // By index, not moved into lists of their own: the plan holds every member once.
+    let mut write = vec![false; members.len()];
+    let mut reusable: Vec<(usize, &str)> = Vec::new();
+    for (i, m) in members.iter().enumerate() {
         match &m.item {
             Item::Path { meta, .. }
-                if meta.is_file() && input_of(&selected, &m).is_some_and(|i| unchanged(&i)) =>
+                if meta.is_file() && input_of(&selected, m).is_some_and(|i| unchanged(&i)) =>
             {
-                reusable.push(m);
+                reusable.push((i, m.dest.as_str()));
             }
-            Item::Path { meta, .. } if meta.is_file() => rest.push(m),
+            Item::Path { meta, .. } if meta.is_file() => write[i] = true,
             Item::Dir { .. } | Item::Path { .. } if out_dir.join(&m.dest).is_dir() => {
                 // Already cloned with its attributes.
             }
-            _ => rest.push(m),
+            _ => write[i] = true,
         }
     }
-    let mut not_linked = link_parallel(previous, out_dir, &reusable)?
+    for i in link_parallel(previous, out_dir, &reusable)? {
+        write[i] = true;
+    }
+    drop(reusable);
+    let rest: Vec<Member> = members
         .into_iter()
-        .peekable();
-    for (i, m) in reusable.into_iter().enumerate() {
-        if not_linked.next_if_eq(&i).is_some() {
-            rest.push(m);
-        }
-    }
+        .zip(write)
+        .filter_map(|(m, w)| w.then_some(m))
+        .collect();
     let (reader, writer) =
         io::pipe().map_err(|e| BuildError::io("making a pipe for", out_dir, e))?;
     let chmod = copy_op.chmod.clone();
@@ -1128,24 +1130,19 @@ pub(crate) fn copy_incremental(
     Ok(())
 }
 
-/// Hard-links each member's file from the earlier layer `previous` into `out_dir` (whose
-/// directories exist), on every core; returns the indices, in order, of members the earlier
-/// layer has no regular file for (they are written instead).
+/// Hard-links each of `files` (a member's index and destination) from the earlier layer
+/// `previous` into `out_dir` (whose directories exist), on every core; returns the indices of
+/// those the earlier layer has no regular file for (they are written instead).
 fn link_parallel(
     previous: &Path,
     out_dir: &Path,
-    members: &[Member],
+    files: &[(usize, &str)],
 ) -> Result<Vec<usize>, BuildError> {
     use rustix::fs::{AtFlags, FileType};
     let (old_root, new_root) = (open_dir(previous)?, open_dir(out_dir)?);
     let missing = std::sync::Mutex::new(Vec::new());
-    let indexed: Vec<(usize, &str)> = members
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (i, m.dest.as_str()))
-        .collect();
     for_each_parallel(
-        &indexed,
+        files,
         |(_, dest)| split_dest(dest).0,
         |_| 0,
         || (None, None),

@@ -496,7 +496,7 @@ impl Solver<'_, '_> {
         // The inputs are written only when the key moved: an unchanged 20k-file COPY costs no
         // serialisation.
         let prev_key = self.store().step_key(identity)?;
-        let old = if prev_key.as_deref() == Some(key.as_str()) {
+        let mut old = if prev_key.as_deref() == Some(key.as_str()) {
             None
         } else {
             let (len, write) = inputs.json().map_err(|e| {
@@ -552,7 +552,10 @@ impl Solver<'_, '_> {
                     .as_ref()
                     .ok_or_else(|| BuildError::Invalid("no copy source".into()))?;
                 let c = fetched.as_ref().map_or(c, |(_, local)| local);
-                match self.previous_copy(c, prev_key.as_deref(), old.as_deref(), &inputs)? {
+                // Parsed, the recorded text is not needed while the copy runs.
+                let previous =
+                    self.previous_copy(c, prev_key.as_deref(), old.take().as_deref(), &inputs)?;
+                match previous {
                     Some((layer, previous, old_inputs)) => {
                         earlier = Some(layer);
                         let view = mounts::OverlayMount::new(
