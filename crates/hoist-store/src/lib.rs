@@ -176,12 +176,7 @@ impl Store {
             fs::create_dir_all(dir.join(sub)).ctx("creating", dir.join(sub))?;
         }
         let lock_path = dir.join("lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .ctx("opening", &lock_path)?;
+        let lock = lock_file(&lock_path)?;
         lock.lock_shared().ctx("locking", &lock_path)?;
         let db = Connection::open(dir.join("meta.db"))?;
         db.busy_timeout(std::time::Duration::from_secs(60))?;
@@ -266,6 +261,17 @@ impl Store {
         BlobWriter::new(&self.tmp_dir(), &self.blobs_dir())
     }
 
+    /// A staging directory for a snapshot, and the empty `root` in it to unpack into.
+    fn staging_root(&self) -> Result<(tempfile::TempDir, PathBuf), StoreError> {
+        let staging = tempfile::Builder::new()
+            .prefix("snap-")
+            .tempdir_in(self.tmp_dir())
+            .ctx("creating a staging dir in", self.tmp_dir())?;
+        let root = staging.path().join("root");
+        fs::create_dir(&root).ctx("creating", &root)?;
+        Ok((staging, root))
+    }
+
     /// Writes a small blob.
     pub fn write_blob(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
         // A blob is renamed into place only complete and synced, so one already there holds
@@ -288,12 +294,7 @@ impl Store {
         expected: Option<&Digest>,
     ) -> Result<LayerInfo, StoreError> {
         let mut blob = self.blob_writer()?;
-        let staging = tempfile::Builder::new()
-            .prefix("snap-")
-            .tempdir_in(self.tmp_dir())
-            .ctx("creating a staging dir in", self.tmp_dir())?;
-        let root = staging.path().join("root");
-        fs::create_dir(&root).ctx("creating", &root)?;
+        let (_staging, root) = self.staging_root()?;
         let read_err = |e| StoreError::Io {
             context: "reading a layer into",
             path: root.clone(),
@@ -1061,6 +1062,16 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Opens (creating) a file that serves as a lock.
+pub(crate) fn lock_file(path: &Path) -> Result<File, StoreError> {
+    File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .ctx("opening", path)
 }
 
 fn dir_size(p: &Path) -> u64 {

@@ -116,12 +116,7 @@ impl Store {
         }
         // One process checks at a time; the others then find the notes gone.
         let lock_path = self.dir.join("settle.lock");
-        let lock = fs::File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .ctx("opening", &lock_path)?;
+        let lock = crate::lock_file(&lock_path)?;
         lock.lock().ctx("locking", &lock_path)?;
         for (snapshot, boot, _) in earlier {
             self.check_after_reboot(snapshot, &boot, &mut out)?;
@@ -185,12 +180,7 @@ impl Store {
     /// Replaces a layer's snapshot with a fresh unpacking of its blob, itself unsettled (in
     /// this boot) until synced.
     fn unpack_again(&self, layer: &LayerInfo, blob: &Digest) -> Result<(), StoreError> {
-        let staging = tempfile::Builder::new()
-            .prefix("snap-")
-            .tempdir_in(self.tmp_dir())
-            .ctx("creating a staging dir in", self.tmp_dir())?;
-        let root = staging.path().join("root");
-        fs::create_dir(&root).ctx("creating", &root)?;
+        let (staging, root) = self.staging_root()?;
         let file = std::io::BufReader::with_capacity(256 * 1024, self.open_blob(blob)?);
         let read_err = |e| StoreError::Io {
             context: "reading a layer into",
