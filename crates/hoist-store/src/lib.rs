@@ -140,6 +140,8 @@ pub struct Store {
     lock: File,
     /// This boot's id, which new snapshots are noted with (see settle.rs).
     boot: String,
+    /// What opening the store settled.
+    settled: Settled,
 }
 
 impl std::fmt::Debug for Store {
@@ -192,14 +194,22 @@ impl Store {
             db.execute_batch(settle::SCHEMA)?;
             db.pragma_update(None, "user_version", version)?;
         }
-        let store = Self {
+        let mut store = Self {
             dir,
             db: Mutex::new(db),
             lock,
             boot: settle::boot_id(),
+            settled: Settled::default(),
         };
-        store.settle()?;
+        store.settled = store.settle()?;
         Ok(store)
+    }
+
+    /// What opening the store did to snapshots written before a reboot (see [`Store::settle`]),
+    /// for the user to hear of.
+    #[must_use]
+    pub fn settled_at_open(&self) -> &Settled {
+        &self.settled
     }
 
     pub(crate) fn db(&self) -> std::sync::MutexGuard<'_, Connection> {

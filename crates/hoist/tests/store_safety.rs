@@ -314,6 +314,22 @@ fn layers_damaged_by_a_power_loss_are_restored_or_rebuilt() {
     // 125: hoist's own failure, as docker run's.
     assert_eq!(out.status.code(), Some(125), "{err}");
     assert!(err.contains("is not in the store"), "{err}");
+    // The open that settled them says so, once.
+    assert_eq!(
+        err.matches("lost data in a power loss and was dropped")
+            .count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        err.contains("WARNING: 1 layer(s) written just before the last reboot were unpacked again"),
+        "{err}"
+    );
+    let again = h.output(&["images"]);
+    assert!(
+        String::from_utf8_lossy(&again.stderr).is_empty(),
+        "{again:?}"
+    );
     // The base image works again: its layer came back from the blob.
     assert_eq!(h.ok(&["run", "--rm", "busybox", "echo", "ok"]), "ok\n");
     // The COPY's cache entry went with its layer: the rebuild copies again.

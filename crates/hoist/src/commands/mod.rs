@@ -24,10 +24,32 @@ use hoist_store::Store;
 use crate::cli::{Cli, Command, ImageCommand};
 pub(crate) use run::RunArgs;
 
+/// Opens the store, and says what a reboot cost it: layers written just before one are
+/// checked when the store is next opened.
+pub(crate) fn open_store(root: &std::path::Path) -> Result<Store> {
+    let store =
+        Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
+    let settled = store.settled_at_open();
+    let mut err = io::stderr().lock();
+    for layer in &settled.dropped {
+        let _ = writeln!(
+            err,
+            "WARNING: layer {layer} lost data in a power loss and was dropped; build again the images that use it"
+        );
+    }
+    if !settled.unpacked.is_empty() {
+        let _ = writeln!(
+            err,
+            "WARNING: {} layer(s) written just before the last reboot were unpacked again from their blobs",
+            settled.unpacked.len()
+        );
+    }
+    Ok(store)
+}
+
 pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     let root = cli.root.clone().unwrap_or_else(Store::default_root);
-    let open =
-        || Store::open(&root).with_context(|| format!("opening the store at {}", root.display()));
+    let open = || open_store(&root);
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     match cli.command {

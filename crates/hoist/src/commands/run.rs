@@ -163,8 +163,7 @@ fn run_inner(root: &Path, args: &RunArgs) -> Result<ExitCode, Failure> {
         .map(|v| parse_volume(v))
         .collect::<Result<Vec<_>>>()?;
 
-    let store =
-        Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
+    let store = super::open_store(root)?;
     let id = find_or_pull(&store, image)?;
     let config = store.config(&id)?;
     let container = config.config.clone().unwrap_or_default();
