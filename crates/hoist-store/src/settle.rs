@@ -5,9 +5,9 @@
 //! - in the same boot, once it is older than [`SETTLE_AFTER`] (the kernel has written it back
 //!   by then), a `syncfs` makes sure and the note goes;
 //! - after a reboot, a snapshot still unsettled may have lost data. A layer the store keeps a
-//!   blob of is unpacked again from that blob (blobs are synced before they are recorded); a
-//!   built layer, which has no blob, is hashed again and dropped (record, build cache entries,
-//!   directory) unless it still hashes to its diff id. A dropped layer is rebuilt by the next
+//!   blob of is unpacked again from that blob (blobs are synced before they are recorded), or
+//!   dropped if that fails; a built layer, which has no blob, is hashed again and dropped
+//!   (record, build cache entries, directory) unless it still hashes to its diff id. A dropped layer is rebuilt by the next
 //!   build that needs it; an image that used it reports it missing instead of serving it
 //!   damaged.
 //!
@@ -95,14 +95,14 @@ impl Store {
             .filter(|(_, _, written)| now - written >= SETTLE_AFTER)
             .map(|(snapshot, _, _)| *snapshot)
             .collect();
-        if !old.is_empty() {
-            let snaps = self.dir.join("snapshots");
-            let dir = fs::File::open(&snaps).ctx("opening", &snaps)?;
-            rustix::fs::syncfs(&dir).map_err(|e| StoreError::Io {
-                context: "syncing the filesystem of",
-                path: snaps.clone(),
-                source: e.into(),
-            })?;
+        // A sync that fails leaves the notes for the next open: the store stays usable, and
+        // the snapshots are still checked should the machine go down.
+        let snaps = self.dir.join("snapshots");
+        let synced = !old.is_empty()
+            && fs::File::open(&snaps)
+                .ok()
+                .is_some_and(|dir| rustix::fs::syncfs(&dir).is_ok());
+        if synced {
             let mut db = self.db();
             let tx = db.transaction()?;
             for s in &old {
@@ -150,8 +150,14 @@ impl Store {
             return Ok(());
         };
         if let Some((blob, _, _)) = self.layer_blobs(&layer.diff_id)?.into_iter().next() {
-            self.unpack_again(&layer, &blob)?;
-            out.unpacked.push(layer.diff_id);
+            // A blob that cannot be unpacked (it was checked when stored) loses the layer
+            // rather than the whole store: pulling or loading the image again brings it back.
+            if self.unpack_again(&layer, &blob).is_ok() {
+                out.unpacked.push(layer.diff_id);
+            } else {
+                self.drop_layer(&layer)?;
+                out.dropped.push(layer.diff_id);
+            }
             return Ok(());
         }
         let dir = self.snapshot_dir(&layer);
@@ -224,7 +230,9 @@ impl Store {
             )?;
             tx.commit()?;
         }
-        remove_tree(&self.snapshot_dir(layer))
+        // Nothing refers to the directory any more: one left behind goes with the next sweep.
+        let _ = remove_tree(&self.snapshot_dir(layer));
+        Ok(())
     }
 }
 

@@ -157,6 +157,32 @@ fn after_a_reboot_a_layer_with_a_blob_is_unpacked_again() {
 }
 
 #[test]
+fn after_a_reboot_a_layer_whose_blob_cannot_be_unpacked_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    let content = bytes(8, 20_000);
+    header.set_size(content.len() as u64);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut header, "data.bin", content.as_slice())
+        .unwrap();
+    let tar = tar.into_inner().unwrap();
+    let layer = store.import_layer(&mut tar.as_slice(), None).unwrap();
+    let (blob, _, _) = store.layer_blobs(&layer.diff_id).unwrap().remove(0);
+    let blob_path = store.blob_path(&blob);
+    drop(store);
+    reboot(dir.path());
+    // Not a power loss's doing (blobs are synced): the store must still open.
+    fs::write(&blob_path, b"not a tar").unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.settled_at_open().dropped, vec![layer.diff_id.clone()]);
+    assert_eq!(store.layer(&layer.diff_id).unwrap(), None);
+    assert!(notes(dir.path()).is_empty());
+}
+
+#[test]
 fn a_note_whose_layer_is_gone_is_forgotten() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
