@@ -105,8 +105,13 @@ impl Store {
         if synced {
             let mut db = self.db();
             let tx = db.transaction()?;
+            // Only notes as old as those synced: a snapshot number noted again since (its
+            // layer removed and the number reused) stays noted.
             for s in &old {
-                tx.execute("DELETE FROM unsettled_snapshots WHERE snapshot = ?1", [s])?;
+                tx.execute(
+                    "DELETE FROM unsettled_snapshots WHERE snapshot = ?1 AND written <= ?2",
+                    params![s, now - SETTLE_AFTER],
+                )?;
             }
             tx.commit()?;
             out.settled += old.len();
