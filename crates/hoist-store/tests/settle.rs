@@ -62,6 +62,18 @@ fn built(store: &Store, name: &str, seed: u64) -> LayerInfo {
     layer
 }
 
+/// A layer tar of one regular file.
+fn one_file_tar(name: &str, content: &[u8]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(content.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(1_700_000_000);
+    header.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut header, name, content).unwrap();
+    tar.into_inner().unwrap()
+}
+
 /// Same length, other bytes: what a lost writeback can leave.
 fn damage(file: &Path) {
     let len = fs::metadata(file).unwrap().len() as usize;
@@ -129,15 +141,7 @@ fn after_a_reboot_a_layer_with_a_blob_is_unpacked_again() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let content = bytes(7, 50_000);
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_size(content.len() as u64);
-    header.set_mode(0o644);
-    header.set_mtime(1_700_000_000);
-    header.set_entry_type(tar::EntryType::Regular);
-    tar.append_data(&mut header, "etc/data.bin", content.as_slice())
-        .unwrap();
-    let tar = tar.into_inner().unwrap();
+    let tar = one_file_tar("etc/data.bin", &content);
     let layer = store.import_layer(&mut tar.as_slice(), None).unwrap();
     let file = store.snapshot_dir(&layer).join("etc/data.bin");
     drop(store);
@@ -160,15 +164,7 @@ fn after_a_reboot_a_layer_with_a_blob_is_unpacked_again() {
 fn after_a_reboot_a_layer_whose_blob_cannot_be_unpacked_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    let content = bytes(8, 20_000);
-    header.set_size(content.len() as u64);
-    header.set_mode(0o644);
-    header.set_entry_type(tar::EntryType::Regular);
-    tar.append_data(&mut header, "data.bin", content.as_slice())
-        .unwrap();
-    let tar = tar.into_inner().unwrap();
+    let tar = one_file_tar("data.bin", &bytes(8, 20_000));
     let layer = store.import_layer(&mut tar.as_slice(), None).unwrap();
     let (blob, _, _) = store.layer_blobs(&layer.diff_id).unwrap().remove(0);
     let blob_path = store.blob_path(&blob);
