@@ -867,6 +867,84 @@ fn hash_parallel(
         .collect()
 }
 
+/// The per-file inputs recorded alike at a step's last build and now: the files an
+/// incremental COPY may link from its earlier layer. Held as hashes of their names, so that
+/// comparing a large COPY's inputs keeps neither side's names and values in memory.
+pub(crate) struct Unchanged(std::collections::HashSet<[u8; 32]>);
+
+impl Unchanged {
+    /// Whether the input `name` (`file <path>`) was recorded alike both times.
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.0.contains(&name_hash(name))
+    }
+}
+
+fn name_hash(name: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(b"n");
+    h.update(name.as_bytes());
+    h.finalize().into()
+}
+
+/// Both halves of an input, length-prefixed: no two (name, value) pairs hash alike.
+fn pair_hash(name: &str, value: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(b"p");
+    h.update((name.len() as u64).to_le_bytes());
+    h.update(name.as_bytes());
+    h.update(value.as_bytes());
+    h.finalize().into()
+}
+
+/// Compares the inputs recorded at a step's last build (`old`, the JSON the store keeps) with
+/// `new`: the earlier inputs that are not per-file, and the per-file inputs recorded alike.
+/// `None` when `old` cannot be read.
+pub(crate) fn compare_recorded(
+    old: &str,
+    new: &Inputs,
+) -> Option<(BTreeMap<String, String>, Unchanged)> {
+    struct Recorded;
+    impl<'de> serde::de::Visitor<'de> for Recorded {
+        type Value = (
+            BTreeMap<String, String>,
+            std::collections::HashSet<[u8; 32]>,
+        );
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object of input names to values")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut fields = BTreeMap::new();
+            let mut files = std::collections::HashSet::new();
+            // One pair at a time: the per-file ones are kept as a hash each.
+            while let Some((name, value)) = map.next_entry::<String, String>()? {
+                if name.starts_with("file ") {
+                    files.insert(pair_hash(&name, &value));
+                } else {
+                    fields.insert(name, value);
+                }
+            }
+            Ok((fields, files))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(old);
+    let (fields, files) = serde::Deserializer::deserialize_map(&mut de, Recorded).ok()?;
+    de.end().ok()?;
+    let mut unchanged = std::collections::HashSet::new();
+    new.visit(|name, value| {
+        if name.starts_with("file ") && files.contains(&pair_hash(name, value)) {
+            unchanged.insert(name_hash(name));
+        }
+        Ok(())
+    })
+    .ok()?;
+    Some((fields, Unchanged(unchanged)))
+}
+
 /// Why a step missed, from its inputs now and at its last build.
 pub(crate) fn explain(old: Option<&str>, new: &Inputs) -> Option<String> {
     let old: BTreeMap<String, String> = serde_json::from_str(old?).ok()?;
@@ -977,6 +1055,71 @@ mod tests {
     }
 
     /// Every kind of input, with paths that sort otherwise than they were walked.
+    /// An earlier build's recorded inputs against today's, set aside and not: only names
+    /// recorded with the same value both times are unchanged, whatever the order, escapes in
+    /// names, or files added and removed.
+    #[test]
+    fn recorded_inputs_compare_by_name_and_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut earlier = Inputs::default();
+        earlier.fields.insert("parent".to_owned(), "k1".to_owned());
+        earlier.files = FileInputs::spilling_in(dir.path().to_owned());
+        earlier.files.spill_at = 3;
+        fill(&mut earlier.files);
+        earlier
+            .files
+            .push("gone.txt", 0o100644, FileValue::Sha256([7; 32]))
+            .unwrap();
+        let old = earlier.to_json();
+        let mut now = Inputs::default();
+        now.fields.insert("parent".to_owned(), "k1".to_owned());
+        now.files = FileInputs::spilling_in(dir.path().to_owned());
+        now.files.spill_at = 2;
+        // `fill`'s files, with one content and one mode changed, and one file added.
+        for i in 0..10u8 {
+            let (path, mode, what) = match i % 4 {
+                0 => (format!("d{i}"), 0o40755, FileValue::Dir),
+                1 if i == 5 => (
+                    format!("d4/f \"{i}\""),
+                    0o100644,
+                    FileValue::Sha256([99; 32]),
+                ),
+                1 if i == 9 => (
+                    format!("d8/f \"{i}\""),
+                    0o100755,
+                    FileValue::Sha256([i; 32]),
+                ),
+                1 => (
+                    format!("d{}/f \"{i}\"", i - 1),
+                    0o100644,
+                    FileValue::Sha256([i; 32]),
+                ),
+                2 => (
+                    format!("l{i}"),
+                    0o120777,
+                    FileValue::Link(format!("t{i}").into()),
+                ),
+                _ => (format!("a{i}"), 0o10644, FileValue::Special),
+            };
+            now.files.push(&path, mode, what).unwrap();
+        }
+        now.files
+            .push("new.txt", 0o100644, FileValue::Sha256([8; 32]))
+            .unwrap();
+        let (fields, unchanged) = compare_recorded(&old, &now).unwrap();
+        assert_eq!(fields.get("parent").map(String::as_str), Some("k1"));
+        assert!(!fields.keys().any(|k| k.starts_with("file ")));
+        for same in ["d0", "d0/f \"1\"", "l2", "a3", "d4", "l6", "a7", "d8"] {
+            assert!(unchanged.contains(&format!("file {same}")), "{same}");
+        }
+        for differs in ["d4/f \"5\"", "d8/f \"9\"", "new.txt", "gone.txt", "parent"] {
+            assert!(!unchanged.contains(&format!("file {differs}")), "{differs}");
+        }
+        assert!(!unchanged.contains("parent"));
+        assert!(compare_recorded("not json", &now).is_none());
+        assert!(compare_recorded("{} trailing", &now).is_none());
+    }
+
     fn fill(files: &mut FileInputs) {
         for i in 0..10u8 {
             let (path, mode, what) = match i % 4 {

@@ -2,7 +2,7 @@
 //! the cores), each step looked up in the build cache before it runs. Worker threads report
 //! through a channel; only the calling thread sees [`Event`]s.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -521,11 +521,11 @@ impl Solver<'_, '_> {
             built.key = key;
             return Ok(true);
         }
-        if old.is_some() {
-            // Compared below with the earlier inputs, by name.
-            inputs.index()?;
-        }
         if self.opts.explain_cache {
+            if old.is_some() {
+                // Compared with the earlier inputs by name.
+                inputs.index()?;
+            }
             let why = if !use_cache {
                 "the cache is disabled for this step".to_owned()
             } else {
@@ -552,11 +552,11 @@ impl Solver<'_, '_> {
                     .as_ref()
                     .ok_or_else(|| BuildError::Invalid("no copy source".into()))?;
                 let c = fetched.as_ref().map_or(c, |(_, local)| local);
-                // Parsed, the recorded text is not needed while the copy runs.
+                // Compared, the recorded text is not needed while the copy runs.
                 let previous =
                     self.previous_copy(c, prev_key.as_deref(), old.take().as_deref(), &inputs)?;
                 match previous {
-                    Some((layer, previous, old_inputs)) => {
+                    Some((layer, previous, unchanged)) => {
                         earlier = Some(layer);
                         let view = mounts::OverlayMount::new(
                             &self.store().tmp_dir(),
@@ -566,7 +566,7 @@ impl Solver<'_, '_> {
                         )?;
                         // Unchanged means recorded alike both times; a name missing from
                         // either is never unchanged.
-                        let same = |name: &str| matches!((old_inputs.get(name), inputs.get(name)), (Some(a), Some(b)) if *a == *b);
+                        let same = |name: &str| unchanged.contains(name);
                         copy::copy_incremental(c, tree, view.path(), &previous, &upper, &same)?;
                     }
                     None => self.full_copy(c, tree, &built.image, &upper, &work)?,
@@ -710,14 +710,14 @@ impl Solver<'_, '_> {
         prev_key: Option<&str>,
         old_inputs: Option<&str>,
         inputs: &Inputs,
-    ) -> Result<Option<(LayerInfo, PathBuf, Recorded)>, BuildError> {
+    ) -> Result<Option<(LayerInfo, PathBuf, cache::Unchanged)>, BuildError> {
         if c.add || c.from != SourceRef::Context {
             return Ok(None);
         }
         let (Some(prev_key), Some(old)) = (prev_key, old_inputs) else {
             return Ok(None);
         };
-        let Ok(old) = serde_json::from_str::<Recorded>(old) else {
+        let Some((old, unchanged)) = cache::compare_recorded(old, inputs) else {
             return Ok(None);
         };
         // Everything but the files themselves (and their digest) must be as before.
@@ -738,7 +738,7 @@ impl Solver<'_, '_> {
             return Ok(None);
         };
         let dir = self.store().snapshot_dir(&hit.layer);
-        Ok(Some((hit.layer, dir, old)))
+        Ok(Some((hit.layer, dir, unchanged)))
     }
 
     /// The tree a COPY reads and, for a stage or an image, the key that stands for its content.
@@ -919,9 +919,6 @@ impl Solver<'_, '_> {
         Ok(())
     }
 }
-
-/// A step's inputs as an earlier build recorded them.
-type Recorded = BTreeMap<String, String>;
 
 fn is_url(s: &str) -> bool {
     s.starts_with("http://") || s.starts_with("https://")
