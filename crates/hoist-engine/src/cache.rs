@@ -1076,33 +1076,11 @@ mod tests {
         now.files = FileInputs::spilling_in(dir.path().to_owned());
         now.files.spill_at = 2;
         // `fill`'s files, with one content and one mode changed, and one file added.
-        for i in 0..10u8 {
-            let (path, mode, what) = match i % 4 {
-                0 => (format!("d{i}"), 0o40755, FileValue::Dir),
-                1 if i == 5 => (
-                    format!("d4/f \"{i}\""),
-                    0o100644,
-                    FileValue::Sha256([99; 32]),
-                ),
-                1 if i == 9 => (
-                    format!("d8/f \"{i}\""),
-                    0o100755,
-                    FileValue::Sha256([i; 32]),
-                ),
-                1 => (
-                    format!("d{}/f \"{i}\"", i - 1),
-                    0o100644,
-                    FileValue::Sha256([i; 32]),
-                ),
-                2 => (
-                    format!("l{i}"),
-                    0o120777,
-                    FileValue::Link(format!("t{i}").into()),
-                ),
-                _ => (format!("a{i}"), 0o10644, FileValue::Special),
-            };
-            now.files.push(&path, mode, what).unwrap();
-        }
+        fill_with(&mut now.files, |i, mode, what| match i {
+            5 => (mode, FileValue::Sha256([99; 32])),
+            9 => (0o100755, what),
+            _ => (mode, what),
+        });
         now.files
             .push("new.txt", 0o100644, FileValue::Sha256([8; 32]))
             .unwrap();
@@ -1121,6 +1099,11 @@ mod tests {
     }
 
     fn fill(files: &mut FileInputs) {
+        fill_with(files, |_, mode, what| (mode, what));
+    }
+
+    /// [`fill`]'s files, each one's mode and value passed through `change` (with its number).
+    fn fill_with(files: &mut FileInputs, change: impl Fn(u8, u32, FileValue) -> (u32, FileValue)) {
         for i in 0..10u8 {
             let (path, mode, what) = match i % 4 {
                 0 => (format!("d{i}"), 0o40755, FileValue::Dir),
@@ -1136,6 +1119,7 @@ mod tests {
                 ),
                 _ => (format!("a{i}"), 0o10644, FileValue::Special),
             };
+            let (mode, what) = change(i, mode, what);
             files.push(&path, mode, what).unwrap();
         }
     }
