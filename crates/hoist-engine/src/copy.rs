@@ -722,6 +722,21 @@ impl<'a> DirectWriter<'a> {
         }
     }
 
+    /// A directory member's mode, owner and time. A planned directory has the mode the plan
+    /// chose (0755, or an octal --chmod); a copied one its source's, --chmod applied.
+    fn dir_attributes(&self, item: &Item) -> Result<(u32, (u32, u32), i64), BuildError> {
+        let (mode, mtime) = match item {
+            Item::Dir { mode, mtime } => (*mode, *mtime),
+            Item::Path { meta, .. } => (file_mode(self.chmod, meta.mode(), true)?, meta.mtime()),
+            Item::Inline { .. } => {
+                return Err(BuildError::Invalid(
+                    "an inline file is not a directory".into(),
+                ));
+            }
+        };
+        Ok((mode, self.owner_of(item), mtime))
+    }
+
     fn owner_of(&self, item: &Item) -> (u32, u32) {
         match (self.owners, item) {
             (Owners::Preserve, Item::Path { meta, .. }) => (meta.uid(), meta.gid()),
@@ -765,10 +780,10 @@ impl<'a> DirectWriter<'a> {
         let mut files = Vec::new();
         for m in members {
             match &m.item {
-                Item::Dir { mode, mtime } => {
-                    // The plan chose its mode (0755, or an octal --chmod), as the stream did.
-                    self.make_dir(&m.dest, *mode, self.owner_of(&m.item))?;
-                    done.dir_times.push((m.dest.clone(), *mtime));
+                Item::Dir { .. } => {
+                    let (mode, owner, mtime) = self.dir_attributes(&m.item)?;
+                    self.make_dir(&m.dest, mode, owner)?;
+                    done.dir_times.push((m.dest.clone(), mtime));
                 }
                 Item::Path { meta, .. } if meta.is_dir() => {
                     if lower.is_some_and(|l| {
@@ -776,9 +791,9 @@ impl<'a> DirectWriter<'a> {
                     }) {
                         return Ok(false);
                     }
-                    let mode = file_mode(self.chmod, meta.mode(), true)?;
-                    self.make_dir(&m.dest, mode, self.owner_of(&m.item))?;
-                    done.dir_times.push((m.dest.clone(), meta.mtime()));
+                    let (mode, owner, mtime) = self.dir_attributes(&m.item)?;
+                    self.make_dir(&m.dest, mode, owner)?;
+                    done.dir_times.push((m.dest.clone(), mtime));
                 }
                 Item::Path { meta, .. } if meta.is_file() && meta.nlink() > 1 => {
                     match done.first_of.entry((meta.dev(), meta.ino())) {
@@ -811,9 +826,21 @@ impl<'a> DirectWriter<'a> {
         Ok(())
     }
 
-    fn make_dir(&self, dest: &str, mode: u32, (uid, gid): (u32, u32)) -> Result<(), BuildError> {
+    fn make_dir(&self, dest: &str, mode: u32, owner: (u32, u32)) -> Result<(), BuildError> {
         let path = self.out_dir.join(dest);
         fs::create_dir(&path).map_err(|e| BuildError::io("creating", &path, e))?;
+        self.set_dir_attributes(dest, mode, owner)
+    }
+
+    /// Gives the directory `dest` of the layer its owner and mode, owner first: chown clears
+    /// setgid.
+    fn set_dir_attributes(
+        &self,
+        dest: &str,
+        mode: u32,
+        (uid, gid): (u32, u32),
+    ) -> Result<(), BuildError> {
+        let path = self.out_dir.join(dest);
         std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
             .map_err(|e| BuildError::io("chown", &path, e))?;
         fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o7777))
@@ -1053,14 +1080,13 @@ pub(crate) fn copy_incremental(
             needed.insert(m.dest[..end].to_owned());
             end += 1;
         }
-        if matches!(&m.item, Item::Dir { .. })
-            || matches!(&m.item, Item::Path { meta, .. } if meta.is_dir())
-        {
+        if is_dir_member(m) {
             needed.insert(m.dest.clone());
         }
     }
     // Clone the needed directories that the earlier layer has, with their attributes; their
-    // times are set after their contents.
+    // times are set after their contents. The directories the copy itself makes are given
+    // their attributes of now below: a source directory's mode or time may have changed.
     let mut dir_times = Vec::new();
     for d in &needed {
         let old = previous.join(d);
@@ -1076,21 +1102,26 @@ pub(crate) fn copy_incremental(
             .map_err(|e| BuildError::io("chown", &new, e))?;
         fs::set_permissions(&new, fs::Permissions::from_mode(meta.mode() & 0o7777))
             .map_err(|e| BuildError::io("chmod", &new, e))?;
-        dir_times.push((new, meta));
+        dir_times.push((d.as_str(), meta.mtime(), meta.mtime_nsec()));
     }
+    let owners = Owners::of(copy_op, owner);
+    let w = DirectWriter::new(out_dir, owners, copy_op.chmod.as_ref());
+    let mut made_times = std::collections::HashMap::new();
     // By index, not moved into lists of their own: the plan holds every member once.
     let mut write = vec![false; members.len()];
-    let mut reusable: Vec<(usize, &str)> = Vec::new();
+    let mut reusable: Vec<(usize, &str, i64)> = Vec::new();
     for (i, m) in members.iter().enumerate() {
         match &m.item {
             Item::Path { meta, .. }
                 if meta.is_file() && input_of(&selected, m).is_some_and(|i| unchanged(&i)) =>
             {
-                reusable.push((i, m.dest.as_str()));
+                reusable.push((i, m.dest.as_str(), meta.mtime()));
             }
             Item::Path { meta, .. } if meta.is_file() => write[i] = true,
-            Item::Dir { .. } | Item::Path { .. } if out_dir.join(&m.dest).is_dir() => {
-                // Already cloned with its attributes.
+            _ if is_dir_member(m) && out_dir.join(&m.dest).is_dir() => {
+                let (mode, owner, mtime) = w.dir_attributes(&m.item)?;
+                w.set_dir_attributes(&m.dest, mode, owner)?;
+                made_times.insert(m.dest.as_str(), mtime);
             }
             _ => write[i] = true,
         }
@@ -1099,6 +1130,16 @@ pub(crate) fn copy_incremental(
         write[i] = true;
     }
     drop(reusable);
+    // The times a full copy gives: the plan's for the directories it makes, the earlier
+    // layer's for the image's directories it writes into.
+    let dir_times: Vec<(PathBuf, i64, i64)> = dir_times
+        .into_iter()
+        .map(|(d, sec, nsec)| match made_times.get(d) {
+            Some(&t) => (out_dir.join(d), t, 0),
+            None => (out_dir.join(d), sec, nsec),
+        })
+        .collect();
+    drop(made_times);
     let rest: Vec<Member> = members
         .into_iter()
         .zip(write)
@@ -1107,7 +1148,6 @@ pub(crate) fn copy_incremental(
     let (reader, writer) =
         io::pipe().map_err(|e| BuildError::io("making a pipe for", out_dir, e))?;
     let chmod = copy_op.chmod.clone();
-    let owners = Owners::of(copy_op, owner);
     let rest = Plan {
         members: rest,
         selected,
@@ -1124,29 +1164,30 @@ pub(crate) fn copy_incremental(
         .map_err(|_| BuildError::Invalid("the copy stream writer panicked".into()))?;
     produced.map_err(|e| BuildError::io("reading sources for", out_dir, e))?;
     applied?;
-    for (dir, meta) in dir_times.into_iter().rev() {
-        set_mtime(&dir, meta.mtime(), meta.mtime_nsec())?;
+    for (dir, sec, nsec) in dir_times.into_iter().rev() {
+        set_mtime(&dir, sec, nsec)?;
     }
     Ok(())
 }
 
-/// Hard-links each of `files` (a member's index and destination) from the earlier layer
+/// Hard-links each of `files` (a member's index, destination and time) from the earlier layer
 /// `previous` into `out_dir` (whose directories exist), on every core; returns the indices of
-/// those the earlier layer has no regular file for (they are written instead).
+/// those the earlier layer has no regular file of that time for (they are written instead:
+/// a file touched since is the same in the key, but a full copy would give it its new time).
 fn link_parallel(
     previous: &Path,
     out_dir: &Path,
-    files: &[(usize, &str)],
+    files: &[(usize, &str, i64)],
 ) -> Result<Vec<usize>, BuildError> {
     use rustix::fs::{AtFlags, FileType};
     let (old_root, new_root) = (open_dir(previous)?, open_dir(out_dir)?);
     let missing = std::sync::Mutex::new(Vec::new());
     for_each_parallel(
         files,
-        |(_, dest)| split_dest(dest).0,
+        |(_, dest, _)| split_dest(dest).0,
         |_| 0,
         || (None, None),
-        |(old_parent, new_parent): &mut (Parent<'_>, Parent<'_>), &(i, dest)| {
+        |(old_parent, new_parent): &mut (Parent<'_>, Parent<'_>), &(i, dest, mtime)| {
             let (dir_path, name) = split_dest(dest);
             let old_dir = match cached_parent(&old_root, previous, old_parent, dir_path) {
                 Ok((d, _)) => d,
@@ -1158,9 +1199,12 @@ fn link_parallel(
                     return Ok(());
                 }
             };
-            let is_file = rustix::fs::statat(old_dir, name, AtFlags::SYMLINK_NOFOLLOW)
-                .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile);
-            if !is_file {
+            let same =
+                rustix::fs::statat(old_dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
+                    FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+                        && st.st_mtime == mtime
+                });
+            if !same {
                 missing
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -375,8 +375,16 @@ fn layer_entries(h: &Hoist, image: &str, index: usize) -> Vec<String> {
             let h = e.header().clone();
             let mut content = String::new();
             let _ = e.read_to_string(&mut content);
+            // The tests date their sources in the past: a time after that was made by the
+            // build (a directory the copy creates), and differs from build to build.
+            let mtime = h.mtime().unwrap();
+            let mtime = if mtime < 1_500_000_000 {
+                mtime.to_string()
+            } else {
+                "now".to_owned()
+            };
             format!(
-                "{} {:?} {:o} {}:{} {:?} {content:?}",
+                "{} {:?} {:o} {}:{} {:?} {mtime} {content:?}",
                 e.path().unwrap().display(),
                 h.entry_type(),
                 h.mode().unwrap(),
@@ -411,6 +419,21 @@ fn rebuilt_copy_equals_full_copy(copy: &str) {
     rebuilt_copy_equals_full_copy_with(copy, 0);
 }
 
+/// Sets the time of `path` (a link itself) and, with `below`, of everything below it.
+fn date(path: &Path, secs: u64, below: bool) {
+    let out = std::process::Command::new("touch")
+        .args(["-h", "-d", &format!("@{secs}")])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    if below && path.is_dir() && !path.is_symlink() {
+        for e in std::fs::read_dir(path).unwrap() {
+            date(&e.unwrap().path(), secs, below);
+        }
+    }
+}
+
 /// `filler` more files that stay as they are, under `app/many/`.
 fn rebuilt_copy_equals_full_copy_with(copy: &str, filler: usize) {
     let h = with_busybox();
@@ -428,8 +451,11 @@ fn rebuilt_copy_equals_full_copy_with(copy: &str, filler: usize) {
     write(&ctx, "app/sub/b.txt", "b");
     write(&ctx, "app/gone/g.txt", "g");
     write(&ctx, "app/sub/keep.txt", "unchanged");
+    write(&ctx, "app/sub/touched.txt", "same");
+    write(&ctx, "app/dir/d.txt", "d");
     std::os::unix::fs::symlink("a.txt", ctx.join("app/link")).unwrap();
     std::fs::hard_link(ctx.join("app/a.txt"), ctx.join("app/hard")).unwrap();
+    date(&ctx, 1_000_000_000, true);
     build(&h, &ctx, &[]);
     // Some files change, one directory goes, one file arrives; the rest is reused.
     write(&ctx, "app/sub/b.txt", "b changed");
@@ -440,6 +466,18 @@ fn rebuilt_copy_equals_full_copy_with(copy: &str, filler: usize) {
         std::fs::Permissions::from_mode(0o600),
     )
     .unwrap();
+    // Changes that leave a file's inputs alike: a directory's mode and times, a file's time.
+    std::fs::set_permissions(ctx.join("app/dir"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    for changed in [
+        "app",
+        "app/sub",
+        "app/sub/b.txt",
+        "app/new.txt",
+        "app/dir",
+        "app/sub/touched.txt",
+    ] {
+        date(&ctx.join(changed), 1_100_000_000, false);
+    }
     let incremental = build(&h, &ctx, &["-t", "incremental"]);
     assert_eq!(incremental.ran, [copy]);
     // The unchanged file was linked from the earlier layer, not copied: both snapshots hold
