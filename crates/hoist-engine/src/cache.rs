@@ -10,7 +10,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use hoist_oci::{Digest, Sha256Hasher};
-use hoist_plan::{Copy, Exec, SourceRef};
+use hoist_plan::{Chmod, Copy, Exec, SourceRef};
 use hoist_store::{FileStat, Store};
 
 use crate::BuildError;
@@ -611,9 +611,9 @@ fn context_inputs_keeping(
     keep: usize,
 ) -> Result<ContextInputs, BuildError> {
     if per_file {
-        return context_inputs_per_file(c, tree, store, fingerprint_start(tree));
+        return context_inputs_per_file(c, tree, store, fingerprint_start(tree, c));
     }
-    let mut fp = fingerprint_start(tree);
+    let mut fp = fingerprint_start(tree, c);
     let keep = Some(keep);
     let mut selected: Vec<(Selected, Stat, Option<StatWalk>)> = Vec::new();
     for src in &c.sources {
@@ -642,7 +642,7 @@ fn context_inputs_keeping(
     {
         // Too large to keep every listing: walk again, making the inputs as it goes.
         drop(selected);
-        return context_inputs_per_file(c, tree, store, fingerprint_start(tree));
+        return context_inputs_per_file(c, tree, store, fingerprint_start(tree, c));
     }
     // Missed: the walks' listings, kept, give the per-file inputs without listing again.
     let mut per_file = FileInputs::spilling_in(store.tmp_dir());
@@ -653,22 +653,42 @@ fn context_inputs_keeping(
         sels.push(sel);
         if let Some(walk) = walk {
             walk.paths_chunked(&mut files, ContextFile::walked(origin), CHUNK, |chunk| {
-                add_file_inputs(&mut per_file, chunk, &sels, store)
+                add_file_inputs(&mut per_file, chunk, &sels, c, store)
             })?;
         }
     }
-    add_file_inputs(&mut per_file, &mut files, &sels, store)?;
+    add_file_inputs(&mut per_file, &mut files, &sels, c, store)?;
     finish_inputs(per_file, &fingerprint, store)
 }
 
-/// A fingerprint of `tree`'s selections, started.
-fn fingerprint_start(tree: &SourceTree<'_>) -> Sha256Hasher {
+/// A fingerprint of `tree`'s selections for `c`, started. The files' inputs depend on
+/// `--chmod` (see [`input_mode`]), so the fingerprint that stands for them does too.
+fn fingerprint_start(tree: &SourceTree<'_>, c: &Copy) -> Sha256Hasher {
     let mut fp = Sha256Hasher::new();
     fp.update(FINGERPRINT.as_bytes());
     let root = tree.root.as_os_str().as_encoded_bytes();
     fp.update(&(root.len() as u64).to_le_bytes());
     fp.update(root);
+    if let Some(chmod) = &c.chmod {
+        let chmod = format!("{chmod:?}");
+        fp.update(&(chmod.len() as u64).to_le_bytes());
+        fp.update(chmod.as_bytes());
+    }
     fp
+}
+
+/// The mode a selected file's input records: its type and the permissions it will have in
+/// the layer. With `--chmod` those are the ones it sets, so a source's own permissions (644
+/// here, 664 on a machine with another umask) do not move the key unless they change the
+/// result.
+fn input_mode(stat: &Stat, chmod: Option<&Chmod>) -> Result<u32, BuildError> {
+    let mode = stat.mode & 0o177_777;
+    match chmod {
+        Some(chmod) if stat.is_file() || stat.is_dir() => {
+            Ok((mode & 0o170_000) | crate::copy::file_mode(Some(chmod), mode, stat.is_dir())?)
+        }
+        _ => Ok(mode),
+    }
 }
 
 /// [`context_inputs`] when the per-file inputs are wanted anyway: the fingerprint is made by
@@ -702,18 +722,18 @@ fn context_inputs_per_file(
                 &mut files,
                 ContextFile::walked(origin),
                 CHUNK,
-                |chunk| add_file_inputs(&mut per_file, chunk, &sels, store),
+                |chunk| add_file_inputs(&mut per_file, chunk, &sels, c, store),
             )?;
             if !walked {
                 let mut walk = walk_stats(tree, &sel.real, &sel.rel, &sel.rel, None);
                 walk.fingerprint(&mut fp)?;
                 walk.paths_chunked(&mut files, ContextFile::walked(origin), CHUNK, |chunk| {
-                    add_file_inputs(&mut per_file, chunk, &sels, store)
+                    add_file_inputs(&mut per_file, chunk, &sels, c, store)
                 })?;
             }
         }
     }
-    add_file_inputs(&mut per_file, &mut files, &sels, store)?;
+    add_file_inputs(&mut per_file, &mut files, &sels, c, store)?;
     finish_inputs(per_file, &fp.finish().to_string(), store)
 }
 
@@ -768,6 +788,7 @@ fn add_file_inputs(
     inputs: &mut FileInputs,
     files: &mut Vec<ContextFile>,
     selected: &[Selected],
+    c: &Copy,
     store: &Store,
 ) -> Result<(), BuildError> {
     let regular: Vec<&ContextFile> = files.iter().filter(|f| f.stat.is_file()).collect();
@@ -795,7 +816,7 @@ fn add_file_inputs(
     }
     let mut known = known.into_iter();
     for f in files.drain(..) {
-        let mode = f.stat.mode & 0o177_777;
+        let mode = input_mode(&f.stat, c.chmod.as_ref())?;
         let what = if f.stat.is_file() {
             known
                 .next()
@@ -1200,6 +1221,42 @@ mod tests {
         let again = context_inputs_keeping(&copy, &tree, &few_store, false, 3).unwrap();
         assert_eq!(again.digest, kept.digest);
         assert!(again.per_file.is_none(), "recognised from its stats");
+    }
+
+    /// Two COPYs of one tree with different `--chmod` record different inputs, so neither may
+    /// be recognised from the stats the other recorded.
+    #[test]
+    fn a_chmod_gives_its_own_inputs_and_fingerprint() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let ctx = tmp.path().join("ctx");
+        fs::create_dir_all(ctx.join("d")).unwrap();
+        fs::write(ctx.join("d/f"), "f").unwrap();
+        fs::set_permissions(ctx.join("d/f"), fs::Permissions::from_mode(0o664)).unwrap();
+        let tree = SourceTree {
+            root: ctx.clone(),
+            ignore: None,
+            exclude: None,
+        };
+        let store = Store::open(&tmp.path().join("store")).unwrap();
+        let plain = Copy::from_context(vec![".".to_owned()], "/app".to_owned());
+        let mut octal = plain.clone();
+        octal.chmod = Some(Chmod::Octal(0o640));
+        let digest = |c: &Copy| {
+            let first = context_inputs(c, &tree, &store, false).unwrap();
+            let again = context_inputs(c, &tree, &store, false).unwrap();
+            assert!(again.per_file.is_none(), "recognised from its stats");
+            assert_eq!(again.digest, first.digest);
+            first.digest
+        };
+        let plain_digest = digest(&plain);
+        let octal_digest = digest(&octal);
+        assert_ne!(plain_digest, octal_digest);
+        // The octal --chmod sets every mode: the source's own does not matter to it.
+        fs::set_permissions(ctx.join("d/f"), fs::Permissions::from_mode(0o644)).unwrap();
+        fs::set_permissions(ctx.join("d"), fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(digest(&octal), octal_digest);
+        assert_ne!(digest(&plain), plain_digest);
     }
 
     #[test]

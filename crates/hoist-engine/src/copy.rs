@@ -164,7 +164,12 @@ pub(crate) fn symbolic_mode(spec: &str, mode: u32, is_dir: bool) -> Result<u32, 
     Ok(mode)
 }
 
-fn file_mode(chmod: Option<&Chmod>, original: u32, is_dir: bool) -> Result<u32, BuildError> {
+/// The permission bits a copied file or directory of mode `original` gets.
+pub(crate) fn file_mode(
+    chmod: Option<&Chmod>,
+    original: u32,
+    is_dir: bool,
+) -> Result<u32, BuildError> {
     match chmod {
         None => Ok(original & 0o7777),
         Some(Chmod::Octal(m)) => Ok(*m & 0o7777),

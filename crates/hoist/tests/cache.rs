@@ -185,6 +185,71 @@ fn each_kind_of_change_misses_where_it_should() {
     assert_eq!(o.ran, Vec::<String>::new());
 }
 
+/// With `--chmod`, a source's own permissions (a umask of 002 in CI, 022 at a desk) do not
+/// miss unless they change what the copy makes; content still does.
+#[test]
+fn copy_with_chmod_misses_only_when_the_result_changes() {
+    let h = with_busybox();
+    let ctx = h.path("ctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox\nCOPY --chmod=640 app /octal\nCOPY --chmod=u+x app /symbolic\n",
+    );
+    write(&ctx, "app/run.sh", "echo run");
+    write(&ctx, "app/lib/util.sh", "echo util");
+    let mode = |path: &str, mode: u32| {
+        std::fs::set_permissions(ctx.join(path), std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    mode("app/run.sh", 0o644);
+    let first = build(&h, &ctx, &[]);
+
+    // 644 → 664: the octal --chmod sets 640 either way; u+x keeps the group's write bit.
+    mode("app/run.sh", 0o664);
+    let o = build(&h, &ctx, &[]);
+    assert_eq!(o.cached, ["COPY --chmod=640 app /octal"]);
+    assert_eq!(o.ran, ["COPY --chmod=u+x app /symbolic"]);
+    assert_eq!(
+        o.misses,
+        ["COPY --chmod=u+x app /symbolic: file app/run.sh changed"]
+    );
+    // 664 → 764: u+x sets the owner's x bit anyway, so nothing changes.
+    mode("app/run.sh", 0o764);
+    let o = build(&h, &ctx, &[]);
+    assert_eq!(o.ran, Vec::<String>::new());
+    // A directory's permissions are set by the octal --chmod too.
+    mode("app/lib", 0o700);
+    let o = build(&h, &ctx, &[]);
+    assert_eq!(o.cached, ["COPY --chmod=640 app /octal"]);
+    assert_eq!(o.ran, ["COPY --chmod=u+x app /symbolic"]);
+    // The image holds the modes the copy made.
+    let listing = h.ok(&[
+        "run",
+        "--rm",
+        &o.id,
+        "stat",
+        "-c",
+        "%a %n",
+        "/octal/run.sh",
+        "/octal/lib",
+        "/symbolic/run.sh",
+        "/symbolic/lib",
+    ]);
+    assert_eq!(
+        listing,
+        "640 /octal/run.sh\n640 /octal/lib\n764 /symbolic/run.sh\n700 /symbolic/lib\n"
+    );
+    // Content misses both.
+    write(&ctx, "app/run.sh", "echo changed");
+    let o = build(&h, &ctx, &[]);
+    assert_eq!(o.ran.len(), 2, "{:?}", o.ran);
+    assert_eq!(
+        o.misses[0],
+        "COPY --chmod=640 app /octal: file app/run.sh changed"
+    );
+    assert_ne!(o.id, first.id);
+}
+
 #[test]
 fn a_retagged_base_image_misses_from_the_first_step() {
     let h = with_busybox();
