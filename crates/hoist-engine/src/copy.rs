@@ -1089,9 +1089,9 @@ pub(crate) fn copy_incremental(
             needed.insert(m.dest.clone());
         }
     }
-    // Clone the needed directories that the earlier layer has, with their attributes; their
-    // times are set after their contents. The directories the copy itself makes are given
-    // their attributes of now below: a source directory's mode or time may have changed.
+    // Clone the needed directories that the earlier layer has, with their attributes. The
+    // directories the copy itself makes are given their attributes of now below (a source
+    // directory's mode or time may have changed), their times after their contents.
     let mut dir_times = Vec::new();
     for d in &needed {
         let old = previous.join(d);
@@ -1107,7 +1107,7 @@ pub(crate) fn copy_incremental(
             .map_err(|e| BuildError::io("chown", &new, e))?;
         fs::set_permissions(&new, fs::Permissions::from_mode(meta.mode() & 0o7777))
             .map_err(|e| BuildError::io("chmod", &new, e))?;
-        dir_times.push((d.as_str(), meta.mtime(), meta.mtime_nsec()));
+        dir_times.push(d.as_str());
     }
     let owners = Owners::of(copy_op, owner);
     let w = DirectWriter::new(out_dir, owners, copy_op.chmod.as_ref());
@@ -1117,8 +1117,12 @@ pub(crate) fn copy_incremental(
     let mut reusable: Vec<(usize, &str, i64)> = Vec::new();
     for (i, m) in members.iter().enumerate() {
         match &m.item {
+            // A hard-linked source is written with the rest of its group, which a full copy
+            // links to its first member: the earlier layer may have grouped it otherwise.
             Item::Path { meta, .. }
-                if meta.is_file() && input_of(&selected, m).is_some_and(|i| unchanged(&i)) =>
+                if meta.is_file()
+                    && meta.nlink() == 1
+                    && input_of(&selected, m).is_some_and(|i| unchanged(&i)) =>
             {
                 reusable.push((i, m.dest.as_str(), meta.mtime()));
             }
@@ -1135,14 +1139,11 @@ pub(crate) fn copy_incremental(
         write[i] = true;
     }
     drop(reusable);
-    // The times a full copy gives: the plan's for the directories it makes, the earlier
-    // layer's for the image's directories it writes into.
-    let dir_times: Vec<(PathBuf, i64, i64)> = dir_times
+    // The times a full copy gives: the plan's for the directories it makes; the image's
+    // directories it writes into keep the time of this write, as a copy-up would.
+    let dir_times: Vec<(PathBuf, i64)> = dir_times
         .into_iter()
-        .map(|(d, sec, nsec)| match made_times.get(d) {
-            Some(&t) => (out_dir.join(d), t, 0),
-            None => (out_dir.join(d), sec, nsec),
-        })
+        .filter_map(|d| made_times.get(d).map(|&t| (out_dir.join(d), t)))
         .collect();
     drop(made_times);
     let rest: Vec<Member> = members
@@ -1169,8 +1170,8 @@ pub(crate) fn copy_incremental(
         .map_err(|_| BuildError::Invalid("the copy stream writer panicked".into()))?;
     produced.map_err(|e| BuildError::io("reading sources for", out_dir, e))?;
     applied?;
-    for (dir, sec, nsec) in dir_times.into_iter().rev() {
-        set_mtime(&dir, sec, nsec)?;
+    for (dir, mtime) in dir_times.into_iter().rev() {
+        set_mtime(&dir, mtime, 0)?;
     }
     Ok(())
 }
