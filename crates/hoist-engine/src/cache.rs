@@ -610,8 +610,9 @@ fn context_inputs_keeping(
     per_file: bool,
     keep: usize,
 ) -> Result<ContextInputs, BuildError> {
+    let mut rec = Recording::starting_now();
     if per_file {
-        return context_inputs_per_file(c, tree, store, fingerprint_start(tree, c));
+        return context_inputs_per_file(c, tree, store, fingerprint_start(tree, c), rec);
     }
     let mut fp = fingerprint_start(tree, c);
     let keep = Some(keep);
@@ -642,7 +643,7 @@ fn context_inputs_keeping(
     {
         // Too large to keep every listing: walk again, making the inputs as it goes.
         drop(selected);
-        return context_inputs_per_file(c, tree, store, fingerprint_start(tree, c));
+        return context_inputs_per_file(c, tree, store, fingerprint_start(tree, c), rec);
     }
     // Missed: the walks' listings, kept, give the per-file inputs without listing again.
     let mut per_file = FileInputs::spilling_in(store.tmp_dir());
@@ -653,12 +654,12 @@ fn context_inputs_keeping(
         sels.push(sel);
         if let Some(walk) = walk {
             walk.paths_chunked(&mut files, ContextFile::walked(origin), CHUNK, |chunk| {
-                add_file_inputs(&mut per_file, chunk, &sels, c, store)
+                add_file_inputs(&mut per_file, chunk, &sels, c, store, &mut rec)
             })?;
         }
     }
-    add_file_inputs(&mut per_file, &mut files, &sels, c, store)?;
-    finish_inputs(per_file, &fingerprint, store)
+    add_file_inputs(&mut per_file, &mut files, &sels, c, store, &mut rec)?;
+    finish_inputs(per_file, &fingerprint, store, &rec)
 }
 
 /// A fingerprint of `tree`'s selections for `c`, started. The files' inputs depend on
@@ -699,6 +700,7 @@ fn context_inputs_per_file(
     tree: &SourceTree<'_>,
     store: &Store,
     mut fp: Sha256Hasher,
+    mut rec: Recording,
 ) -> Result<ContextInputs, BuildError> {
     let mut per_file = FileInputs::spilling_in(store.tmp_dir());
     let mut files: Vec<ContextFile> = Vec::with_capacity(CHUNK);
@@ -722,19 +724,19 @@ fn context_inputs_per_file(
                 &mut files,
                 ContextFile::walked(origin),
                 CHUNK,
-                |chunk| add_file_inputs(&mut per_file, chunk, &sels, c, store),
+                |chunk| add_file_inputs(&mut per_file, chunk, &sels, c, store, &mut rec),
             )?;
             if !walked {
                 let mut walk = walk_stats(tree, &sel.real, &sel.rel, &sel.rel, None);
                 walk.fingerprint(&mut fp)?;
                 walk.paths_chunked(&mut files, ContextFile::walked(origin), CHUNK, |chunk| {
-                    add_file_inputs(&mut per_file, chunk, &sels, c, store)
+                    add_file_inputs(&mut per_file, chunk, &sels, c, store, &mut rec)
                 })?;
             }
         }
     }
-    add_file_inputs(&mut per_file, &mut files, &sels, c, store)?;
-    finish_inputs(per_file, &fp.finish().to_string(), store)
+    add_file_inputs(&mut per_file, &mut files, &sels, c, store, &mut rec)?;
+    finish_inputs(per_file, &fp.finish().to_string(), store, &rec)
 }
 
 /// A selection's own stat (a symlink followed), fed to the fingerprint.
@@ -746,11 +748,49 @@ fn selection_stat(sel: &Selected, fp: &mut Sha256Hasher) -> Result<Stat, BuildEr
     Ok(stat)
 }
 
-/// The digest over the per-file inputs, recorded as what `fingerprint` stands for.
+/// What the stat caches may remember of one walk. A file written again within the clock
+/// tick of a stat that was hashed keeps that stat (git calls such entries racy), and a
+/// later build would take the earlier digest for the new content. Stats that recent are used
+/// now but not remembered, and a selection that holds one is not remembered by its
+/// fingerprint: the next build hashes those files again.
+struct Recording {
+    /// When the walk started, in nanoseconds since the epoch.
+    started_ns: i64,
+    /// Whether a stat too recent to remember was seen.
+    racy: bool,
+}
+
+impl Recording {
+    fn starting_now() -> Self {
+        let started_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        Self {
+            started_ns,
+            racy: false,
+        }
+    }
+
+    /// Whether a write after the walk started would give a file a ctime other than `s`'s.
+    /// File times come from a coarse clock (a tick of up to 10 ms); a file system that keeps
+    /// whole seconds only shows no nanoseconds, and then a tick is taken as two seconds.
+    fn remembers(&self, s: &FileStat) -> bool {
+        let tick = if s.ctime_ns % 1_000_000_000 == 0 {
+            2_000_000_000
+        } else {
+            50_000_000
+        };
+        s.ctime_ns.saturating_add(tick) <= self.started_ns
+    }
+}
+
+/// The digest over the per-file inputs, recorded as what `fingerprint` stands for unless the
+/// walk saw a stat too recent to remember.
 fn finish_inputs(
     per_file: FileInputs,
     fingerprint: &str,
     store: &Store,
+    rec: &Recording,
 ) -> Result<ContextInputs, BuildError> {
     let mut h = Sha256Hasher::new();
     per_file
@@ -764,7 +804,9 @@ fn finish_inputs(
         })
         .map_err(|e| BuildError::io("reading back the inputs set aside in", &store.tmp_dir(), e))?;
     let digest = h.finish().to_string();
-    store.fingerprint_put(fingerprint, &digest)?;
+    if !rec.racy {
+        store.fingerprint_put(fingerprint, &digest)?;
+    }
     Ok(ContextInputs {
         digest,
         per_file: Some(per_file),
@@ -790,7 +832,11 @@ fn add_file_inputs(
     selected: &[Selected],
     c: &Copy,
     store: &Store,
+    rec: &mut Recording,
 ) -> Result<(), BuildError> {
+    rec.racy |= files
+        .iter()
+        .any(|f| !f.stat.is_dir() && !rec.remembers(&stat_of(&f.stat)));
     let regular: Vec<&ContextFile> = files.iter().filter(|f| f.stat.is_file()).collect();
     let keys: Vec<(String, FileStat)> = regular
         .iter()
@@ -808,6 +854,7 @@ fn add_file_inputs(
         misses
             .iter()
             .zip(&hashed)
+            .filter(|&(&j, _)| rec.remembers(&keys[j].1))
             .map(|(&j, d)| (keys[j].0.as_str(), &keys[j].1, d)),
     )?;
     drop(keys);
@@ -1196,6 +1243,7 @@ mod tests {
             ignore: None,
             exclude: None,
         };
+        past_the_tick();
         let json = |i: &ContextInputs| {
             let inputs = Inputs {
                 fields: BTreeMap::new(),
@@ -1223,6 +1271,47 @@ mod tests {
         assert!(again.per_file.is_none(), "recognised from its stats");
     }
 
+    /// Waits until the files just written are old enough for the stat caches to remember.
+    fn past_the_tick() {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    /// Stats taken within a clock tick of the walk are used but not remembered: the file may
+    /// be written again with the same stat. Once they are older, they are.
+    #[test]
+    fn stats_too_recent_are_not_remembered() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ctx = tmp.path().join("ctx");
+        fs::create_dir_all(&ctx).unwrap();
+        fs::write(ctx.join("f"), "one").unwrap();
+        let tree = SourceTree {
+            root: ctx.clone(),
+            ignore: None,
+            exclude: None,
+        };
+        let store = Store::open(&tmp.path().join("store")).unwrap();
+        let copy = Copy::from_context(vec![".".to_owned()], "/app".to_owned());
+        let stat = || {
+            let st = Stat::of(&ctx.join("f"), false).unwrap();
+            vec![(ctx.join("f").display().to_string(), stat_of(&st))]
+        };
+        let first = context_inputs(&copy, &tree, &store, false).unwrap();
+        assert!(first.per_file.is_some());
+        assert_eq!(store.stat_lookup(&stat()).unwrap(), [None]);
+        // Same size, same tick: a remembered stat would now stand for the wrong content.
+        fs::write(ctx.join("f"), "two").unwrap();
+        let second = context_inputs(&copy, &tree, &store, false).unwrap();
+        assert!(second.per_file.is_some(), "not recognised from its stats");
+        assert_ne!(second.digest, first.digest);
+        past_the_tick();
+        let third = context_inputs(&copy, &tree, &store, false).unwrap();
+        assert_eq!(third.digest, second.digest);
+        assert!(store.stat_lookup(&stat()).unwrap()[0].is_some());
+        let fourth = context_inputs(&copy, &tree, &store, false).unwrap();
+        assert!(fourth.per_file.is_none(), "recognised from its stats");
+        assert_eq!(fourth.digest, second.digest);
+    }
+
     /// Two COPYs of one tree with different `--chmod` record different inputs, so neither may
     /// be recognised from the stats the other recorded.
     #[test]
@@ -1243,6 +1332,7 @@ mod tests {
         let mut octal = plain.clone();
         octal.chmod = Some(Chmod::Octal(0o640));
         let digest = |c: &Copy| {
+            past_the_tick();
             let first = context_inputs(c, &tree, &store, false).unwrap();
             let again = context_inputs(c, &tree, &store, false).unwrap();
             assert!(again.per_file.is_none(), "recognised from its stats");
