@@ -593,8 +593,8 @@ fn stream_dir(
     let owners = Owners::of(copy_op, selection.owner);
     let w = DirectWriter::new(out_dir, owners, copy_op.chmod.as_ref());
     let selected = std::slice::from_ref(sel);
-    w.make_parents(&from_lower)?;
     let mut done = Written::default();
+    w.make_parents(&mut done, &from_lower)?;
     w.write_members(&mut done, &made, selected, None)?;
     let mut crossed = false;
     let base_rel = pivoted(&copy_op.sources, &sel.rel);
@@ -701,6 +701,10 @@ fn direct_parents(members: &[Member], lower: &Path) -> Option<Vec<(String, fs::M
 #[derive(Default)]
 struct Written {
     dir_times: Vec<(String, i64)>,
+    /// The image's directories the copy writes into, with their times in the image (seconds,
+    /// nanoseconds): they keep them, so that a layer depends on its inputs, not on when it was
+    /// made, and a rebuild from an earlier layer gives the same bytes.
+    image_dir_times: Vec<(String, i64, i64)>,
     /// (device, inode) of a multiply-linked source → the first destination written for it.
     first_of: std::collections::HashMap<(u64, u64), String>,
     links: Vec<(String, String)>,
@@ -751,15 +755,19 @@ impl<'a> DirectWriter<'a> {
     }
 
     fn write(&self, plan: &Plan, parents: &[(String, fs::Metadata)]) -> Result<(), BuildError> {
-        self.make_parents(parents)?;
         let mut done = Written::default();
+        self.make_parents(&mut done, parents)?;
         self.write_members(&mut done, &plan.members, &plan.selected, None)?;
         self.finish(done)
     }
 
     /// Makes the image's directories that the copy writes into, with the image's owner and
-    /// mode, as a copy-up would.
-    fn make_parents(&self, parents: &[(String, fs::Metadata)]) -> Result<(), BuildError> {
+    /// mode, as a copy-up would, and its time (see [`Written::image_dir_times`]).
+    fn make_parents(
+        &self,
+        done: &mut Written,
+        parents: &[(String, fs::Metadata)],
+    ) -> Result<(), BuildError> {
         for (p, md) in parents {
             let path = self.out_dir.join(p);
             fs::create_dir(&path).map_err(|e| BuildError::io("creating", &path, e))?;
@@ -767,6 +775,8 @@ impl<'a> DirectWriter<'a> {
                 .map_err(|e| BuildError::io("chown", &path, e))?;
             fs::set_permissions(&path, fs::Permissions::from_mode(md.mode() & 0o7777))
                 .map_err(|e| BuildError::io("chmod", &path, e))?;
+            done.image_dir_times
+                .push((p.clone(), md.mtime(), md.mtime_nsec()));
         }
         Ok(())
     }
@@ -827,6 +837,9 @@ impl<'a> DirectWriter<'a> {
         }
         for (dest, mtime) in done.dir_times.into_iter().rev() {
             set_mtime(&self.out_dir.join(dest), mtime, 0)?;
+        }
+        for (dest, sec, nsec) in done.image_dir_times {
+            set_mtime(&self.out_dir.join(dest), sec, nsec)?;
         }
         Ok(())
     }
@@ -1089,9 +1102,9 @@ pub(crate) fn copy_incremental(
             needed.insert(m.dest.clone());
         }
     }
-    // Clone the needed directories that the earlier layer has, with their attributes. The
-    // directories the copy itself makes are given their attributes of now below (a source
-    // directory's mode or time may have changed), their times after their contents.
+    // Clone the needed directories that the earlier layer has, with their attributes; their
+    // times are set after their contents. The directories the copy itself makes are given
+    // their attributes of now below: a source directory's mode or time may have changed.
     let mut dir_times = Vec::new();
     for d in &needed {
         let old = previous.join(d);
@@ -1107,7 +1120,7 @@ pub(crate) fn copy_incremental(
             .map_err(|e| BuildError::io("chown", &new, e))?;
         fs::set_permissions(&new, fs::Permissions::from_mode(meta.mode() & 0o7777))
             .map_err(|e| BuildError::io("chmod", &new, e))?;
-        dir_times.push(d.as_str());
+        dir_times.push((d.as_str(), meta.mtime(), meta.mtime_nsec()));
     }
     let owners = Owners::of(copy_op, owner);
     let w = DirectWriter::new(out_dir, owners, copy_op.chmod.as_ref());
@@ -1139,11 +1152,14 @@ pub(crate) fn copy_incremental(
         write[i] = true;
     }
     drop(reusable);
-    // The times a full copy gives: the plan's for the directories it makes; the image's
-    // directories it writes into keep the time of this write, as a copy-up would.
-    let dir_times: Vec<(PathBuf, i64)> = dir_times
+    // The times a full copy gives: the plan's for the directories it makes, the image's (kept
+    // by the earlier layer) for those it writes into.
+    let dir_times: Vec<(PathBuf, i64, i64)> = dir_times
         .into_iter()
-        .filter_map(|d| made_times.get(d).map(|&t| (out_dir.join(d), t)))
+        .map(|(d, sec, nsec)| match made_times.get(d) {
+            Some(&t) => (out_dir.join(d), t, 0),
+            None => (out_dir.join(d), sec, nsec),
+        })
         .collect();
     drop(made_times);
     let rest: Vec<Member> = members
@@ -1170,8 +1186,8 @@ pub(crate) fn copy_incremental(
         .map_err(|_| BuildError::Invalid("the copy stream writer panicked".into()))?;
     produced.map_err(|e| BuildError::io("reading sources for", out_dir, e))?;
     applied?;
-    for (dir, mtime) in dir_times.into_iter().rev() {
-        set_mtime(&dir, mtime, 0)?;
+    for (dir, sec, nsec) in dir_times.into_iter().rev() {
+        set_mtime(&dir, sec, nsec)?;
     }
     Ok(())
 }
