@@ -62,12 +62,16 @@ impl SourceTree<'_> {
             .is_some_and(|m| m.may_match_below(rel))
     }
 
-    /// Expands a COPY source (wildcards in any component) into existing paths, sorted.
+    /// Expands a COPY source (wildcards in any component) into existing paths, sorted. A path
+    /// that does not exist is an error; a wildcard that matches nothing selects nothing, as
+    /// in BuildKit (`COPY requirements.* ./` copies a file only if there is one).
     pub(crate) fn select(&self, pattern: &str) -> Result<Vec<Selected>, BuildError> {
         let parts = clean(pattern);
         let mut found = vec![(Vec::<String>::new(), self.root.clone())];
+        let mut any_wild = false;
         for part in &parts {
             let wild = part.contains(['*', '?', '[']);
+            any_wild |= wild;
             let mut next = Vec::new();
             for (rel, _) in &found {
                 let rel_str = rel.join("/");
@@ -110,7 +114,7 @@ impl SourceTree<'_> {
                 out.push(Selected { real, rel });
             }
         }
-        if out.is_empty() {
+        if out.is_empty() && !any_wild {
             let shown = format!("/{}", parts.join("/"));
             return Err(BuildError::SourceNotFound(shown));
         }

@@ -197,7 +197,7 @@ struct Selection {
     owner: Owner,
     /// The destination, cleaned.
     dest: String,
-    /// Several sources (or a wildcard): the destination is a directory.
+    /// Several selected paths: the destination is a directory.
     many: bool,
     dest_is_dir_syntax: bool,
 }
@@ -211,7 +211,6 @@ fn select(copy: &Copy, tree: &SourceTree<'_>, root: &Path) -> Result<Selection, 
         .map(|c| resolve_chown(root, c))
         .unwrap_or_default();
     let mut selected = Vec::new();
-    let mut wildcard = false;
     for src in &copy.sources {
         if src.contains("://") {
             return Err(BuildError::Unsupported(format!(
@@ -219,10 +218,11 @@ fn select(copy: &Copy, tree: &SourceTree<'_>, root: &Path) -> Result<Selection, 
                 if copy.add { "ADD" } else { "COPY" }
             )));
         }
-        wildcard |= src.contains(['*', '?', '[']);
         selected.extend(tree.select(src)?);
     }
-    let many = selected.len() + copy.inline.len() > 1 || wildcard;
+    // What was selected counts, not how it was spelled: `COPY target/*.jar app.jar` copies
+    // the one jar there is to app.jar.
+    let many = selected.len() + copy.inline.len() > 1;
     let dest_is_dir_syntax =
         copy.dest.ends_with('/') || copy.dest.ends_with("/.") || copy.dest == ".";
     let dest = clean(&copy.dest).join("/");

@@ -92,6 +92,7 @@ fn cases() -> Vec<Case> {
         },
         case("copy_basic"),
         case("copy_dest_rules"),
+        case("copy_wildcards"),
         case("copy_chown"),
         case("copy_chmod"),
         case("copy_from"),
