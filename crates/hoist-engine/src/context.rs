@@ -112,6 +112,9 @@ impl SourceTree<'_> {
             let real = resolve(&self.root, &rel, true);
             if fs::symlink_metadata(&real).is_ok() {
                 out.push(Selected { real, rel });
+            } else if any_wild && fs::symlink_metadata(resolve(&self.root, &rel, false)).is_ok() {
+                // A match that links to nothing: BuildKit fails on it rather than skip it.
+                return Err(BuildError::SourceNotFound(format!("/{rel}")));
             }
         }
         if out.is_empty() && !any_wild {

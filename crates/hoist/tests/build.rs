@@ -620,6 +620,17 @@ fn failures_render_like_buildkit() {
         ),
         "{out:?}"
     );
+    // A wildcard may match nothing, but not a link to nothing (BuildKit fails on both alike).
+    std::os::unix::fs::symlink("nowhere", ctx.join("dangling.txt")).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY *.txt /dst/\n").unwrap();
+    let out = build(&h, &[ctx.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).ends_with(
+            "ERROR: failed to solve: failed to compute cache key: \"/dangling.txt\": not found\n"
+        ),
+        "{out:?}"
+    );
+    std::fs::remove_file(ctx.join("dangling.txt")).unwrap();
     std::fs::write(
         ctx.join("Dockerfile"),
         "FROM busybox\nRUN --security=insecure true\n",
