@@ -71,6 +71,7 @@ impl SourceTree<'_> {
         let mut any_wild = false;
         for part in &parts {
             let wild = part.contains(['*', '?', '[']);
+            let first_wild = wild && !any_wild;
             any_wild |= wild;
             let mut next = Vec::new();
             for (rel, _) in &found {
@@ -78,6 +79,14 @@ impl SourceTree<'_> {
                 let dir = resolve(&self.root, &rel_str, true);
                 if wild {
                     let Ok(entries) = fs::read_dir(&dir) else {
+                        if first_wild {
+                            // The path before the first wildcard must be a directory (an
+                            // earlier wildcard's matches need not all be).
+                            return Err(BuildError::SourceNotFound(format!(
+                                "/{}",
+                                parts.join("/")
+                            )));
+                        }
                         continue;
                     };
                     let mut names: Vec<String> = entries

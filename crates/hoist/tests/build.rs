@@ -631,6 +631,22 @@ fn failures_render_like_buildkit() {
         "{out:?}"
     );
     std::fs::remove_file(ctx.join("dangling.txt")).unwrap();
+    // Nor may the path before a wildcard be missing or a file.
+    std::fs::write(ctx.join("file"), "f").unwrap();
+    for source in ["nodir/*.txt", "file/*"] {
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            format!("FROM busybox\nCOPY {source} /dst/\n"),
+        )
+        .unwrap();
+        let out = build(&h, &[ctx.to_str().unwrap()]);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).ends_with(&format!(
+                "ERROR: failed to solve: failed to compute cache key: \"/{source}\": not found\n"
+            )),
+            "{out:?}"
+        );
+    }
     std::fs::write(
         ctx.join("Dockerfile"),
         "FROM busybox\nRUN --security=insecure true\n",
