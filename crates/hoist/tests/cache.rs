@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -418,6 +419,12 @@ fn builder_prune_and_system_df() {
 
 /// The entries of one layer of an image (path, type, mode, owner, link, content), via `save`.
 fn layer_entries(h: &Hoist, image: &str, index: usize) -> Vec<String> {
+    all_layer_entries(h, image).swap_remove(index)
+}
+
+/// Every layer's entries, in order, from one `hoist save`: "path type mode uid:gid link time
+/// content".
+fn all_layer_entries(h: &Hoist, image: &str) -> Vec<Vec<String>> {
     use std::io::Read;
     let archive = h.path(&format!("{image}.tar"));
     h.ok(&["save", "-o", archive.to_str().unwrap(), image]);
@@ -431,8 +438,16 @@ fn layer_entries(h: &Hoist, image: &str, index: usize) -> Vec<String> {
         blobs.insert(name, buf);
     }
     let m: serde_json::Value = serde_json::from_slice(&blobs["manifest.json"]).unwrap();
-    let layer = &blobs[m[0]["Layers"][index].as_str().unwrap()];
-    let mut t = tar::Archive::new(&layer[..]);
+    let layers = m[0]["Layers"].as_array().unwrap();
+    layers
+        .iter()
+        .map(|layer| entries_of(&blobs[layer.as_str().unwrap()]))
+        .collect()
+}
+
+fn entries_of(layer: &[u8]) -> Vec<String> {
+    use std::io::Read;
+    let mut t = tar::Archive::new(layer);
     t.entries()
         .unwrap()
         .map(|e| {
@@ -731,4 +746,185 @@ fn rebuilt_copy_equals_full_copy_with(copy: &str, filler: usize) {
         "{entries:#?}"
     );
     assert_eq!(entries, layer_entries(&h, "full", 2));
+}
+
+/// Random Dockerfiles (ARG, ENV, WORKDIR, USER, LABEL, CMD, RUN, COPY, stages and COPY
+/// --from) and random edits between builds (files changed, added and re-moded, build args set
+/// and dropped, .dockerignore and Dockerfile edits): after each edit, the build that may use the
+/// cache must give what a --no-cache build gives — the same config, history and files of every
+/// layer (times aside: a hit keeps the time its layer was made). Fixed seeds.
+#[test]
+fn random_edits_never_give_a_wrong_cache_hit() {
+    let h = with_busybox();
+    let mut compared = 0;
+    for seed in [3_u64, 11, 29, 101, 4_242] {
+        compared += random_cache_rounds(&h, seed, 6);
+    }
+    assert!(compared >= 20, "only {compared} rebuilds compared");
+}
+
+/// What a RUN shows of the copied files. Not their link counts: a rebuilt COPY hard-links the
+/// files it keeps to its earlier layer's, which a RUN sees as links (a --no-cache build does
+/// not).
+const STAT_C: &str = "stat -c '%a %u:%g %s %n' /c/f1 /c/d/f2 /c/a.txt /c/b.txt /c/g /c/d/new";
+
+fn random_dockerfile(rng: &mut Rng) -> String {
+    let mut df = String::from("FROM busybox AS s0\n");
+    let mut stages = vec!["s0".to_owned()];
+    for i in 0..3 + rng.below(7) {
+        let line = match rng.below(11) {
+            0 => rng.pick(&["ARG A", "ARG B=bdef", "ARG A=adef"]).to_string(),
+            1 => rng
+                .pick(&["ENV X=$A", "ENV Y=lit", "ENV Z=${B:-zz}"])
+                .to_string(),
+            2 | 3 => match rng.below(4) {
+                0 => format!("RUN echo $A $B $X > /tmp/o{i}"),
+                1 => format!("RUN cat /c/f1 > /tmp/o{i} 2>&1; echo $Y >> /tmp/o{i}"),
+                2 => format!("RUN {STAT_C} > /tmp/o{i} 2>&1; id -u >> /tmp/o{i}"),
+                _ => format!("RUN pwd > /tmp/o{i}; echo $Z >> /tmp/o{i}"),
+            },
+            4 => rng
+                .pick(&["COPY f1 /c/", "COPY . /c/", "COPY d /c/d", "COPY *.txt /c/"])
+                .to_string(),
+            5 => rng.pick(&["WORKDIR /w", "WORKDIR /w/$A"]).to_string(),
+            6 => rng.pick(&["USER 1:1", "USER root"]).to_string(),
+            7 => rng.pick(&["LABEL l=$A", "LABEL m=const"]).to_string(),
+            8 => rng.pick(&["CMD [\"sh\"]", "CMD echo $X"]).to_string(),
+            9 => {
+                let from = stages[rng.below(stages.len())].clone();
+                stages.push(format!("s{}", stages.len()));
+                format!("FROM {from} AS {}", stages.last().unwrap())
+            }
+            // From an earlier stage: a stage cannot copy from itself.
+            _ if stages.len() > 1 => {
+                let from = &stages[rng.below(stages.len() - 1)];
+                format!("COPY --from={from} /tmp /from{i}")
+            }
+            _ => "COPY --from=busybox /bin/busybox /from-image".to_owned(),
+        };
+        df.push_str(&line);
+        df.push('\n');
+    }
+    let from = stages[rng.below(stages.len())].clone();
+    // The last stage always copies the context, so that every edit shows somewhere.
+    df.push_str(&format!(
+        "FROM {from}\nCOPY . /all/\nRUN ls -R /c /tmp > /tmp/final 2>&1; {STAT_C} >> /tmp/final 2>&1 || true\n"
+    ));
+    df
+}
+
+/// One random Dockerfile through `rounds` edits; returns how many rebuilds were compared.
+fn random_cache_rounds(h: &Hoist, seed: u64, rounds: usize) -> usize {
+    let mut rng = Rng(seed);
+    let ctx = h.path(&format!("cache-ctx-{seed}"));
+    write(&ctx, "f1", "f1");
+    write(&ctx, "d/f2", "f2");
+    write(&ctx, "a.txt", "a");
+    write(&ctx, ".dockerignore", "Dockerfile\n.dockerignore\n");
+    write(&ctx, "Dockerfile", &random_dockerfile(&mut rng));
+    let mut args: BTreeMap<&str, &str> = BTreeMap::new();
+    let try_build = |args: &BTreeMap<&str, &str>, extra: &[&str]| {
+        let mut a = vec!["build", "-q"];
+        let pairs: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        for p in &pairs {
+            a.extend(["--build-arg", p.as_str()]);
+        }
+        a.extend_from_slice(extra);
+        a.push(ctx.to_str().unwrap());
+        h.output(&a).status.success()
+    };
+    let df = std::fs::read_to_string(ctx.join("Dockerfile")).unwrap();
+    assert!(try_build(&args, &["-t", "cached"]), "{df}");
+    let mut compared = 0;
+    for round in 0..rounds {
+        let edit = match rng.below(8) {
+            0 | 1 => {
+                let f = *rng.pick(&["f1", "d/f2", "a.txt"]);
+                let old = std::fs::read_to_string(ctx.join(f)).unwrap();
+                write(&ctx, f, &format!("{old}+"));
+                format!("appended to {f}")
+            }
+            2 => {
+                let f = *rng.pick(&["b.txt", "d/new", "g"]);
+                write(&ctx, f, &rng.below(1000).to_string());
+                format!("wrote {f}")
+            }
+            3 => {
+                let f = *rng.pick(&["f1", "d/f2", "a.txt"]);
+                let now = std::fs::metadata(ctx.join(f)).unwrap().permissions().mode() & 0o777;
+                let mode = if now == 0o644 {
+                    *rng.pick(&[0o755, 0o600])
+                } else {
+                    0o644
+                };
+                std::fs::set_permissions(ctx.join(f), std::fs::Permissions::from_mode(mode))
+                    .unwrap();
+                format!("chmod {mode:o} {f}")
+            }
+            4 | 5 => {
+                let name = *rng.pick(&["A", "B", "X"]);
+                if rng.below(3) == 0 {
+                    args.remove(name);
+                } else {
+                    args.insert(name, *rng.pick(&["1", "2", "three"]));
+                }
+                format!("build args {args:?}")
+            }
+            6 => {
+                let ignored = *rng.pick(&["", "a.txt\n", "d\n", "*.txt\n"]);
+                write(
+                    &ctx,
+                    ".dockerignore",
+                    &format!("{ignored}Dockerfile\n.dockerignore\n"),
+                );
+                format!(".dockerignore {ignored:?}")
+            }
+            _ => {
+                let text = std::fs::read_to_string(ctx.join("Dockerfile")).unwrap();
+                let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+                let i = 1 + rng.below(lines.len() - 1);
+                if lines[i].starts_with("RUN") {
+                    lines[i].push_str(" # edited");
+                } else if lines[i].starts_with("ENV") || lines[i].starts_with("LABEL") {
+                    lines[i].push('q');
+                }
+                write(&ctx, "Dockerfile", &(lines.join("\n") + "\n"));
+                format!("edited line {}", i + 1)
+            }
+        };
+        let cached = try_build(&args, &["-t", "cached"]);
+        let full = try_build(&args, &["--no-cache", "-t", "full"]);
+        let df = std::fs::read_to_string(ctx.join("Dockerfile")).unwrap();
+        let why = format!("seed {seed}, round {round}, after {edit}:\n{df}");
+        assert_eq!(cached, full, "{why}");
+        if !cached {
+            continue;
+        }
+        for what in ["{{json .Config}}", "{{len .RootFS.Layers}}"] {
+            let of = |image: &str| h.ok(&["inspect", "-f", what, image]);
+            assert_eq!(of("cached"), of("full"), "{what}, {why}");
+        }
+        let history =
+            |image: &str| h.ok(&["history", "--no-trunc", "--format", "{{.CreatedBy}}", image]);
+        assert_eq!(history("cached"), history("full"), "{why}");
+        let timeless = |image: &str| -> Vec<Vec<String>> {
+            all_layer_entries(h, image)
+                .into_iter()
+                .map(|layer| {
+                    layer
+                        .into_iter()
+                        .map(|e| {
+                            // Drop the time, the sixth field.
+                            let mut f: Vec<&str> = e.splitn(7, ' ').collect();
+                            f.remove(5);
+                            f.join(" ")
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        assert_eq!(timeless("cached"), timeless("full"), "{why}");
+        compared += 1;
+    }
+    compared
 }
