@@ -353,3 +353,28 @@ pub fn seeded_bytes(seed: u64, len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A fixed sequence of choices from a seed (xorshift64*), for randomised tests that must
+/// repeat a failure.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A sequence for `seed`; any seed, zero included, gives a usable one.
+    #[must_use]
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    /// A number below `n` (which must not be zero).
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
+    }
+
+    /// One of `items` (which must not be empty).
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}

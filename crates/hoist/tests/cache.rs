@@ -9,6 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use common::{Hoist, file_in};
+use hoist_test::Rng;
 
 fn with_busybox() -> Hoist {
     let h = Hoist::new();
@@ -526,22 +527,6 @@ fn random_context_changes_rebuild_as_a_full_copy_would() {
     }
 }
 
-/// xorshift64*: a fixed sequence from a seed, with no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
-
 fn random_rebuilds(seed: u64, copy: &str, rounds: usize) {
     use std::os::unix::fs::symlink;
     let h = with_busybox();
@@ -549,7 +534,7 @@ fn random_rebuilds(seed: u64, copy: &str, rounds: usize) {
     // Into a directory of the base image, so that the full rebuild's parent is the same.
     write(&ctx, "Dockerfile", &format!("FROM busybox\n{copy}\n"));
     write(&ctx, ".dockerignore", "Dockerfile\n.dockerignore\n");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let times = [1_000_000_000_u64, 1_100_000_000, 1_200_000_000];
     let entries = |ctx: &Path| -> Vec<PathBuf> {
         let mut out = Vec::new();
@@ -815,7 +800,7 @@ fn random_dockerfile(rng: &mut Rng) -> String {
 
 /// One random Dockerfile through `rounds` edits; returns how many rebuilds were compared.
 fn random_cache_rounds(h: &Hoist, seed: u64, rounds: usize) -> usize {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let ctx = h.path(&format!("cache-ctx-{seed}"));
     write(&ctx, "f1", "f1");
     write(&ctx, "d/f2", "f2");

@@ -35,7 +35,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use hoist_test::{Docker, compact_json};
+use hoist_test::{Docker, Rng, compact_json};
 use serde_json::Value;
 use sha2::Digest as _;
 
@@ -1442,22 +1442,6 @@ fn differential_against_docker_buildkit() {
 /// How many random cases run (`HOIST_DIFF_CASES=random` runs only them).
 const RANDOM_CASES: u64 = 40;
 
-/// xorshift64*: a fixed sequence from a seed, with no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-}
-
 /// Writes a random case into `dir`: a context of files, directories and symlinks with assorted
 /// modes, and a Dockerfile of one to three COPYs (sources: the context, directories with and
 /// without a slash, files, wildcards; destinations: new and existing directories, file names,
@@ -1471,7 +1455,7 @@ impl Rng {
 /// does not keep them across a wildcard's matches), and one name for a file in one place and a
 /// directory in another (BuildKit fails where hoist replaces).
 fn random_case(seed: u64, dir: &Path) {
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = Rng::new(seed);
     let ctx = dir;
     fs::create_dir_all(ctx).unwrap();
     const FILES: [&str; 5] = ["f1.txt", "f2.txt", "f3.md", "f4", ".f5"];
@@ -1488,20 +1472,23 @@ fn random_case(seed: u64, dir: &Path) {
             }
         };
         if depth < 3 && rng.below(3) == 0 {
-            let d = rel(rng.pick(&DIRS));
+            let name = *rng.pick(&DIRS);
+            let d = rel(name);
             if !ctx.join(&d).exists() {
                 fs::create_dir(ctx.join(&d)).unwrap();
                 dirs.push(d);
             }
             continue;
         }
-        let f = rel(rng.pick(&FILES));
+        let name = *rng.pick(&FILES);
+        let f = rel(name);
         if !ctx.join(&f).exists() {
             fs::write(ctx.join(&f), format!("{f} {}\n", rng.below(1000))).unwrap();
-            let mode = rng.pick(&[0o644, 0o600, 0o755, 0o664, 0o444]);
+            let mode = *rng.pick(&[0o644, 0o600, 0o755, 0o664, 0o444]);
             fs::set_permissions(ctx.join(&f), fs::Permissions::from_mode(mode)).unwrap();
             // Now and then a link beside it, to it.
-            let link = rel(rng.pick(&["l1", "l2"]));
+            let name = *rng.pick(&["l1", "l2"]);
+            let link = rel(name);
             if rng.below(3) == 0 && !ctx.join(&link).exists() {
                 let target = f.rsplit('/').next().unwrap();
                 std::os::unix::fs::symlink(target, ctx.join(&link)).unwrap();
@@ -1509,7 +1496,7 @@ fn random_case(seed: u64, dir: &Path) {
         }
     }
     for d in dirs.iter().filter(|d| !d.is_empty()) {
-        let mode = rng.pick(&[0o755, 0o700, 0o775]);
+        let mode = *rng.pick(&[0o755, 0o700, 0o775]);
         fs::set_permissions(ctx.join(d), fs::Permissions::from_mode(mode)).unwrap();
     }
     let top: Vec<String> = fs::read_dir(ctx)
@@ -1550,7 +1537,7 @@ fn random_case(seed: u64, dir: &Path) {
         if (sources.len() > 1 || sources.iter().any(|s| s.contains('*'))) && !dest.ends_with('/') {
             dest.push('/');
         }
-        let chown = rng.pick(&["", "", "--chown=1:2 ", "--chown=1234 "]);
+        let chown = *rng.pick(&["", "", "--chown=1:2 ", "--chown=1234 "]);
         let plain = format!("COPY {} {dest}", sources.join(" "));
         let line = format!("COPY {chown}{} {dest}", sources.join(" "));
         if !chown.is_empty() {
