@@ -536,7 +536,10 @@ pub(crate) fn copy_into_layer(
     };
     let owners = Owners::of(copy_op, plan.owner);
     let w = DirectWriter::new(out_dir, owners, copy_op.chmod.as_ref());
-    w.write(&plan, &parents)?;
+    if !w.write(&plan, &parents, lower)? {
+        empty_dir(out_dir)?;
+        return Ok(false);
+    }
     Ok(true)
 }
 
@@ -705,6 +708,9 @@ struct Written {
     /// nanoseconds): they keep them, so that a layer depends on its inputs, not on when it was
     /// made, and a rebuild from an earlier layer gives the same bytes.
     image_dir_times: Vec<(String, i64, i64)>,
+    /// Destinations that are directories in the image (besides its root): only below them can
+    /// a copied path meet one of the image's.
+    in_image: std::collections::HashSet<String>,
     /// (device, inode) of a multiply-linked source → the first destination written for it.
     first_of: std::collections::HashMap<(u64, u64), String>,
     links: Vec<(String, String)>,
@@ -754,11 +760,20 @@ impl<'a> DirectWriter<'a> {
         }
     }
 
-    fn write(&self, plan: &Plan, parents: &[(String, fs::Metadata)]) -> Result<(), BuildError> {
+    /// Writes `plan`; false, as [`DirectWriter::write_members`], when it needs the merged view.
+    fn write(
+        &self,
+        plan: &Plan,
+        parents: &[(String, fs::Metadata)],
+        lower: &Path,
+    ) -> Result<bool, BuildError> {
         let mut done = Written::default();
         self.make_parents(&mut done, parents)?;
-        self.write_members(&mut done, &plan.members, &plan.selected, None)?;
-        self.finish(done)
+        if !self.write_members(&mut done, &plan.members, &plan.selected, Some(lower))? {
+            return Ok(false);
+        }
+        self.finish(done)?;
+        Ok(true)
     }
 
     /// Makes the image's directories that the copy writes into, with the image's owner and
@@ -777,6 +792,7 @@ impl<'a> DirectWriter<'a> {
                 .map_err(|e| BuildError::io("chmod", &path, e))?;
             done.image_dir_times
                 .push((p.clone(), md.mtime(), md.mtime_nsec()));
+            done.in_image.insert(p.clone());
         }
         Ok(())
     }
@@ -794,6 +810,11 @@ impl<'a> DirectWriter<'a> {
     ) -> Result<bool, BuildError> {
         let mut files = Vec::new();
         for m in members {
+            if let Some(lower) = lower
+                && !self.meets_the_image(done, lower, m)?
+            {
+                return Ok(false);
+            }
             match &m.item {
                 Item::Dir { .. } => {
                     let (mode, owner, mtime) = self.dir_attributes(&m.item)?;
@@ -801,11 +822,6 @@ impl<'a> DirectWriter<'a> {
                     done.dir_times.push((m.dest.clone(), mtime));
                 }
                 Item::Path { meta, .. } if meta.is_dir() => {
-                    if lower.is_some_and(|l| {
-                        fs::symlink_metadata(l.join(&m.dest)).is_ok_and(|md| md.is_symlink())
-                    }) {
-                        return Ok(false);
-                    }
                     let (mode, owner, mtime) = self.dir_attributes(&m.item)?;
                     self.make_dir(&m.dest, mode, owner)?;
                     done.dir_times.push((m.dest.clone(), mtime));
@@ -825,6 +841,45 @@ impl<'a> DirectWriter<'a> {
             }
         }
         self.write_parallel(&files, selected)?;
+        Ok(true)
+    }
+
+    /// Whether `m` can be written over what the image (`lower`) has at its destination: a
+    /// directory merges into a directory and a file replaces a file, as BuildKit's copy does.
+    /// BuildKit fails on a directory over a file ("cannot copy to non-directory") and a file
+    /// over a directory ("cannot replace to directory … with file"), and so does this, rather
+    /// than drop what the image had. False when the image has a symlink where a directory is
+    /// copied: a COPY follows it, which needs the merged view.
+    fn meets_the_image(
+        &self,
+        done: &mut Written,
+        lower: &Path,
+        m: &Member,
+    ) -> Result<bool, BuildError> {
+        let parent = split_dest(&m.dest).0;
+        if !parent.is_empty() && !done.in_image.contains(parent) {
+            // A directory the image does not have: nothing below it meets the image.
+            return Ok(true);
+        }
+        let Ok(there) = fs::symlink_metadata(lower.join(&m.dest)) else {
+            return Ok(true);
+        };
+        let shown = format!("/{}", m.dest);
+        if is_dir_member(m) {
+            if there.is_symlink() {
+                return Ok(false);
+            }
+            if !there.is_dir() {
+                return Err(BuildError::Invalid(format!(
+                    "cannot copy to non-directory: {shown}"
+                )));
+            }
+            done.in_image.insert(m.dest.clone());
+        } else if there.is_dir() {
+            return Err(BuildError::Invalid(format!(
+                "cannot replace to directory {shown} with file"
+            )));
+        }
         Ok(true)
     }
 

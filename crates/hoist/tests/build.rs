@@ -631,6 +631,29 @@ fn failures_render_like_buildkit() {
         "{out:?}"
     );
     std::fs::remove_file(ctx.join("dangling.txt")).unwrap();
+    // A copied file does not replace a directory of the image, nor a copied directory a file,
+    // as in BuildKit: the image's would be lost.
+    std::fs::create_dir_all(ctx.join("tree/file")).unwrap();
+    std::fs::write(ctx.join("tree/file/inner"), "i").unwrap();
+    std::fs::write(ctx.join("y"), "y").unwrap();
+    for (steps, error) in [
+        (
+            "RUN mkdir -p /t/y/inner\nCOPY y /t/",
+            "cannot replace to directory /t/y with file",
+        ),
+        (
+            "RUN mkdir -p /t && echo f > /t/file\nCOPY tree /t/",
+            "cannot copy to non-directory: /t/file",
+        ),
+    ] {
+        std::fs::write(ctx.join("Dockerfile"), format!("FROM busybox\n{steps}\n")).unwrap();
+        let out = build(&h, &[ctx.to_str().unwrap()]);
+        assert!(
+            String::from_utf8_lossy(&out.stderr)
+                .ends_with(&format!("ERROR: failed to solve: {error}\n")),
+            "{out:?}"
+        );
+    }
     // Nor may the path before a wildcard be missing or a file.
     std::fs::write(ctx.join("file"), "f").unwrap();
     for source in ["nodir/*.txt", "file/*"] {
