@@ -1445,8 +1445,8 @@ const RANDOM_CASES: u64 = 40;
 /// Writes a random case into `dir`: a context of files, directories and symlinks with assorted
 /// modes, and a Dockerfile of one to three COPYs (sources: the context, directories with and
 /// without a slash, files, wildcards; destinations: new and existing directories, file names,
-/// relative paths; sometimes --chown), with the `history.rewrite` docker 20.10 needs for the
-/// flags it leaves out of history.
+/// relative paths; sometimes --chown, and --chmod on files; COPY or ADD), with the
+/// `history.rewrite` docker 20.10 needs for the flags it leaves out of history.
 ///
 /// Left out, as known differences from docker 20.10's BuildKit: several sources into a name
 /// that is not a directory (hoist fails on it, see the README), `--chmod` (current BuildKit
@@ -1538,9 +1538,23 @@ fn random_case(seed: u64, dir: &Path) {
             dest.push('/');
         }
         let chown = *rng.pick(&["", "", "--chown=1:2 ", "--chown=1234 "]);
-        let plain = format!("COPY {} {dest}", sources.join(" "));
-        let line = format!("COPY {chown}{} {dest}", sources.join(" "));
-        if !chown.is_empty() {
+        // --chmod only on files copied into a directory the image has: no directory is made
+        // or copied, whose mode current BuildKit and 20.10 set differently.
+        let files_only = sources
+            .iter()
+            .all(|s| !s.contains('*') && ctx.join(s).is_file());
+        let chmod = if files_only && dest == "/tmp/" {
+            *rng.pick(&["", "--chmod=640 ", "--chmod=755 "])
+        } else {
+            ""
+        };
+        // ADD of files that are not archives copies them as COPY does.
+        let verb = *rng.pick(&["COPY", "COPY", "ADD"]);
+        let flags = format!("{chown}{chmod}");
+        let plain = format!("{verb} {} {dest}", sources.join(" "));
+        let line = format!("{verb} {flags}{} {dest}", sources.join(" "));
+        // One rule rewrites every equal entry.
+        if !flags.is_empty() && !rewrites.contains(&format!("+ {line} # buildkit\n")) {
             // docker 20.10 leaves the flag out of the history; current BuildKit writes it.
             let _ = write!(
                 rewrites,
