@@ -531,7 +531,7 @@ pub(crate) fn copy_into_layer(
     {
         return Ok(false);
     }
-    let Some(parents) = direct_parents(&plan.members, lower) else {
+    let Some(parents) = direct_parents(&plan.members, lower)? else {
         return Ok(false);
     };
     let owners = Owners::of(copy_op, plan.owner);
@@ -651,19 +651,58 @@ fn is_dir_member(m: &Member) -> bool {
         || matches!(&m.item, Item::Path { meta, .. } if meta.is_dir())
 }
 
+/// The error BuildKit's copy gives when one source puts a directory where another put a
+/// file (`dir_last`), or a file where another put a directory.
+fn type_conflict(dest: &str, dir_last: bool) -> BuildError {
+    BuildError::Invalid(if dir_last {
+        format!("cannot copy to non-directory: /{dest}")
+    } else {
+        format!("cannot replace to directory /{dest} with file")
+    })
+}
+
 /// The directories a direct write must create that no member names (they exist in the image;
 /// the new layer gets them with the image's attributes, as a copy-up would), or `None` when the
-/// copy needs the merged view (see [`copy_into_layer`]).
-fn direct_parents(members: &[Member], lower: &Path) -> Option<Vec<(String, fs::Metadata)>> {
-    let mut dests = std::collections::HashSet::with_capacity(members.len());
+/// copy needs the merged view (see [`copy_into_layer`]). Sources that put a file and a
+/// directory at one path (or a path below a file) fail, as in BuildKit; the merged view would
+/// keep only the last.
+fn direct_parents(
+    members: &[Member],
+    lower: &Path,
+) -> Result<Option<Vec<(String, fs::Metadata)>>, BuildError> {
+    let mut dests = std::collections::HashMap::with_capacity(members.len());
     let mut not_dirs = std::collections::HashSet::new();
+    let mut merged = false;
     for m in members {
-        if !dests.insert(m.dest.as_str()) {
-            return None;
+        let is_dir = is_dir_member(m);
+        match dests.entry(m.dest.as_str()) {
+            std::collections::hash_map::Entry::Occupied(first) => {
+                if *first.get() != is_dir {
+                    return Err(type_conflict(&m.dest, is_dir));
+                }
+                merged = true;
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(is_dir);
+            }
         }
-        if !is_dir_member(m) {
+        if !is_dir {
             not_dirs.insert(m.dest.as_str());
         }
+    }
+    // A path below a file another source put there.
+    for m in members {
+        if let Some(p) = m
+            .dest
+            .match_indices('/')
+            .map(|(i, _)| &m.dest[..i])
+            .find(|p| not_dirs.contains(p))
+        {
+            return Err(type_conflict(p, true));
+        }
+    }
+    if merged {
+        return Ok(None);
     }
     let mut checked = std::collections::HashSet::new();
     let mut from_lower = Vec::new();
@@ -679,24 +718,21 @@ fn direct_parents(members: &[Member], lower: &Path) -> Option<Vec<(String, fs::M
             if p.is_empty() || !checked.insert(p) {
                 continue;
             }
-            if not_dirs.contains(p) {
-                return None;
-            }
             match fs::symlink_metadata(lower.join(p)) {
-                Ok(md) if md.file_type().is_symlink() => return None,
-                Ok(md) if !dests.contains(p) => {
+                Ok(md) if md.file_type().is_symlink() => return Ok(None),
+                Ok(md) if !dests.contains_key(p) => {
                     if !md.is_dir() {
-                        return None;
+                        return Ok(None);
                     }
                     from_lower.push((p.to_owned(), md));
                 }
                 Ok(_) => {}
-                Err(_) if dests.contains(p) => {}
-                Err(_) => return None,
+                Err(_) if dests.contains_key(p) => {}
+                Err(_) => return Ok(None),
             }
         }
     }
-    Some(from_lower)
+    Ok(Some(from_lower))
 }
 
 /// What a direct write leaves for its end: directory times (in the order made), and hard links

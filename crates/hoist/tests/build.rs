@@ -636,6 +636,7 @@ fn failures_render_like_buildkit() {
     std::fs::create_dir_all(ctx.join("tree/file")).unwrap();
     std::fs::write(ctx.join("tree/file/inner"), "i").unwrap();
     std::fs::write(ctx.join("y"), "y").unwrap();
+    std::fs::write(ctx.join("file"), "f").unwrap();
     for (steps, error) in [
         (
             "RUN mkdir -p /t/y/inner\nCOPY y /t/",
@@ -644,6 +645,15 @@ fn failures_render_like_buildkit() {
         (
             "RUN mkdir -p /t && echo f > /t/file\nCOPY tree /t/",
             "cannot copy to non-directory: /t/file",
+        ),
+        // Nor one source's file another's directory, in either order.
+        (
+            "COPY file tree/ /t/",
+            "cannot copy to non-directory: /t/file",
+        ),
+        (
+            "COPY tree/ file /t/",
+            "cannot replace to directory /t/file with file",
         ),
     ] {
         std::fs::write(ctx.join("Dockerfile"), format!("FROM busybox\n{steps}\n")).unwrap();
