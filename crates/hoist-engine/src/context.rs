@@ -117,9 +117,17 @@ impl SourceTree<'_> {
             if self.ignored(&rel) {
                 continue;
             }
-            // The source itself is followed if it is a symlink (docker's COPY does).
+            // The source itself is followed if it is a symlink (docker's COPY does), to what
+            // the context holds: a target .dockerignore leaves out is not there.
             let real = resolve(&self.root, &rel, true);
-            if fs::symlink_metadata(&real).is_ok() {
+            let left_out = real.strip_prefix(&self.root).is_ok_and(|target| {
+                let target = target.to_string_lossy();
+                target != rel.as_str()
+                    && self
+                        .ignore
+                        .is_some_and(|m| !target.is_empty() && m.matches(&target).unwrap_or(false))
+            });
+            if !left_out && fs::symlink_metadata(&real).is_ok() {
                 out.push(Selected { real, rel });
             } else if any_wild && fs::symlink_metadata(resolve(&self.root, &rel, false)).is_ok() {
                 // A match that links to nothing: BuildKit fails on it rather than skip it.

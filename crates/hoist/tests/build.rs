@@ -664,6 +664,20 @@ fn failures_render_like_buildkit() {
             "{out:?}"
         );
     }
+    // A source that links to a file .dockerignore leaves out finds nothing there, as in
+    // BuildKit: the link must not bring the file in.
+    std::fs::write(ctx.join("secret.txt"), "s").unwrap();
+    std::os::unix::fs::symlink("secret.txt", ctx.join("to-secret")).unwrap();
+    std::fs::write(ctx.join(".dockerignore"), "secret.txt\n").unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY to-secret /x\n").unwrap();
+    let out = build(&h, &[ctx.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).ends_with(
+            "ERROR: failed to solve: failed to compute cache key: \"/to-secret\": not found\n"
+        ),
+        "{out:?}"
+    );
+    std::fs::remove_file(ctx.join(".dockerignore")).unwrap();
     // Nor may the path before a wildcard be missing or a file.
     std::fs::write(ctx.join("file"), "f").unwrap();
     for source in ["nodir/*.txt", "file/*"] {
