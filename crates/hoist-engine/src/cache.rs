@@ -621,7 +621,7 @@ fn context_inputs_keeping(
         for sel in tree.select(src)? {
             let stat = selection_stat(&sel, &mut fp)?;
             let walk = if stat.is_dir() {
-                let mut walk = walk_stats(tree, &sel.real, &sel.rel, &sel.rel, keep);
+                let mut walk = walk_stats(tree, &sel.real, &sel.in_tree, &sel.rel, keep);
                 walk.fingerprint(&mut fp)?;
                 Some(walk)
             } else {
@@ -718,7 +718,7 @@ fn context_inputs_per_file(
             let walked = walk_stats_chunked(
                 tree,
                 &sel.real,
-                &sel.rel,
+                &sel.in_tree,
                 &sel.rel,
                 &mut fp,
                 &mut files,
@@ -727,7 +727,7 @@ fn context_inputs_per_file(
                 |chunk| add_file_inputs(&mut per_file, chunk, &sels, c, store, &mut rec),
             )?;
             if !walked {
-                let mut walk = walk_stats(tree, &sel.real, &sel.rel, &sel.rel, None);
+                let mut walk = walk_stats(tree, &sel.real, &sel.in_tree, &sel.rel, None);
                 walk.fingerprint(&mut fp)?;
                 walk.paths_chunked(&mut files, ContextFile::walked(origin), CHUNK, |chunk| {
                     add_file_inputs(&mut per_file, chunk, &sels, c, store, &mut rec)

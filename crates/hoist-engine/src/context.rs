@@ -33,6 +33,9 @@ pub(crate) struct SourceTree<'a> {
 pub(crate) struct Selected {
     pub(crate) real: PathBuf,
     pub(crate) rel: String,
+    /// Where `real` is in the tree: `rel`, or where a symlink `rel` leads. .dockerignore
+    /// patterns apply to what is below it by this path, as the context holds it.
+    pub(crate) in_tree: String,
 }
 
 impl SourceTree<'_> {
@@ -120,15 +123,15 @@ impl SourceTree<'_> {
             // The source itself is followed if it is a symlink (docker's COPY does), to what
             // the context holds: a target .dockerignore leaves out is not there.
             let real = resolve(&self.root, &rel, true);
-            let left_out = real.strip_prefix(&self.root).is_ok_and(|target| {
-                let target = target.to_string_lossy();
-                target != rel.as_str()
-                    && self
-                        .ignore
-                        .is_some_and(|m| !target.is_empty() && m.matches(&target).unwrap_or(false))
-            });
+            let in_tree = real
+                .strip_prefix(&self.root)
+                .map_or_else(|_| rel.clone(), |t| t.to_string_lossy().into_owned());
+            let left_out = in_tree != rel
+                && self
+                    .ignore
+                    .is_some_and(|m| !in_tree.is_empty() && m.matches(&in_tree).unwrap_or(false));
             if !left_out && fs::symlink_metadata(&real).is_ok() {
-                out.push(Selected { real, rel });
+                out.push(Selected { real, rel, in_tree });
             } else if any_wild && fs::symlink_metadata(resolve(&self.root, &rel, false)).is_ok() {
                 // A match that links to nothing: BuildKit fails on it rather than skip it.
                 return Err(BuildError::SourceNotFound(format!("/{rel}")));

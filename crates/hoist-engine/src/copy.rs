@@ -299,7 +299,7 @@ fn plan_selected(
             walk(
                 tree,
                 &sel.real,
-                &base_rel,
+                &sel.in_tree,
                 &mut members,
                 |rel, meta, real| Member::walked(&target, &rel, meta, sel_index, real),
             )?;
@@ -600,11 +600,10 @@ fn stream_dir(
     w.make_parents(&mut done, &from_lower)?;
     w.write_members(&mut done, &made, selected, None)?;
     let mut crossed = false;
-    let base_rel = pivoted(&copy_op.sources, &sel.rel);
     let walked = walk_chunked(
         tree,
         &sel.real,
-        &base_rel,
+        &sel.in_tree,
         &mut Vec::with_capacity(CHUNK),
         |rel, meta, real| Member::walked(target, &rel, meta, 0, real),
         CHUNK,

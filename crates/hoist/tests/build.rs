@@ -677,6 +677,20 @@ fn failures_render_like_buildkit() {
         ),
         "{out:?}"
     );
+    // Nor through a link to a directory: .dockerignore applies below where the link leads.
+    std::fs::create_dir_all(ctx.join("real")).unwrap();
+    std::fs::write(ctx.join("real/secret"), "s").unwrap();
+    std::fs::write(ctx.join("real/pub"), "p").unwrap();
+    std::os::unix::fs::symlink("real", ctx.join("to-real")).unwrap();
+    std::fs::write(ctx.join(".dockerignore"), "secret.txt\nreal/secret\n").unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY to-real /x/\n").unwrap();
+    let out = build(&h, &["-t", "through-link", ctx.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        h.ok(&["run", "--rm", "through-link", "ls", "/x"]),
+        "pub\n",
+        "the ignored file stays out"
+    );
     std::fs::remove_file(ctx.join(".dockerignore")).unwrap();
     // Nor may the path before a wildcard be missing or a file.
     std::fs::write(ctx.join("file"), "f").unwrap();
