@@ -612,71 +612,46 @@ fn failures_render_like_buildkit() {
         "",
         "nothing is tagged after a failure"
     );
-    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY missing.txt /\n").unwrap();
-    let out = build(&h, &[ctx.to_str().unwrap()]);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).ends_with(
-            "ERROR: failed to solve: failed to compute cache key: \"/missing.txt\": not found\n"
-        ),
-        "{out:?}"
-    );
-    // A wildcard may match nothing, but not a link to nothing (BuildKit fails on both alike).
-    std::os::unix::fs::symlink("nowhere", ctx.join("dangling.txt")).unwrap();
-    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY *.txt /dst/\n").unwrap();
-    let out = build(&h, &[ctx.to_str().unwrap()]);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).ends_with(
-            "ERROR: failed to solve: failed to compute cache key: \"/dangling.txt\": not found\n"
-        ),
-        "{out:?}"
-    );
-    std::fs::remove_file(ctx.join("dangling.txt")).unwrap();
-    // A copied file does not replace a directory of the image, nor a copied directory a file,
-    // as in BuildKit: the image's would be lost.
-    std::fs::create_dir_all(ctx.join("tree/file")).unwrap();
-    std::fs::write(ctx.join("tree/file/inner"), "i").unwrap();
-    std::fs::write(ctx.join("y"), "y").unwrap();
-    std::fs::write(ctx.join("file"), "f").unwrap();
-    for (steps, error) in [
-        (
-            "RUN mkdir -p /t/y/inner\nCOPY y /t/",
-            "cannot replace to directory /t/y with file",
-        ),
-        (
-            "RUN mkdir -p /t && echo f > /t/file\nCOPY tree /t/",
-            "cannot copy to non-directory: /t/file",
-        ),
-        // Nor one source's file another's directory, in either order.
-        (
-            "COPY file tree/ /t/",
-            "cannot copy to non-directory: /t/file",
-        ),
-        (
-            "COPY tree/ file /t/",
-            "cannot replace to directory /t/file with file",
-        ),
-    ] {
+    // Steps after FROM busybox that fail with `error`, as BuildKit words it.
+    let fails_with = |steps: &str, error: &str| {
         std::fs::write(ctx.join("Dockerfile"), format!("FROM busybox\n{steps}\n")).unwrap();
         let out = build(&h, &[ctx.to_str().unwrap()]);
         assert!(
             String::from_utf8_lossy(&out.stderr)
                 .ends_with(&format!("ERROR: failed to solve: {error}\n")),
-            "{out:?}"
+            "{steps}: {out:?}"
         );
-    }
+    };
+    let not_found = |path: &str| format!("failed to compute cache key: \"{path}\": not found");
+    fails_with("COPY missing.txt /", &not_found("/missing.txt"));
+    // A wildcard may match nothing, but not a link to nothing (BuildKit fails on both alike).
+    std::os::unix::fs::symlink("nowhere", ctx.join("dangling.txt")).unwrap();
+    fails_with("COPY *.txt /dst/", &not_found("/dangling.txt"));
+    std::fs::remove_file(ctx.join("dangling.txt")).unwrap();
+    // A copied file does not replace a directory, the image's or another source's, nor a
+    // copied directory a file, as in BuildKit: what was there would be lost.
+    std::fs::create_dir_all(ctx.join("tree/file")).unwrap();
+    std::fs::write(ctx.join("tree/file/inner"), "i").unwrap();
+    std::fs::write(ctx.join("y"), "y").unwrap();
+    std::fs::write(ctx.join("file"), "f").unwrap();
+    let file_over_dir = |p: &str| format!("cannot replace to directory {p} with file");
+    let dir_over_file = |p: &str| format!("cannot copy to non-directory: {p}");
+    fails_with(
+        "RUN mkdir -p /t/y/inner\nCOPY y /t/",
+        &file_over_dir("/t/y"),
+    );
+    fails_with(
+        "RUN mkdir -p /t && echo f > /t/file\nCOPY tree /t/",
+        &dir_over_file("/t/file"),
+    );
+    fails_with("COPY file tree/ /t/", &dir_over_file("/t/file"));
+    fails_with("COPY tree/ file /t/", &file_over_dir("/t/file"));
     // A source that links to a file .dockerignore leaves out finds nothing there, as in
     // BuildKit: the link must not bring the file in.
     std::fs::write(ctx.join("secret.txt"), "s").unwrap();
     std::os::unix::fs::symlink("secret.txt", ctx.join("to-secret")).unwrap();
     std::fs::write(ctx.join(".dockerignore"), "secret.txt\n").unwrap();
-    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY to-secret /x\n").unwrap();
-    let out = build(&h, &[ctx.to_str().unwrap()]);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).ends_with(
-            "ERROR: failed to solve: failed to compute cache key: \"/to-secret\": not found\n"
-        ),
-        "{out:?}"
-    );
+    fails_with("COPY to-secret /x", &not_found("/to-secret"));
     // Nor through a link to a directory: .dockerignore applies below where the link leads.
     std::fs::create_dir_all(ctx.join("real")).unwrap();
     std::fs::write(ctx.join("real/secret"), "s").unwrap();
@@ -693,19 +668,10 @@ fn failures_render_like_buildkit() {
     );
     std::fs::remove_file(ctx.join(".dockerignore")).unwrap();
     // Nor may the path before a wildcard be missing or a file.
-    std::fs::write(ctx.join("file"), "f").unwrap();
     for source in ["nodir/*.txt", "file/*"] {
-        std::fs::write(
-            ctx.join("Dockerfile"),
-            format!("FROM busybox\nCOPY {source} /dst/\n"),
-        )
-        .unwrap();
-        let out = build(&h, &[ctx.to_str().unwrap()]);
-        assert!(
-            String::from_utf8_lossy(&out.stderr).ends_with(&format!(
-                "ERROR: failed to solve: failed to compute cache key: \"/{source}\": not found\n"
-            )),
-            "{out:?}"
+        fails_with(
+            &format!("COPY {source} /dst/"),
+            &not_found(&format!("/{source}")),
         );
     }
     std::fs::write(
