@@ -1238,11 +1238,7 @@ mod tests {
             fs::write(dir.join(format!("f{i}")), i.to_string()).unwrap();
         }
         let copy = Copy::from_context(vec![".".to_owned()], "/app".to_owned());
-        let tree = SourceTree {
-            root: ctx.clone(),
-            ignore: None,
-            exclude: None,
-        };
+        let tree = plain_tree(&ctx);
         past_the_tick();
         let json = |i: &ContextInputs| {
             let inputs = Inputs {
@@ -1271,6 +1267,15 @@ mod tests {
         assert!(again.per_file.is_none(), "recognised from its stats");
     }
 
+    /// `root` as a context with no .dockerignore and no --exclude.
+    fn plain_tree(root: &Path) -> SourceTree<'static> {
+        SourceTree {
+            root: root.to_owned(),
+            ignore: None,
+            exclude: None,
+        }
+    }
+
     /// Waits until the files just written are old enough for the stat caches to remember.
     fn past_the_tick() {
         std::thread::sleep(std::time::Duration::from_millis(100));
@@ -1284,11 +1289,7 @@ mod tests {
         let ctx = tmp.path().join("ctx");
         fs::create_dir_all(&ctx).unwrap();
         fs::write(ctx.join("f"), "one").unwrap();
-        let tree = SourceTree {
-            root: ctx.clone(),
-            ignore: None,
-            exclude: None,
-        };
+        let tree = plain_tree(&ctx);
         let store = Store::open(&tmp.path().join("store")).unwrap();
         let copy = Copy::from_context(vec![".".to_owned()], "/app".to_owned());
         let stat = || {
@@ -1322,11 +1323,7 @@ mod tests {
         fs::create_dir_all(ctx.join("d")).unwrap();
         fs::write(ctx.join("d/f"), "f").unwrap();
         fs::set_permissions(ctx.join("d/f"), fs::Permissions::from_mode(0o664)).unwrap();
-        let tree = SourceTree {
-            root: ctx.clone(),
-            ignore: None,
-            exclude: None,
-        };
+        let tree = plain_tree(&ctx);
         let store = Store::open(&tmp.path().join("store")).unwrap();
         let plain = Copy::from_context(vec![".".to_owned()], "/app".to_owned());
         let mut octal = plain.clone();

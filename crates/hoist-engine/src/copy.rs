@@ -650,8 +650,8 @@ fn is_dir_member(m: &Member) -> bool {
         || matches!(&m.item, Item::Path { meta, .. } if meta.is_dir())
 }
 
-/// The error BuildKit's copy gives when one source puts a directory where another put a
-/// file (`dir_last`), or a file where another put a directory.
+/// The error BuildKit's copy gives for a directory copied where a file is (`dir_last`), or a
+/// file where a directory is: the image's or another source's.
 fn type_conflict(dest: &str, dir_last: bool) -> BuildError {
     BuildError::Invalid(if dir_last {
         format!("cannot copy to non-directory: /{dest}")
@@ -819,12 +819,7 @@ impl<'a> DirectWriter<'a> {
         parents: &[(String, fs::Metadata)],
     ) -> Result<(), BuildError> {
         for (p, md) in parents {
-            let path = self.out_dir.join(p);
-            fs::create_dir(&path).map_err(|e| BuildError::io("creating", &path, e))?;
-            std::os::unix::fs::lchown(&path, Some(md.uid()), Some(md.gid()))
-                .map_err(|e| BuildError::io("chown", &path, e))?;
-            fs::set_permissions(&path, fs::Permissions::from_mode(md.mode() & 0o7777))
-                .map_err(|e| BuildError::io("chmod", &path, e))?;
+            self.make_dir(p, md.mode(), (md.uid(), md.gid()))?;
             done.image_dir_times
                 .push((p.clone(), md.mtime(), md.mtime_nsec()));
             done.in_image.insert(p.clone());
@@ -851,12 +846,7 @@ impl<'a> DirectWriter<'a> {
                 return Ok(false);
             }
             match &m.item {
-                Item::Dir { .. } => {
-                    let (mode, owner, mtime) = self.dir_attributes(&m.item)?;
-                    self.make_dir(&m.dest, mode, owner)?;
-                    done.dir_times.push((m.dest.clone(), mtime));
-                }
-                Item::Path { meta, .. } if meta.is_dir() => {
+                _ if is_dir_member(m) => {
                     let (mode, owner, mtime) = self.dir_attributes(&m.item)?;
                     self.make_dir(&m.dest, mode, owner)?;
                     done.dir_times.push((m.dest.clone(), mtime));
@@ -899,21 +889,16 @@ impl<'a> DirectWriter<'a> {
         let Ok(there) = fs::symlink_metadata(lower.join(&m.dest)) else {
             return Ok(true);
         };
-        let shown = format!("/{}", m.dest);
         if is_dir_member(m) {
             if there.is_symlink() {
                 return Ok(false);
             }
             if !there.is_dir() {
-                return Err(BuildError::Invalid(format!(
-                    "cannot copy to non-directory: {shown}"
-                )));
+                return Err(type_conflict(&m.dest, true));
             }
             done.in_image.insert(m.dest.clone());
         } else if there.is_dir() {
-            return Err(BuildError::Invalid(format!(
-                "cannot replace to directory {shown} with file"
-            )));
+            return Err(type_conflict(&m.dest, false));
         }
         Ok(true)
     }
@@ -1195,6 +1180,8 @@ pub(crate) fn copy_incremental(
     // Clone the needed directories that the earlier layer has, with their attributes; their
     // times are set after their contents. The directories the copy itself makes are given
     // their attributes of now below: a source directory's mode or time may have changed.
+    let owners = Owners::of(copy_op, owner);
+    let w = DirectWriter::new(out_dir, owners, copy_op.chmod.as_ref());
     let mut dir_times = Vec::new();
     for d in &needed {
         let old = previous.join(d);
@@ -1206,14 +1193,9 @@ pub(crate) fn copy_incremental(
         }
         let new = out_dir.join(d);
         fs::create_dir_all(&new).map_err(|e| BuildError::io("creating", &new, e))?;
-        std::os::unix::fs::lchown(&new, Some(meta.uid()), Some(meta.gid()))
-            .map_err(|e| BuildError::io("chown", &new, e))?;
-        fs::set_permissions(&new, fs::Permissions::from_mode(meta.mode() & 0o7777))
-            .map_err(|e| BuildError::io("chmod", &new, e))?;
+        w.set_dir_attributes(d, meta.mode(), (meta.uid(), meta.gid()))?;
         dir_times.push((d.as_str(), meta.mtime(), meta.mtime_nsec()));
     }
-    let owners = Owners::of(copy_op, owner);
-    let w = DirectWriter::new(out_dir, owners, copy_op.chmod.as_ref());
     let mut made_times = std::collections::HashMap::new();
     // By index, not moved into lists of their own: the plan holds every member once.
     let mut write = vec![false; members.len()];
