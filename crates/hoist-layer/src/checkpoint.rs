@@ -38,7 +38,7 @@ use sha2::digest::common::hazmat::{SerializableState, SerializedState};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{CheckpointError, LayerError};
-use crate::write::{COPY_BUF, copy_exact};
+use crate::write::{Fill, copy_exact};
 
 /// Tar bytes between checkpoints: a resume re-hashes at most this much of the unchanged
 /// prefix (a few ms), and a 340 MB layer keeps fewer than a hundred points of ~160 bytes.
@@ -423,6 +423,16 @@ impl DigestSink {
         self.offset += bytes.len() as u64;
     }
 
+    /// A file's content being hashed, read straight into the hashing thread's buffers.
+    pub(crate) fn file_content(
+        &mut self,
+        file: File,
+        size: u64,
+        path: &[u8],
+    ) -> Result<(), LayerError> {
+        copy_exact(file, size, path, self)
+    }
+
     /// Ends the fingerprint segment: its value, which also seeds the next one.
     fn close_segment(&mut self) -> [u8; FP_LEN] {
         let value: [u8; FP_LEN] = std::mem::take(&mut self.fp).finalize().into();
@@ -510,7 +520,6 @@ impl DigestSink {
         self.prev_states = Vec::new();
         let log = std::mem::take(&mut self.log);
         let mut bytes = &log.bytes[..];
-        let mut buf = Vec::new();
         for event in log.events {
             match event {
                 Event::Entry {
@@ -531,13 +540,7 @@ impl DigestSink {
                 } => {
                     self.fp.update(id);
                     let file = self.reopen(&path, dev, ino)?;
-                    if buf.is_empty() {
-                        buf = vec![0; COPY_BUF];
-                    }
-                    copy_exact(file, size, &path, &mut buf, |b| {
-                        self.content(b);
-                        Ok(())
-                    })?;
+                    self.file_content(file, size, &path)?;
                 }
             }
         }
@@ -595,11 +598,25 @@ const PIPE_CHUNK: usize = 256 * 1024;
 /// directories) without holding much memory.
 const PIPE_DEPTH: usize = 8;
 
+impl Fill for DigestSink {
+    fn room(&mut self) -> &mut [u8] {
+        self.tar.room()
+    }
+
+    fn filled(&mut self, n: usize) -> Result<(), LayerError> {
+        self.tar.filled(n);
+        self.hashed += n as u64;
+        self.offset += n as u64;
+        Ok(())
+    }
+}
+
 /// The hashing thread's result: the final state, and the state at each mark.
 type Hashed = (Sha256, Vec<(usize, Vec<u8>)>);
 
 enum PipeMsg {
-    Data(Vec<u8>),
+    /// A buffer and how much of it is data.
+    Data(Vec<u8>, usize),
     /// Record the state here for checkpoint `n`.
     Mark(usize),
     /// Continue from this state (a resume).
@@ -610,7 +627,9 @@ enum PipeMsg {
 /// the tree and hashing it overlap (sha256 is the longest part of a layer's digest, and cannot
 /// be split).
 struct PipedSha {
+    /// Always [`PIPE_CHUNK`] long (buffers are zeroed once, when made), `len` of it data.
     buf: Vec<u8>,
+    len: usize,
     to_worker: Option<std::sync::mpsc::SyncSender<PipeMsg>>,
     spare: std::sync::mpsc::Receiver<Vec<u8>>,
     worker: Option<std::thread::JoinHandle<Hashed>>,
@@ -625,8 +644,8 @@ impl PipedSha {
             let mut states = Vec::new();
             for msg in from_walk {
                 match msg {
-                    PipeMsg::Data(chunk) => {
-                        sha.update(&chunk);
+                    PipeMsg::Data(chunk, len) => {
+                        sha.update(&chunk[..len]);
                         // The walk may have finished; then the buffer is simply dropped.
                         let _ = give_back.send(chunk);
                     }
@@ -637,7 +656,8 @@ impl PipedSha {
             (sha, states)
         });
         Self {
-            buf: Vec::with_capacity(PIPE_CHUNK),
+            buf: vec![0; PIPE_CHUNK],
+            len: 0,
             to_worker: Some(to_worker),
             spare,
             worker: Some(worker),
@@ -652,30 +672,41 @@ impl PipedSha {
     }
 
     fn flush(&mut self) {
-        if self.buf.is_empty() {
+        if self.len == 0 {
             return;
         }
         let next = self
             .spare
             .try_recv()
-            .map(|mut b| {
-                b.clear();
-                b
-            })
-            .unwrap_or_else(|_| Vec::with_capacity(PIPE_CHUNK));
+            .unwrap_or_else(|_| vec![0; PIPE_CHUNK]);
         let full = std::mem::replace(&mut self.buf, next);
-        self.send(PipeMsg::Data(full));
+        let len = std::mem::take(&mut self.len);
+        self.send(PipeMsg::Data(full, len));
+    }
+
+    /// The free part of the current buffer; never empty.
+    fn room(&mut self) -> &mut [u8] {
+        if self.len == PIPE_CHUNK {
+            self.flush();
+        }
+        &mut self.buf[self.len..]
+    }
+
+    /// `n` bytes of [`PipedSha::room`] were filled.
+    fn filled(&mut self, n: usize) {
+        self.len += n;
+        if self.len == PIPE_CHUNK {
+            self.flush();
+        }
     }
 
     fn update(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
-            let room = PIPE_CHUNK - self.buf.len();
-            let (head, rest) = bytes.split_at(room.min(bytes.len()));
-            self.buf.extend_from_slice(head);
-            bytes = rest;
-            if self.buf.len() == PIPE_CHUNK {
-                self.flush();
-            }
+            let room = self.room();
+            let n = room.len().min(bytes.len());
+            room[..n].copy_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            self.filled(n);
         }
     }
 
@@ -686,7 +717,7 @@ impl PipedSha {
 
     fn reset(&mut self, state: Sha256) {
         // Bytes before a reset belong to the state being replaced.
-        self.buf.clear();
+        self.len = 0;
         self.send(PipeMsg::Reset(Box::new(state)));
     }
 

@@ -195,6 +195,18 @@ trait TarOut {
     fn put(&mut self, bytes: &[u8]) -> Result<(), LayerError>;
     /// Bytes of a file's content.
     fn content(&mut self, bytes: &[u8]) -> Result<(), LayerError>;
+    /// All `size` bytes of `file`'s content, read through `buf` unless the sink has room of
+    /// its own.
+    fn file_content(
+        &mut self,
+        file: File,
+        size: u64,
+        path: &[u8],
+        buf: &mut [u8],
+    ) -> Result<(), LayerError> {
+        let out = |b: &[u8]| self.content(b);
+        copy_exact(file, size, path, &mut Buffered { buf, out })
+    }
     /// Whether file contents are wanted now; when not, the file is not even opened.
     fn reads_content(&self) -> bool;
     /// A regular file at `path` of `size` bytes follows its header.
@@ -233,6 +245,16 @@ impl TarOut for DigestSink {
     fn content(&mut self, bytes: &[u8]) -> Result<(), LayerError> {
         DigestSink::content(self, bytes);
         Ok(())
+    }
+
+    fn file_content(
+        &mut self,
+        file: File,
+        size: u64,
+        path: &[u8],
+        _: &mut [u8],
+    ) -> Result<(), LayerError> {
+        DigestSink::file_content(self, file, size, path)
     }
 
     fn reads_content(&self) -> bool {
@@ -310,21 +332,70 @@ fn concat(a: &[u8], b: &[u8]) -> Vec<u8> {
 /// are the store's own and nothing writes them any more (a committed snapshot, or an upper
 /// directory whose sandbox is gone).
 fn read_xattrs(dir: BorrowedFd<'_>, name: &[u8], full: &[u8]) -> Result<Xattrs, Errno> {
-    match read_xattrs_at(os(full)) {
+    match read_xattrs_of(XattrsOf::Path(os(full))) {
         Err(Errno::NAMETOOLONG) => {}
         done => return done,
     }
     let mut path = format!("/proc/self/fd/{}/", std::os::fd::AsRawFd::as_raw_fd(&dir)).into_bytes();
     path.extend_from_slice(name);
-    read_xattrs_at(os(&path))
+    read_xattrs_of(XattrsOf::Path(os(&path)))
 }
 
-fn read_xattrs_at(path: &std::ffi::OsStr) -> Result<Xattrs, Errno> {
+/// What [`read_xattrs_of`] reads: a path (not followed), or a file already open, which spares
+/// the lookup.
+#[derive(Clone, Copy)]
+enum XattrsOf<'a> {
+    Path(&'a std::ffi::OsStr),
+    File(BorrowedFd<'a>),
+}
+
+impl XattrsOf<'_> {
+    fn list(self, buf: &mut [u8]) -> Result<usize, Errno> {
+        match self {
+            Self::Path(p) => rfs::llistxattr(p, buf),
+            Self::File(fd) => rfs::flistxattr(fd, buf),
+        }
+    }
+
+    fn list_len(self) -> Result<usize, Errno> {
+        match self {
+            Self::Path(p) => rfs::llistxattr_query(p),
+            Self::File(fd) => rfs::flistxattr_query(fd),
+        }
+    }
+
+    fn get(self, key: &[u8], buf: &mut [u8]) -> Result<usize, Errno> {
+        match self {
+            Self::Path(p) => rfs::lgetxattr(p, os(key), buf),
+            Self::File(fd) => rfs::fgetxattr(fd, os(key), buf),
+        }
+    }
+
+    fn get_len(self, key: &[u8]) -> Result<usize, Errno> {
+        match self {
+            Self::Path(p) => rfs::lgetxattr_query(p, os(key)),
+            Self::File(fd) => rfs::fgetxattr_query(fd, os(key)),
+        }
+    }
+}
+
+/// Opens the regular file `name` in `dir` to read it.
+fn open_file(dir: BorrowedFd<'_>, name: &[u8], path: &[u8]) -> Result<OwnedFd, LayerError> {
+    rfs::openat(
+        dir,
+        os(name),
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(walk_err(path, "open file"))
+}
+
+fn read_xattrs_of(of: XattrsOf<'_>) -> Result<Xattrs, Errno> {
     let mut list = vec![0u8; 1024];
     let len = loop {
-        match rfs::llistxattr(path, &mut list[..]) {
+        match of.list(&mut list[..]) {
             Ok(len) => break len,
-            Err(Errno::RANGE) => list.resize(rfs::llistxattr_query(path)?.max(list.len() * 2), 0),
+            Err(Errno::RANGE) => list.resize(of.list_len()?.max(list.len() * 2), 0),
             Err(Errno::NOTSUP) => return Ok(Vec::new()),
             Err(e) => return Err(e),
         }
@@ -333,10 +404,10 @@ fn read_xattrs_at(path: &std::ffi::OsStr) -> Result<Xattrs, Errno> {
     let mut value = vec![0u8; 256];
     for key in list[..len].split(|&b| b == 0).filter(|k| !k.is_empty()) {
         let n = loop {
-            match rfs::lgetxattr(path, os(key), &mut value[..]) {
+            match of.get(key, &mut value[..]) {
                 Ok(n) => break n,
                 Err(Errno::RANGE) => {
-                    let want = rfs::lgetxattr_query(path, os(key))?;
+                    let want = of.get_len(key)?;
                     value.resize(want.max(value.len() * 2), 0);
                 }
                 Err(e) => return Err(e),
@@ -475,10 +546,21 @@ impl<O: TarOut> TarWriter<O> {
             // Sockets are not content; docker skips them too.
             return Ok(());
         }
-        self.full_path.truncate(self.root_len);
-        self.full_path.extend_from_slice(path);
-        let all_xattrs =
-            read_xattrs(dir, name, &self.full_path).map_err(walk_err(path, "read xattrs"))?;
+        // A file whose content is wanted already (the digest does not switch back to
+        // skipping) is opened first: its xattrs are then read without a lookup.
+        let mut opened = None;
+        if file_type == FileType::RegularFile && st.st_size > 0 && self.out.reads_content() {
+            opened = Some(open_file(dir, name, path)?);
+        }
+        let all_xattrs = match &opened {
+            Some(fd) => read_xattrs_of(XattrsOf::File(fd.as_fd())),
+            None => {
+                self.full_path.truncate(self.root_len);
+                self.full_path.extend_from_slice(path);
+                read_xattrs(dir, name, &self.full_path)
+            }
+        }
+        .map_err(walk_err(path, "read xattrs"))?;
         for feature in [
             b"trusted.overlay.redirect".as_slice(),
             b"trusted.overlay.metacopy",
@@ -550,17 +632,12 @@ impl<O: TarOut> TarWriter<O> {
                 // Asked after the header: a digest switches from skipping to hashing at an
                 // entry's start.
                 if self.out.reads_content() {
-                    let fd = rfs::openat(
-                        dir,
-                        os(name),
-                        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    )
-                    .map_err(walk_err(path, "open file"))?;
-                    let out = &mut self.out;
-                    copy_exact(File::from(fd), size, path, &mut self.buf, |b| {
-                        out.content(b)
-                    })?;
+                    let fd = match opened {
+                        Some(fd) => fd,
+                        None => open_file(dir, name, path)?,
+                    };
+                    self.out
+                        .file_content(File::from(fd), size, path, &mut self.buf)?;
                 }
                 self.pad(size)
             }
@@ -662,19 +739,43 @@ impl<O: TarOut> TarWriter<O> {
     }
 }
 
-/// Copies exactly `size` bytes of `file` to `out`: a file that shrank would corrupt the
+/// Where [`copy_exact`] reads to: room for the next read, then how much of it was read. The
+/// digest reads straight into the buffers its hashing thread takes, with no copy between.
+pub(crate) trait Fill {
+    /// Room for the next read; never empty.
+    fn room(&mut self) -> &mut [u8];
+    /// The first `n` bytes of the room were read.
+    fn filled(&mut self, n: usize) -> Result<(), LayerError>;
+}
+
+/// A [`Fill`] through a buffer of its own, handing each read to `out`.
+pub(crate) struct Buffered<'a, F> {
+    pub(crate) buf: &'a mut [u8],
+    pub(crate) out: F,
+}
+
+impl<F: FnMut(&[u8]) -> Result<(), LayerError>> Fill for Buffered<'_, F> {
+    fn room(&mut self) -> &mut [u8] {
+        self.buf
+    }
+
+    fn filled(&mut self, n: usize) -> Result<(), LayerError> {
+        (self.out)(&self.buf[..n])
+    }
+}
+
+/// Copies exactly `size` bytes of `file` to `to`: a file that shrank would corrupt the
 /// archive, one that grew is cut at the size its header already announced.
 pub(crate) fn copy_exact(
     file: File,
     size: u64,
     path: &[u8],
-    buf: &mut [u8],
-    mut out: impl FnMut(&[u8]) -> Result<(), LayerError>,
+    to: &mut impl Fill,
 ) -> Result<(), LayerError> {
     let mut reader = file.take(size);
     let mut done = 0u64;
     loop {
-        let n = match reader.read(buf) {
+        let n = match reader.read(to.room()) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -686,7 +787,7 @@ pub(crate) fn copy_exact(
                 });
             }
         };
-        out(&buf[..n])?;
+        to.filled(n)?;
         done += n as u64;
     }
     if done != size {
