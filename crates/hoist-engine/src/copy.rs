@@ -479,6 +479,7 @@ fn write_stream(
 /// Runs one COPY/ADD onto the merged view `root`.
 pub(crate) fn copy(copy_op: &Copy, tree: &SourceTree<'_>, root: &Path) -> Result<(), BuildError> {
     let plan = plan(copy_op, tree, root)?;
+    meets_the_view(copy_op, &plan, root)?;
     if copy_op.add
         && let Some(done) = add_archives(copy_op, &plan, root)?
     {
@@ -500,6 +501,70 @@ pub(crate) fn copy(copy_op: &Copy, tree: &SourceTree<'_>, root: &Path) -> Result
     produced.map_err(|e| BuildError::io("reading sources for", root, e))?;
     applied?;
     Ok(())
+}
+
+/// The merged view's side of [`DirectWriter::meets_the_image`]: fails, as BuildKit does, where
+/// a member would put a directory over a file of the image (or below one), or a file over one
+/// of its directories. Paths are followed through the image's symlinks, as the write follows
+/// them: this is the copy the direct write leaves to the merged view because of them. An
+/// archive that ADD unpacks replaces what is in its way, as docker's untar does.
+fn meets_the_view(copy_op: &Copy, plan: &Plan, root: &Path) -> Result<(), BuildError> {
+    let root_fd = open_dir(root)?;
+    let unpack = copy_op.add && copy_op.unpack != Some(false);
+    // Directories met already, so that a large copy looks each up once.
+    let mut dirs = std::collections::HashSet::new();
+    for m in &plan.members {
+        if unpack && is_archive_member(&plan.selected, m) {
+            continue;
+        }
+        let own = m.dest.len();
+        let ends = m.dest.match_indices('/').map(|(i, _)| i).chain([own]);
+        for end in ends {
+            let path = &m.dest[..end];
+            let dir_here = end < own || is_dir_member(m);
+            if path.is_empty() || (dir_here && !dirs.insert(path)) {
+                continue;
+            }
+            match kind_in_view(&root_fd, root, path, dir_here)? {
+                // Nothing there, so nothing below it either.
+                None => break,
+                Some(is_dir) if dir_here && !is_dir => return Err(type_conflict(path, true)),
+                Some(is_dir) if !dir_here && is_dir => return Err(type_conflict(path, false)),
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `path` in the view at `root` is a directory (`None`: nothing there), following
+/// symlinks within the view, and at the last step too when `follow` (a directory is copied
+/// into the one a symlink names; a file replaces the symlink).
+fn kind_in_view(
+    root_fd: &OwnedFd,
+    root: &Path,
+    path: &str,
+    follow: bool,
+) -> Result<Option<bool>, BuildError> {
+    use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+    let mut flags = OFlags::PATH | OFlags::CLOEXEC;
+    if !follow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    let fd = match rustix::fs::openat2(root_fd, path, flags, Mode::empty(), resolve) {
+        Ok(fd) => fd,
+        // A symlink to nothing or a loop: the write itself says what is wrong.
+        Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(BuildError::io("looking up", &root.join(path), e.into())),
+    };
+    let st = rustix::fs::fstat(&fd)
+        .map_err(|e| BuildError::io("reading", &root.join(path), e.into()))?;
+    Ok(Some(
+        FileType::from_raw_mode(st.st_mode) == FileType::Directory,
+    ))
 }
 
 /// Writes one COPY straight into the new layer's directory `out_dir`, with `lower` a read-only

@@ -646,6 +646,45 @@ fn failures_render_like_buildkit() {
     );
     fails_with("COPY file tree/ /t/", &dir_over_file("/t/file"));
     fails_with("COPY tree/ file /t/", &file_over_dir("/t/file"));
+    // The same through a symlink in the image, which the copy follows (onto the merged view).
+    let linked = "RUN mkdir -p /real/y/inner && echo f > /real/file && ln -s /real /via";
+    fails_with(&format!("{linked}\nCOPY y /via/"), &file_over_dir("/via/y"));
+    fails_with(
+        &format!("{linked}\nCOPY tree /via/"),
+        &dir_over_file("/via/file"),
+    );
+    fails_with(
+        &format!("{linked}\nCOPY y /via/file/y"),
+        &dir_over_file("/via/file"),
+    );
+    // What meets nothing of another kind is copied through the link, and an archive that ADD
+    // unpacks replaces what is in its way, as docker's untar does.
+    let mut archive = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_mode(0o755);
+    archive
+        .append_data(&mut header, "file/", std::io::empty())
+        .unwrap();
+    std::fs::write(ctx.join("a.tar"), archive.into_inner().unwrap()).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM busybox\n{linked}\nCOPY y tree/ /via/y/inner/\nADD a.tar /via/\n"),
+    )
+    .unwrap();
+    let out = build(&h, &["-t", "via-link", ctx.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        h.ok(&[
+            "run",
+            "--rm",
+            "via-link",
+            "sh",
+            "-c",
+            "ls /real/y/inner; test -d /real/file && echo dir"
+        ]),
+        "file\ny\ndir\n"
+    );
     // A source that links to a file .dockerignore leaves out finds nothing there, as in
     // BuildKit: the link must not bring the file in.
     std::fs::write(ctx.join("secret.txt"), "s").unwrap();
