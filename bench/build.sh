@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The build benchmarks of shared/bench/README.md, hoist against docker's BuildKit in the same run:
 #   large cold (--no-cache), large warm (nothing changed), large after appending to one file,
-#   runcp cold, parallel cold, and hoist's peak RSS on large and on a doubled large context.
+#   runcp cold, parallel cold, and hoist's peak RSS on large and on a doubled large context
+#   (cold, and rebuilt after appending to one file).
 #
 # Usage: bench/build.sh
 # Env:   BENCH_DIR=/tmp/hoist-build-bench   contexts, stores, docker data (removed unless KEEP=1)
@@ -107,8 +108,18 @@ if [ ! -d "$big" ]; then
     cp -a "$ctx/large/src" "$big/src2"
 fi
 rss_big=$(rss "$big")
+# And of a rebuild after appending to one file, which reuses the earlier layer (both contexts
+# were just built, so each rebuild starts from its own).
+rss_one() {
+    echo " appended" >> "$1/src/d100/f050.txt"
+    /usr/bin/time -f %M "$HOIST" build -q "$1" 2>&1 >/dev/null | tail -1
+}
+rss_one_large=$(rss_one "$ctx/large")
+rss_one_big=$(rss_one "$big")
 
 printf '%-34s %10s %10s %8s\n' "benchmark" "docker s" "hoist s" "ratio"
 printf '%s\n' "${results[@]}"
 printf '%-34s %10s\n' "hoist peak RSS, large" "$((rss_large / 1024)) MB"
 printf '%-34s %10s\n' "hoist peak RSS, large doubled" "$((rss_big / 1024)) MB"
+printf '%-34s %10s\n' "hoist peak RSS, large, one file" "$((rss_one_large / 1024)) MB"
+printf '%-34s %10s\n' "hoist peak RSS, doubled, one file" "$((rss_one_big / 1024)) MB"

@@ -966,56 +966,81 @@ fn pair_hash(name: &str, value: &str) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// Compares the inputs recorded at a step's last build (`old`, the JSON the store keeps) with
-/// `new`: the earlier inputs that are not per-file, and the per-file inputs recorded alike.
-/// `None` when `old` cannot be read.
-pub(crate) fn compare_recorded(
-    old: &str,
-    new: &Inputs,
-) -> Option<(BTreeMap<String, String>, Unchanged)> {
-    struct Recorded;
-    impl<'de> serde::de::Visitor<'de> for Recorded {
-        type Value = (
-            BTreeMap<String, String>,
-            std::collections::HashSet<[u8; 32]>,
-        );
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("an object of input names to values")
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(
-            self,
-            mut map: A,
-        ) -> Result<Self::Value, A::Error> {
-            let mut fields = BTreeMap::new();
-            let mut files = std::collections::HashSet::new();
-            // One pair at a time: the per-file ones are kept as a hash each.
-            while let Some((name, value)) = map.next_entry::<String, String>()? {
-                if name.starts_with("file ") {
-                    files.insert(pair_hash(&name, &value));
-                } else {
-                    fields.insert(name, value);
-                }
+/// A step's inputs at its last build, read from the JSON the store keeps as it streams by (a
+/// large COPY's are megabytes): the inputs that are not per-file, a hash of each per-file
+/// one, and, for explaining a miss, every input by name.
+pub(crate) struct Recorded {
+    fields: BTreeMap<String, String>,
+    files: std::collections::HashSet<[u8; 32]>,
+    all: Option<BTreeMap<String, String>>,
+}
+
+impl Recorded {
+    /// `None` when `r` does not hold one JSON object of names to values. `keep_all` keeps
+    /// every input by name (see [`explain`]).
+    pub(crate) fn read(r: impl io::Read, keep_all: bool) -> Option<Self> {
+        struct Visit(bool);
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Recorded;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of input names to values")
             }
-            Ok((fields, files))
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Recorded {
+                    fields: BTreeMap::new(),
+                    files: std::collections::HashSet::new(),
+                    all: self.0.then(BTreeMap::new),
+                };
+                // One pair at a time: the per-file ones are kept as a hash each.
+                while let Some((name, value)) = map.next_entry::<String, String>()? {
+                    if name.starts_with("file ") {
+                        out.files.insert(pair_hash(&name, &value));
+                        if let Some(all) = &mut out.all {
+                            all.insert(name, value);
+                        }
+                    } else {
+                        if let Some(all) = &mut out.all {
+                            all.insert(name.clone(), value.clone());
+                        }
+                        out.fields.insert(name, value);
+                    }
+                }
+                Ok(out)
+            }
         }
+        let mut de = serde_json::Deserializer::from_reader(r);
+        let recorded = serde::Deserializer::deserialize_map(&mut de, Visit(keep_all)).ok()?;
+        de.end().ok()?;
+        Some(recorded)
     }
-    let mut de = serde_json::Deserializer::from_str(old);
-    let (fields, files) = serde::Deserializer::deserialize_map(&mut de, Recorded).ok()?;
-    de.end().ok()?;
+
+    /// The recorded inputs that are not per-file.
+    pub(crate) fn fields(&self) -> &BTreeMap<String, String> {
+        &self.fields
+    }
+}
+
+/// The per-file inputs of `new` recorded alike in `old`. `None` when `new`'s cannot be read
+/// back.
+pub(crate) fn compare_recorded(old: &Recorded, new: &Inputs) -> Option<Unchanged> {
     let mut unchanged = std::collections::HashSet::new();
     new.visit(|name, value| {
-        if name.starts_with("file ") && files.contains(&pair_hash(name, value)) {
+        if name.starts_with("file ") && old.files.contains(&pair_hash(name, value)) {
             unchanged.insert(name_hash(name));
         }
         Ok(())
     })
     .ok()?;
-    Some((fields, Unchanged(unchanged)))
+    Some(Unchanged(unchanged))
 }
 
 /// Why a step missed, from its inputs now and at its last build.
-pub(crate) fn explain(old: Option<&str>, new: &Inputs) -> Option<String> {
-    let old: BTreeMap<String, String> = serde_json::from_str(old?).ok()?;
+/// `old` must have been read keeping every input.
+pub(crate) fn explain(old: Option<&Recorded>, new: &Inputs) -> Option<String> {
+    let old = old?.all.as_ref()?;
     let mut reasons = Vec::new();
     // Fields first, then files in walk order: the first reasons are the most telling.
     new.visit(|name, value| {
@@ -1089,6 +1114,11 @@ mod tests {
         assert_eq!(c.finish().0, d.finish().0);
     }
 
+    /// Recorded inputs as a step's explanation reads them.
+    fn recorded(text: &str) -> Recorded {
+        Recorded::read(text.as_bytes(), true).unwrap()
+    }
+
     #[test]
     fn explains_what_changed() {
         let d = |n: u8| Digest::from_sha256([n; 32]);
@@ -1108,7 +1138,7 @@ mod tests {
             .unwrap();
         new.files.index().unwrap();
         assert_eq!(
-            explain(Some(&old), &new).unwrap(),
+            explain(Some(&recorded(&old)), &new).unwrap(),
             "file c.txt added, file a.txt changed, file b.txt removed"
         );
         let mut only_parent = Inputs::default();
@@ -1117,7 +1147,7 @@ mod tests {
             .insert("parent".to_owned(), "k2".to_owned());
         let old = serde_json::json!({"parent": "k1"}).to_string();
         assert_eq!(
-            explain(Some(&old), &only_parent).unwrap(),
+            explain(Some(&recorded(&old)), &only_parent).unwrap(),
             "a previous step or the base image changed"
         );
     }
@@ -1152,7 +1182,10 @@ mod tests {
         now.files
             .push("new.txt", 0o100644, FileValue::Sha256([8; 32]))
             .unwrap();
-        let (fields, unchanged) = compare_recorded(&old, &now).unwrap();
+        let old = Recorded::read(old.as_bytes(), false).unwrap();
+        assert!(old.all.is_none(), "only kept when asked for");
+        let unchanged = compare_recorded(&old, &now).unwrap();
+        let fields = old.fields();
         assert_eq!(fields.get("parent").map(String::as_str), Some("k1"));
         assert!(!fields.keys().any(|k| k.starts_with("file ")));
         for same in ["d0", "d0/f \"1\"", "l2", "a3", "d4", "l6", "a7", "d8"] {
@@ -1162,8 +1195,8 @@ mod tests {
             assert!(!unchanged.contains(&format!("file {differs}")), "{differs}");
         }
         assert!(!unchanged.contains("parent"));
-        assert!(compare_recorded("not json", &now).is_none());
-        assert!(compare_recorded("{} trailing", &now).is_none());
+        assert!(Recorded::read(&b"not json"[..], false).is_none());
+        assert!(Recorded::read(&b"{} trailing"[..], false).is_none());
     }
 
     fn fill(files: &mut FileInputs) {
@@ -1216,14 +1249,14 @@ mod tests {
         }
         assert_eq!(spilled.get("file zz"), None);
         assert_eq!(spilled.to_json(), old, "indexing keeps the walk order");
-        assert_eq!(explain(Some(&old), &spilled), None);
+        assert_eq!(explain(Some(&recorded(&old)), &spilled), None);
         let mut earlier = want.clone();
         earlier.insert("file l2".to_owned(), "120777 -> elsewhere".to_owned());
         earlier.remove("file a3");
         let earlier = serde_json::to_string(&earlier).unwrap();
-        let why = explain(Some(&earlier), &spilled).unwrap();
+        let why = explain(Some(&recorded(&earlier)), &spilled).unwrap();
         assert_eq!(why, "file l2 changed, file a3 added", "in walk order");
-        assert_eq!(explain(Some(&earlier), &kept).unwrap(), why);
+        assert_eq!(explain(Some(&recorded(&earlier)), &kept).unwrap(), why);
     }
 
     /// A context too large to keep listed while it is fingerprinted is walked again on a

@@ -581,9 +581,10 @@ pub(crate) fn copy_into_layer(
     tree: &SourceTree<'_>,
     lower: &Path,
     out_dir: &Path,
+    reuse: Option<&Reuse<'_>>,
 ) -> Result<bool, BuildError> {
     let selection = select(copy_op, tree, lower)?;
-    if let Some(done) = stream_dir(copy_op, tree, lower, out_dir, &selection)? {
+    if let Some(done) = stream_dir(copy_op, tree, lower, out_dir, &selection, reuse)? {
         return Ok(done);
     }
     let plan = plan_selected(copy_op, tree, lower, selection)?;
@@ -600,7 +601,7 @@ pub(crate) fn copy_into_layer(
         return Ok(false);
     };
     let owners = Owners::of(copy_op, plan.owner);
-    let w = DirectWriter::new(out_dir, owners, copy_op.chmod.as_ref());
+    let w = DirectWriter::new(out_dir, owners, copy_op.chmod.as_ref(), reuse);
     if !w.write(&plan, &parents, lower)? {
         empty_dir(out_dir)?;
         return Ok(false);
@@ -620,6 +621,7 @@ fn stream_dir(
     lower: &Path,
     out_dir: &Path,
     selection: &Selection,
+    reuse: Option<&Reuse<'_>>,
 ) -> Result<Option<bool>, BuildError> {
     const CHUNK: usize = 4096;
     let [sel] = selection.selected.as_slice() else {
@@ -659,7 +661,7 @@ fn stream_dir(
         }
     }
     let owners = Owners::of(copy_op, selection.owner);
-    let w = DirectWriter::new(out_dir, owners, copy_op.chmod.as_ref());
+    let w = DirectWriter::new(out_dir, owners, copy_op.chmod.as_ref(), reuse);
     let selected = std::slice::from_ref(sel);
     let mut done = Written::default();
     w.make_parents(&mut done, &from_lower)?;
@@ -816,20 +818,40 @@ struct Written {
     links: Vec<(String, String)>,
 }
 
+/// The layer an earlier build of the same COPY made, and which of its inputs are as they were
+/// then: a rebuild whose files changed in part links each unchanged file from that layer
+/// (snapshots are immutable, so sharing an inode is safe) and writes the rest, so that the
+/// result is the layer a full copy makes, made by the same writer.
+pub(crate) struct Reuse<'a> {
+    pub(crate) previous: &'a Path,
+    /// Whether a source input (`file <path>`) was recorded alike both times.
+    pub(crate) unchanged: &'a (dyn Fn(&str) -> bool + Sync),
+}
+
 struct DirectWriter<'a> {
     out_dir: &'a Path,
     owners: Owners,
     chmod: Option<&'a Chmod>,
     /// Who a file this process creates belongs to, unless its directory gives it its group.
     creator: (u32, u32),
+    reuse: Option<&'a Reuse<'a>>,
 }
 
+/// A worker's open parents: in the new layer, and in the earlier one it may link from.
+type WorkerDirs<'m> = (Parent<'m>, ParentCache, Parent<'m>);
+
 impl<'a> DirectWriter<'a> {
-    fn new(out_dir: &'a Path, owners: Owners, chmod: Option<&'a Chmod>) -> Self {
+    fn new(
+        out_dir: &'a Path,
+        owners: Owners,
+        chmod: Option<&'a Chmod>,
+        reuse: Option<&'a Reuse<'a>>,
+    ) -> Self {
         Self {
             out_dir,
             owners,
             chmod,
+            reuse,
             creator: (
                 rustix::process::geteuid().as_raw(),
                 rustix::process::getegid().as_raw(),
@@ -1008,6 +1030,7 @@ impl<'a> DirectWriter<'a> {
     /// Writes the non-directory members on every core.
     fn write_parallel(&self, files: &[&Member], selected: &[Selected]) -> Result<(), BuildError> {
         let root = open_dir(self.out_dir)?;
+        let earlier = self.reuse.map(|r| open_dir(r.previous)).transpose()?;
         for_each_parallel(
             files,
             |m| split_dest(&m.dest).0,
@@ -1015,9 +1038,58 @@ impl<'a> DirectWriter<'a> {
                 Item::Path { meta, .. } if meta.is_file() => meta.len(),
                 _ => 0,
             },
-            || (None, ParentCache::default()),
-            |(parent, sources), m| self.write_one(&root, parent, sources, m, selected),
+            || (None, ParentCache::default(), None),
+            |dirs: &mut WorkerDirs<'_>, m| {
+                if let (Some(reuse), Some(earlier)) = (self.reuse, &earlier)
+                    && self.link_earlier(reuse, earlier, &root, dirs, m, selected)?
+                {
+                    return Ok(());
+                }
+                self.write_one(&root, &mut dirs.0, &mut dirs.1, m, selected)
+            },
         )
+    }
+
+    /// Links `m` from the earlier layer when its input is unchanged and that layer has a
+    /// regular file there of the time a copy would give; false when it must be written. A
+    /// hard-linked source is always written, with its group, as a full copy links it to the
+    /// group's first member: the earlier layer may have grouped it otherwise.
+    fn link_earlier<'m>(
+        &self,
+        reuse: &Reuse<'_>,
+        earlier: &OwnedFd,
+        root: &OwnedFd,
+        (parent, _, earlier_parent): &mut WorkerDirs<'m>,
+        m: &'m Member,
+        selected: &[Selected],
+    ) -> Result<bool, BuildError> {
+        use rustix::fs::{AtFlags, FileType};
+        let Item::Path { meta, .. } = &m.item else {
+            return Ok(false);
+        };
+        if !meta.is_file()
+            || meta.nlink() != 1
+            || !input_of(selected, m).is_some_and(|i| (reuse.unchanged)(&i))
+        {
+            return Ok(false);
+        }
+        let (dir_path, name) = split_dest(&m.dest);
+        let Ok((old_dir, _)) = cached_parent(earlier, reuse.previous, earlier_parent, dir_path)
+        else {
+            return Ok(false);
+        };
+        // Touched since, a file is the same in the key, but a copy gives it its new time.
+        let same = rustix::fs::statat(old_dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
+            FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+                && st.st_mtime == meta.mtime()
+        });
+        if !same {
+            return Ok(false);
+        }
+        let (new_dir, _) = cached_parent(root, self.out_dir, parent, dir_path)?;
+        rustix::fs::linkat(old_dir, name, new_dir, name, AtFlags::empty())
+            .map_err(|e| BuildError::io("linking", &self.out_dir.join(&m.dest), e.into()))?;
+        Ok(true)
     }
 
     /// One file, symlink or inline file, created in its parent (opened beneath the layer root
@@ -1208,178 +1280,6 @@ fn copy_exactly(src: fs::File, dst: &mut fs::File, want: u64) -> io::Result<u64>
         }
     }
     Ok(got)
-}
-
-/// Rebuilds a COPY layer from the one an earlier build of the same step made, when only some
-/// selected files changed: directories still needed and unchanged files are hard-linked from
-/// `previous` (snapshots are immutable, so sharing inodes is safe), and only what changed is
-/// written. The result is the layer a full copy would make. `root` is a read-only view of the
-/// parent layers (for the same destination decisions as a full copy); `unchanged` says whether a
-/// source input is the same as in the earlier build.
-pub(crate) fn copy_incremental(
-    copy_op: &Copy,
-    tree: &SourceTree<'_>,
-    root: &Path,
-    previous: &Path,
-    out_dir: &Path,
-    unchanged: &dyn Fn(&str) -> bool,
-) -> Result<(), BuildError> {
-    let Plan {
-        members,
-        selected,
-        owner,
-    } = plan(copy_op, tree, root)?;
-    // Directories the new layer needs: the members that are directories and every ancestor.
-    let mut needed: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
-    for m in &members {
-        let mut end = 0;
-        while let Some(i) = m.dest[end..].find('/') {
-            end += i;
-            needed.insert(m.dest[..end].to_owned());
-            end += 1;
-        }
-        if is_dir_member(m) {
-            needed.insert(m.dest.clone());
-        }
-    }
-    // Clone the needed directories that the earlier layer has, with their attributes; their
-    // times are set after their contents. The directories the copy itself makes are given
-    // their attributes of now below: a source directory's mode or time may have changed.
-    let owners = Owners::of(copy_op, owner);
-    let w = DirectWriter::new(out_dir, owners, copy_op.chmod.as_ref());
-    let mut dir_times = Vec::new();
-    for d in &needed {
-        let old = previous.join(d);
-        let Ok(meta) = fs::symlink_metadata(&old) else {
-            continue;
-        };
-        if !meta.is_dir() {
-            continue;
-        }
-        let new = out_dir.join(d);
-        fs::create_dir_all(&new).map_err(|e| BuildError::io("creating", &new, e))?;
-        w.set_dir_attributes(d, meta.mode(), (meta.uid(), meta.gid()))?;
-        dir_times.push((d.as_str(), meta.mtime(), meta.mtime_nsec()));
-    }
-    let mut made_times = std::collections::HashMap::new();
-    // By index, not moved into lists of their own: the plan holds every member once.
-    let mut write = vec![false; members.len()];
-    let mut reusable: Vec<(usize, &str, i64)> = Vec::new();
-    for (i, m) in members.iter().enumerate() {
-        match &m.item {
-            // A hard-linked source is written with the rest of its group, which a full copy
-            // links to its first member: the earlier layer may have grouped it otherwise.
-            Item::Path { meta, .. }
-                if meta.is_file()
-                    && meta.nlink() == 1
-                    && input_of(&selected, m).is_some_and(|i| unchanged(&i)) =>
-            {
-                reusable.push((i, m.dest.as_str(), meta.mtime()));
-            }
-            Item::Path { meta, .. } if meta.is_file() => write[i] = true,
-            _ if is_dir_member(m) && out_dir.join(&m.dest).is_dir() => {
-                let (mode, owner, mtime) = w.dir_attributes(&m.item)?;
-                w.set_dir_attributes(&m.dest, mode, owner)?;
-                made_times.insert(m.dest.as_str(), mtime);
-            }
-            _ => write[i] = true,
-        }
-    }
-    for i in link_parallel(previous, out_dir, &reusable)? {
-        write[i] = true;
-    }
-    drop(reusable);
-    // The times a full copy gives: the plan's for the directories it makes, the image's (kept
-    // by the earlier layer) for those it writes into.
-    let dir_times: Vec<(PathBuf, i64, i64)> = dir_times
-        .into_iter()
-        .map(|(d, sec, nsec)| match made_times.get(d) {
-            Some(&t) => (out_dir.join(d), t, 0),
-            None => (out_dir.join(d), sec, nsec),
-        })
-        .collect();
-    drop(made_times);
-    let rest: Vec<Member> = members
-        .into_iter()
-        .zip(write)
-        .filter_map(|(m, w)| w.then_some(m))
-        .collect();
-    let (reader, writer) =
-        io::pipe().map_err(|e| BuildError::io("making a pipe for", out_dir, e))?;
-    let chmod = copy_op.chmod.clone();
-    let rest = Plan {
-        members: rest,
-        selected,
-        owner,
-    };
-    let producer = std::thread::spawn(move || write_stream(&rest, owners, chmod, writer));
-    let opts = hoist_layer::ApplyOptions {
-        whiteouts: hoist_layer::WhiteoutMode::Apply,
-        ..hoist_layer::ApplyOptions::default()
-    };
-    let applied = hoist_layer::apply_layer(reader, out_dir, &opts);
-    let produced = producer
-        .join()
-        .map_err(|_| BuildError::Invalid("the copy stream writer panicked".into()))?;
-    produced.map_err(|e| BuildError::io("reading sources for", out_dir, e))?;
-    applied?;
-    for (dir, sec, nsec) in dir_times.into_iter().rev() {
-        set_mtime(&dir, sec, nsec)?;
-    }
-    Ok(())
-}
-
-/// Hard-links each of `files` (a member's index, destination and time) from the earlier layer
-/// `previous` into `out_dir` (whose directories exist), on every core; returns the indices of
-/// those the earlier layer has no regular file of that time for (they are written instead:
-/// a file touched since is the same in the key, but a full copy would give it its new time).
-fn link_parallel(
-    previous: &Path,
-    out_dir: &Path,
-    files: &[(usize, &str, i64)],
-) -> Result<Vec<usize>, BuildError> {
-    use rustix::fs::{AtFlags, FileType};
-    let (old_root, new_root) = (open_dir(previous)?, open_dir(out_dir)?);
-    let missing = std::sync::Mutex::new(Vec::new());
-    for_each_parallel(
-        files,
-        |(_, dest, _)| split_dest(dest).0,
-        |_| 0,
-        || (None, None),
-        |(old_parent, new_parent): &mut (Parent<'_>, Parent<'_>), &(i, dest, mtime)| {
-            let (dir_path, name) = split_dest(dest);
-            let old_dir = match cached_parent(&old_root, previous, old_parent, dir_path) {
-                Ok((d, _)) => d,
-                Err(_) => {
-                    missing
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push(i);
-                    return Ok(());
-                }
-            };
-            let same =
-                rustix::fs::statat(old_dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
-                    FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
-                        && st.st_mtime == mtime
-                });
-            if !same {
-                missing
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(i);
-                return Ok(());
-            }
-            let (new_dir, _) = cached_parent(&new_root, out_dir, new_parent, dir_path)?;
-            rustix::fs::linkat(old_dir, name, new_dir, name, AtFlags::empty())
-                .map_err(|e| BuildError::io("linking", &out_dir.join(dest), e.into()))
-        },
-    )?;
-    let mut missing = missing
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    missing.sort_unstable();
-    Ok(missing)
 }
 
 /// ADD of a local archive unpacks it into the destination directory instead of copying it.

@@ -459,7 +459,7 @@ impl Solver<'_, '_> {
                         let key = s.spawn(|| {
                             cache::copy_key(&parent, c, &t, from_key.as_deref(), self.store(), true)
                         });
-                        let copied = self.full_copy(c, &t, &built.image, &made.1, &made.2);
+                        let copied = self.full_copy(c, &t, &built.image, &made.1, &made.2, None);
                         (key.join(), copied)
                     });
                     copied?;
@@ -496,9 +496,8 @@ impl Solver<'_, '_> {
         // The inputs are written only when the key moved: an unchanged 20k-file COPY costs no
         // serialisation.
         let prev_key = self.store().step_key(identity)?;
-        let mut old = if prev_key.as_deref() == Some(key.as_str()) {
-            None
-        } else {
+        let mut old = None;
+        if prev_key.as_deref() != Some(key.as_str()) {
             let (len, write) = inputs.json().map_err(|e| {
                 BuildError::io(
                     "reading back the inputs set aside in",
@@ -506,14 +505,21 @@ impl Solver<'_, '_> {
                     e,
                 )
             })?;
+            // Unreadable earlier inputs are as good as none: nothing is reused or explained.
+            let keep_all = self.opts.explain_cache;
+            let mut read = |r: &mut dyn std::io::Read| {
+                old = cache::Recorded::read(r, keep_all);
+                Ok(())
+            };
+            let want_old = use_cache || self.opts.explain_cache;
             self.store().swap_step_inputs(
                 identity,
                 &key,
                 len,
                 write,
-                use_cache || self.opts.explain_cache,
-            )?
-        };
+                want_old.then_some(&mut read as &mut hoist_store::ReadOld<'_>),
+            )?;
+        }
         if use_cache && let Some(hit) = self.store().cache_get(&key)? {
             self.resolve(pending.take(), built)?;
             built.image.layers.push(hit.layer);
@@ -529,7 +535,7 @@ impl Solver<'_, '_> {
             let why = if !use_cache {
                 "the cache is disabled for this step".to_owned()
             } else {
-                cache::explain(old.as_deref(), &inputs)
+                cache::explain(old.as_ref(), &inputs)
                     .unwrap_or_else(|| "not built before".to_owned())
             };
             run.send(Msg::Explain(id, why));
@@ -554,22 +560,20 @@ impl Solver<'_, '_> {
                 let c = fetched.as_ref().map_or(c, |(_, local)| local);
                 // Compared, the recorded text is not needed while the copy runs.
                 let previous =
-                    self.previous_copy(c, prev_key.as_deref(), old.take().as_deref(), &inputs)?;
+                    self.previous_copy(c, prev_key.as_deref(), old.take().as_ref(), &inputs)?;
                 match previous {
                     Some((layer, previous, unchanged)) => {
                         earlier = Some(layer);
-                        let view = mounts::OverlayMount::new(
-                            &self.store().tmp_dir(),
-                            &self.lowerdirs(&built.image),
-                            None,
-                            self.empty,
-                        )?;
                         // Unchanged means recorded alike both times; a name missing from
                         // either is never unchanged.
                         let same = |name: &str| unchanged.contains(name);
-                        copy::copy_incremental(c, tree, view.path(), &previous, &upper, &same)?;
+                        let reuse = copy::Reuse {
+                            previous: &previous,
+                            unchanged: &same,
+                        };
+                        self.full_copy(c, tree, &built.image, &upper, &work, Some(&reuse))?;
                     }
-                    None => self.full_copy(c, tree, &built.image, &upper, &work)?,
+                    None => self.full_copy(c, tree, &built.image, &upper, &work, None)?,
                 }
             }
             Op::Exec(e) => {
@@ -609,8 +613,8 @@ impl Solver<'_, '_> {
         Ok(false)
     }
 
-    /// A COPY into the fresh layer directory `upper`: straight in when it can be, else through
-    /// the merged view.
+    /// A COPY into the fresh layer directory `upper`: straight in when it can be (linking what
+    /// `reuse` says is unchanged), else through the merged view.
     fn full_copy(
         &self,
         c: &Copy,
@@ -618,6 +622,7 @@ impl Solver<'_, '_> {
         image: &StageImage,
         upper: &Path,
         work: &Path,
+        reuse: Option<&copy::Reuse<'_>>,
     ) -> Result<(), BuildError> {
         let view = mounts::OverlayMount::new(
             &self.store().tmp_dir(),
@@ -625,7 +630,7 @@ impl Solver<'_, '_> {
             None,
             self.empty,
         )?;
-        if !copy::copy_into_layer(c, tree, view.path(), upper)? {
+        if !copy::copy_into_layer(c, tree, view.path(), upper, reuse)? {
             drop(view);
             let mount = self.mount_rw(image, upper, work)?;
             copy::copy(c, tree, mount.path())?;
@@ -708,7 +713,7 @@ impl Solver<'_, '_> {
         &self,
         c: &Copy,
         prev_key: Option<&str>,
-        old_inputs: Option<&str>,
+        old_inputs: Option<&cache::Recorded>,
         inputs: &Inputs,
     ) -> Result<Option<(LayerInfo, PathBuf, cache::Unchanged)>, BuildError> {
         if c.add || c.from != SourceRef::Context {
@@ -717,9 +722,10 @@ impl Solver<'_, '_> {
         let (Some(prev_key), Some(old)) = (prev_key, old_inputs) else {
             return Ok(None);
         };
-        let Some((old, unchanged)) = cache::compare_recorded(old, inputs) else {
+        let Some(unchanged) = cache::compare_recorded(old, inputs) else {
             return Ok(None);
         };
+        let old = old.fields();
         // Everything but the files themselves (and their digest) must be as before.
         let about_files = |k: &str| k.starts_with("file ") || k == "files";
         let fields = inputs.fields();

@@ -145,37 +145,44 @@ impl Store {
             .optional()?)
     }
 
-    /// Records a step's new key and inputs (only when its key changed), returning the inputs it
-    /// had before when `want_old` (for explaining a miss or reusing an earlier layer; a large
-    /// COPY's are megabytes, not read when not needed). The inputs are `len` bytes of text that
-    /// `write` writes straight into the row, so they are never held whole in memory.
+    /// Records a step's new key and inputs (only when its key changed), handing the inputs it
+    /// had before, if any, to `read_old` when given (for explaining a miss or reusing an
+    /// earlier layer; a large COPY's are megabytes, not read when not needed). The inputs are
+    /// `len` bytes of text that `write` writes straight into the row, and the old ones are read
+    /// from theirs: neither is ever held whole in memory.
     pub fn swap_step_inputs(
         &self,
         identity: &str,
         key: &str,
         len: usize,
         write: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
-        want_old: bool,
-    ) -> Result<Option<String>, StoreError> {
+        read_old: Option<&mut ReadOld<'_>>,
+    ) -> Result<(), StoreError> {
         let mut db = self.db();
         let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let old: Option<String> = if want_old {
-            tx.query_row(
-                "SELECT inputs FROM build_steps WHERE identity = ?1",
-                [identity],
-                |r| text(r.get_ref(0)?),
-            )
-            .optional()?
-        } else {
-            None
-        };
         let db_path = self.dir.join("meta.db");
+        if let Some(read_old) = read_old {
+            let row: Option<i64> = tx
+                .query_row(
+                    "SELECT rowid FROM build_steps WHERE identity = ?1",
+                    [identity],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(row) = row {
+                let blob = tx.blob_open(rusqlite::MAIN_DB, "build_steps", "inputs", row, true)?;
+                read_old(&mut io::BufReader::with_capacity(64 * 1024, blob))
+                    .ctx("reading step inputs from", &db_path)?;
+            }
+        }
         let len = i64::try_from(len)
             .map_err(|_| io::Error::other("step inputs too large"))
             .ctx("writing step inputs to", &db_path)?;
+        // Not an upsert: its update makes the zeroblob whole in memory, megabytes for a large
+        // COPY; a plain insert leaves it to the pages the blob is written into.
+        tx.execute("DELETE FROM build_steps WHERE identity = ?1", [identity])?;
         tx.execute(
-            "INSERT INTO build_steps (identity, key, inputs) VALUES (?1, ?2, zeroblob(?3))
-             ON CONFLICT(identity) DO UPDATE SET key = excluded.key, inputs = excluded.inputs",
+            "INSERT INTO build_steps (identity, key, inputs) VALUES (?1, ?2, zeroblob(?3))",
             params![identity, key, len],
         )?;
         let row: i64 = tx.query_row(
@@ -201,7 +208,7 @@ impl Store {
                 .ctx("writing step inputs to", &db_path)?;
         }
         tx.commit()?;
-        Ok(old)
+        Ok(())
     }
 
     /// Digests of files whose stat is unchanged since they were last hashed. One range scan
@@ -426,19 +433,8 @@ impl Store {
     }
 }
 
-/// A text column's value, whether stored as text or (written in place) as a blob.
-fn text(v: rusqlite::types::ValueRef<'_>) -> rusqlite::Result<String> {
-    use rusqlite::types::{FromSqlError, ValueRef};
-    match v {
-        ValueRef::Text(b) | ValueRef::Blob(b) => String::from_utf8(b.to_vec())
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, v.data_type(), Box::new(e))),
-        _ => Err(rusqlite::Error::FromSqlConversionFailure(
-            0,
-            v.data_type(),
-            Box::new(FromSqlError::InvalidType),
-        )),
-    }
-}
+/// What reads a step's earlier inputs as [`Store::swap_step_inputs`] streams them.
+pub type ReadOld<'a> = dyn FnMut(&mut dyn io::Read) -> io::Result<()> + 'a;
 
 /// A writer that counts what went through it.
 struct Counted<W> {

@@ -1,5 +1,5 @@
-//! A step's recorded inputs: written in place in pieces, read back whole as the previous
-//! build's, and swapped with its key.
+//! A step's recorded inputs: written in place in pieces, read back as the previous build's,
+//! and swapped with its key.
 
 use hoist_store::Store;
 
@@ -9,6 +9,13 @@ fn swap(store: &Store, id: &str, key: &str, text: &str, want_old: bool) -> Optio
         .chunks(7)
         .map(|c| String::from_utf8(c.to_vec()).unwrap())
         .collect();
+    let mut old = None;
+    let mut read = |r: &mut dyn std::io::Read| {
+        let mut text = String::new();
+        r.read_to_string(&mut text)?;
+        old = Some(text);
+        Ok(())
+    };
     store
         .swap_step_inputs(
             id,
@@ -20,9 +27,10 @@ fn swap(store: &Store, id: &str, key: &str, text: &str, want_old: bool) -> Optio
                 }
                 Ok(())
             },
-            want_old,
+            want_old.then_some(&mut read as &mut hoist_store::ReadOld<'_>),
         )
-        .unwrap()
+        .unwrap();
+    old
 }
 
 #[test]
@@ -49,9 +57,9 @@ fn inputs_are_swapped_with_the_key() {
 fn inputs_shorter_or_longer_than_announced_are_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let too_long = store.swap_step_inputs("s", "k", 3, |w| w.write_all(b"{...}"), false);
+    let too_long = store.swap_step_inputs("s", "k", 3, |w| w.write_all(b"{...}"), None);
     assert!(too_long.is_err());
-    let too_short = store.swap_step_inputs("s", "k", 30, |w| w.write_all(b"{}"), false);
+    let too_short = store.swap_step_inputs("s", "k", 30, |w| w.write_all(b"{}"), None);
     assert!(too_short.is_err());
     // Nothing of the failed swaps was kept.
     assert_eq!(store.step_key("s").unwrap(), None);
