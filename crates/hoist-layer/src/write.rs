@@ -291,8 +291,11 @@ struct TarWriter<O: TarOut> {
     root_len: usize,
     overlay: bool,
     clamp: Option<u64>,
-    /// (dev, inode) → first path, for hardlinks within the layer.
-    links: HashMap<(u64, u64), Vec<u8>>,
+    /// (dev, inode) → where its first path lies in `link_names`, for hardlinks within the
+    /// layer. Every file of a rebuilt COPY has a second link (in the earlier layer), so this
+    /// holds one path per file there: kept in one buffer, not an allocation each.
+    links: HashMap<(u64, u64), (usize, usize)>,
+    link_names: Vec<u8>,
     buf: Vec<u8>,
     entries: u64,
     content_bytes: u64,
@@ -462,6 +465,7 @@ impl<O: TarOut> TarWriter<O> {
             overlay,
             clamp: opts.clamp_mtime,
             links: HashMap::new(),
+            link_names: Vec::new(),
             buf: vec![0; COPY_BUF],
             entries: 0,
             content_bytes: 0,
@@ -596,12 +600,19 @@ impl<O: TarOut> TarWriter<O> {
 
         if file_type != FileType::Directory && st.st_nlink > 1 {
             let key = (st.st_dev, st.st_ino);
-            if let Some(first) = self.links.get(&key).cloned() {
+            if let Some(first) = self
+                .links
+                .get(&key)
+                .and_then(|&(start, end)| self.link_names.get(start..end))
+                .map(<[u8]>::to_vec)
+            {
                 member.kind = EntryType::Link;
                 member.link = &first;
                 return self.header(&member);
             }
-            self.links.insert(key, path.to_vec());
+            let start = self.link_names.len();
+            self.link_names.extend_from_slice(path);
+            self.links.insert(key, (start, self.link_names.len()));
         }
 
         match file_type {
