@@ -263,6 +263,9 @@ fn plan_selected(
     let join = |base: &str, name: &str| {
         if base.is_empty() {
             name.to_owned()
+        } else if name.is_empty() {
+            // `COPY --parents . /dst/`: the context itself keeps no path of its own.
+            base.to_owned()
         } else {
             format!("{base}/{name}")
         }
