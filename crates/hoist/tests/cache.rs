@@ -526,6 +526,7 @@ fn random_context_changes_rebuild_as_a_full_copy_would() {
             "COPY . /tmp/",
             "COPY --chmod=u+x --chown=1:2 . /tmp/",
             "COPY --parents . /tmp/",
+            "COPY --exclude=**/c1* . /tmp/",
         ] {
             random_rebuilds(seed, copy, 8);
         }
