@@ -146,6 +146,23 @@ impl Matcher {
         })
     }
 
+    /// Whether a `!` pattern could take back a path strictly below the directory `dir`: then
+    /// the context holds `dir` even where it is ignored, as docker's context transfer sends
+    /// such a directory (its own entries each decided by the patterns).
+    pub fn may_take_back_below(&self, dir: &str) -> bool {
+        let within = |a: &str, b: &str| {
+            b.is_empty()
+                || a.strip_prefix(b)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        };
+        self.patterns.iter().filter(|p| p.exclusion).any(|p| {
+            let prefix = &p.cleaned[..p.literal_len];
+            p.compiled.is_none()
+                || (prefix != dir && within(prefix, dir))
+                || (!p.literal && within(dir, prefix))
+        })
+    }
+
     /// Whether `path` (slash-separated, relative to the context) is ignored:
     /// the last pattern matching it or one of its ancestors decides.
     pub fn matches(&self, path: &str) -> Result<bool, IgnoreError> {
@@ -576,6 +593,24 @@ mod tests {
             !Matcher::new(Vec::<String>::new())
                 .unwrap()
                 .may_match_below("")
+        );
+        // Only `!` patterns take back: a directory left out stays out unless one may.
+        let m = Matcher::new(["d1", "d1/x", "d2", "!d2/keep"]).unwrap();
+        assert!(
+            !m.may_take_back_below("d1"),
+            "d1/x leaves out, never takes back"
+        );
+        assert!(m.may_take_back_below("d2") && !m.may_take_back_below("d2/keep"));
+        assert!(m.may_take_back_below("") && !m.may_take_back_below("d3"));
+        let m = Matcher::new(["*", "!*/deep/y"]).unwrap();
+        assert!(
+            m.may_take_back_below("d3"),
+            "a wildcard may take back below any directory"
+        );
+        assert!(
+            !Matcher::new(["d1", "d1/x"])
+                .unwrap()
+                .may_take_back_below("")
         );
     }
 

@@ -46,6 +46,23 @@ impl SourceTree<'_> {
         self.ignore.is_some_and(hit) || self.exclude.as_ref().is_some_and(hit)
     }
 
+    /// Whether the context holds `rel`: .dockerignore does not leave it out, or it is a
+    /// directory that a `!` pattern may take something back from (`d1` then `!d1/keep`), which
+    /// docker's context transfer sends, its entries each decided by the patterns; and
+    /// `--exclude` does not leave it out.
+    fn in_context(&self, rel: &str) -> bool {
+        let hit = |m: &Matcher| !rel.is_empty() && m.matches(rel).unwrap_or(false);
+        if self.exclude.as_ref().is_some_and(hit) {
+            return false;
+        }
+        match self.ignore {
+            Some(m) if hit(m) => {
+                m.may_take_back_below(rel) && resolve(&self.root, rel, true).is_dir()
+            }
+            _ => true,
+        }
+    }
+
     fn excluded_below(&self, rel_in_dir: &str) -> bool {
         self.exclude
             .as_ref()
@@ -81,7 +98,13 @@ impl SourceTree<'_> {
                 let rel_str = rel.join("/");
                 let dir = resolve(&self.root, &rel_str, true);
                 if wild {
-                    let Ok(entries) = fs::read_dir(&dir) else {
+                    // What .dockerignore leaves out is not in the context, so not there to list.
+                    let listed = if self.in_context(&rel_str) {
+                        fs::read_dir(&dir)
+                    } else {
+                        Err(io::ErrorKind::NotFound.into())
+                    };
+                    let Ok(entries) = listed else {
                         if first_wild {
                             // The path before the first wildcard must be a directory (an
                             // earlier wildcard's matches need not all be).
@@ -117,7 +140,7 @@ impl SourceTree<'_> {
         let mut out = Vec::new();
         for (rel, _) in found {
             let rel = rel.join("/");
-            if self.ignored(&rel) {
+            if !self.in_context(&rel) {
                 continue;
             }
             // The source itself is followed if it is a symlink (docker's COPY does), to what

@@ -705,6 +705,45 @@ fn failures_render_like_buildkit() {
         "pub\n",
         "the ignored file stays out"
     );
+    // A directory .dockerignore leaves out is not in the context, for a wildcard below it
+    // too. One that a `!` pattern may take something back from is, as docker's context
+    // transfer sends it, with what the patterns keep of it (maybe nothing).
+    std::fs::create_dir_all(ctx.join("gone")).unwrap();
+    std::fs::write(ctx.join("gone/kept.txt"), "k").unwrap();
+    std::fs::write(ctx.join("gone/left.txt"), "l").unwrap();
+    std::fs::write(ctx.join(".dockerignore"), "gone\n").unwrap();
+    fails_with("COPY gone/* /g/", &not_found("/gone/*"));
+    fails_with("COPY gone /g/", &not_found("/gone"));
+    for (ignore, kept) in [
+        ("gone\n!gone/kept.txt\n", "kept.txt\n"),
+        ("!gone/kept.txt\ngone\n", ""),
+    ] {
+        std::fs::write(ctx.join(".dockerignore"), ignore).unwrap();
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            "FROM busybox\nCOPY gone /g/\nCOPY gone/* /w/\n",
+        )
+        .unwrap();
+        let out = build(&h, &["-t", "taken-back", ctx.to_str().unwrap()]);
+        assert!(out.status.success(), "{ignore}: {out:?}");
+        assert_eq!(
+            // A wildcard matching nothing copies nothing, not even /w.
+            h.ok(&[
+                "run",
+                "--rm",
+                "taken-back",
+                "sh",
+                "-c",
+                "ls /g; ls /w 2>&1; true"
+            ]),
+            if kept.is_empty() {
+                "ls: /w: No such file or directory\n".to_owned()
+            } else {
+                format!("{kept}{kept}")
+            },
+            "{ignore}"
+        );
+    }
     std::fs::remove_file(ctx.join(".dockerignore")).unwrap();
     // Nor may the path before a wildcard be missing or a file.
     for source in ["nodir/*.txt", "file/*"] {

@@ -1453,20 +1453,22 @@ const RANDOM_CASES: u64 = 40;
 /// modes, and a Dockerfile of one to three COPYs (sources: the context, directories with and
 /// without a slash, files, wildcards; destinations: new and existing directories, file names,
 /// relative paths; sometimes --chown, and --chmod on files; COPY or ADD), with the
-/// `history.rewrite` docker 20.10 needs for the flags it leaves out of history.
+/// `history.rewrite` docker 20.10 needs for the flags it leaves out of history. A name may be
+/// a file in one place and a directory in another (`f4`), so that copies meet across types.
 ///
 /// Left out, as known differences from docker 20.10's BuildKit: several sources into a name
 /// that is not a directory (hoist fails on it, see the README), `--chmod` (current BuildKit
 /// gives the directories it creates its mode), links to nothing or through a file and a
 /// wildcard after a file name (20.10's context transfer fails on those), hard links (20.10
-/// does not keep them across a wildcard's matches), and one name for a file in one place and a
-/// directory in another (BuildKit fails where hoist replaces).
+/// does not keep them across a wildcard's matches), two COPYs alike but for their flags
+/// (docker 20.10's history leaves the flags out, and the rewrite would take both), and a `!`
+/// pattern before one that overrides it (20.10 still sends its directory, empty).
 fn random_case(seed: u64, dir: &Path) {
     let mut rng = Rng::new(seed);
     let ctx = dir;
     fs::create_dir_all(ctx).unwrap();
     const FILES: [&str; 5] = ["f1.txt", "f2.txt", "f3.md", "f4", ".f5"];
-    const DIRS: [&str; 3] = ["d1", "d2", "sub"];
+    const DIRS: [&str; 4] = ["d1", "d2", "sub", "f4"];
     let mut dirs = vec![String::new()];
     for _ in 0..4 + rng.below(10) {
         let parent = dirs[rng.below(dirs.len())].clone();
@@ -1517,6 +1519,7 @@ fn random_case(seed: u64, dir: &Path) {
         df.push_str("WORKDIR /w\n");
     }
     let mut rewrites = String::new();
+    let mut lines: Vec<(String, String)> = Vec::new();
     for i in 0..1 + rng.below(3) {
         let mut sources = Vec::new();
         for _ in 0..1 + usize::from(rng.below(4) == 0) {
@@ -1560,6 +1563,12 @@ fn random_case(seed: u64, dir: &Path) {
         let flags = format!("{chown}{chmod}");
         let plain = format!("{verb} {} {dest}", sources.join(" "));
         let line = format!("{verb} {flags}{} {dest}", sources.join(" "));
+        // A rule rewrites every entry equal to `plain`: a line without the flags would take
+        // them too.
+        if lines.iter().any(|(p, l)| *p == plain && *l != line) {
+            continue;
+        }
+        lines.push((plain.clone(), line.clone()));
         // One rule rewrites every equal entry.
         if !flags.is_empty() && !rewrites.contains(&format!("+ {line} # buildkit\n")) {
             // docker 20.10 leaves the flag out of the history; current BuildKit writes it.
@@ -1573,6 +1582,7 @@ fn random_case(seed: u64, dir: &Path) {
     }
     fs::write(ctx.join("Dockerfile"), df).unwrap();
     let mut ignore = String::from("Dockerfile\n.dockerignore\nhistory.rewrite\n");
+    let mut taken_back = String::new();
     for _ in 0..rng.below(3) {
         let line = *rng.pick(&[
             "*.md\n",
@@ -1584,8 +1594,15 @@ fn random_case(seed: u64, dir: &Path) {
             "d*/l1\n",
             "*/f4\n",
         ]);
-        ignore.push_str(line);
+        // `!` patterns last: one that a later pattern overrides still makes docker 20.10
+        // send its directory, empty.
+        if line.starts_with('!') {
+            taken_back.push_str(line);
+        } else {
+            ignore.push_str(line);
+        }
     }
+    ignore.push_str(&taken_back);
     fs::write(ctx.join(".dockerignore"), ignore).unwrap();
     if !rewrites.is_empty() {
         fs::write(ctx.join("history.rewrite"), rewrites).unwrap();
