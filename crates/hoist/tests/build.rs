@@ -622,6 +622,13 @@ fn failures_render_like_buildkit() {
             "{steps}: {out:?}"
         );
     };
+    // Steps after FROM busybox that build; what `sh -c script` prints in the image.
+    let builds_to = |steps: &str, script: &str| {
+        std::fs::write(ctx.join("Dockerfile"), format!("FROM busybox\n{steps}\n")).unwrap();
+        let out = build(&h, &["-t", "built", ctx.to_str().unwrap()]);
+        assert!(out.status.success(), "{steps}: {out:?}");
+        h.ok(&["run", "--rm", "built", "sh", "-c", script])
+    };
     let not_found = |path: &str| format!("failed to compute cache key: \"{path}\": not found");
     fails_with("COPY missing.txt /", &not_found("/missing.txt"));
     // A wildcard may match nothing, but not a link to nothing (BuildKit fails on both alike).
@@ -667,22 +674,11 @@ fn failures_render_like_buildkit() {
         .append_data(&mut header, "file/", std::io::empty())
         .unwrap();
     std::fs::write(ctx.join("a.tar"), archive.into_inner().unwrap()).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        format!("FROM busybox\n{linked}\nCOPY y tree/ /via/y/inner/\nADD a.tar /via/\n"),
-    )
-    .unwrap();
-    let out = build(&h, &["-t", "via-link", ctx.to_str().unwrap()]);
-    assert!(out.status.success(), "{out:?}");
     assert_eq!(
-        h.ok(&[
-            "run",
-            "--rm",
-            "via-link",
-            "sh",
-            "-c",
+        builds_to(
+            &format!("{linked}\nCOPY y tree/ /via/y/inner/\nADD a.tar /via/"),
             "ls /real/y/inner; test -d /real/file && echo dir"
-        ]),
+        ),
         "file\ny\ndir\n"
     );
     // A source that links to a file .dockerignore leaves out finds nothing there, as in
@@ -697,11 +693,8 @@ fn failures_render_like_buildkit() {
     std::fs::write(ctx.join("real/pub"), "p").unwrap();
     std::os::unix::fs::symlink("real", ctx.join("to-real")).unwrap();
     std::fs::write(ctx.join(".dockerignore"), "secret.txt\nreal/secret\n").unwrap();
-    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY to-real /x/\n").unwrap();
-    let out = build(&h, &["-t", "through-link", ctx.to_str().unwrap()]);
-    assert!(out.status.success(), "{out:?}");
     assert_eq!(
-        h.ok(&["run", "--rm", "through-link", "ls", "/x"]),
+        builds_to("COPY to-real /x/", "ls /x"),
         "pub\n",
         "the ignored file stays out"
     );
@@ -719,28 +712,15 @@ fn failures_render_like_buildkit() {
         ("!gone/kept.txt\ngone\n", ""),
     ] {
         std::fs::write(ctx.join(".dockerignore"), ignore).unwrap();
-        std::fs::write(
-            ctx.join("Dockerfile"),
-            "FROM busybox\nCOPY gone /g/\nCOPY gone/* /w/\n",
-        )
-        .unwrap();
-        let out = build(&h, &["-t", "taken-back", ctx.to_str().unwrap()]);
-        assert!(out.status.success(), "{ignore}: {out:?}");
+        // A wildcard matching nothing copies nothing, not even /w.
+        let want = if kept.is_empty() {
+            "ls: /w: No such file or directory\n".to_owned()
+        } else {
+            format!("{kept}{kept}")
+        };
         assert_eq!(
-            // A wildcard matching nothing copies nothing, not even /w.
-            h.ok(&[
-                "run",
-                "--rm",
-                "taken-back",
-                "sh",
-                "-c",
-                "ls /g; ls /w 2>&1; true"
-            ]),
-            if kept.is_empty() {
-                "ls: /w: No such file or directory\n".to_owned()
-            } else {
-                format!("{kept}{kept}")
-            },
+            builds_to("COPY gone /g/\nCOPY gone/* /w/", "ls /g; ls /w 2>&1; true"),
+            want,
             "{ignore}"
         );
     }
