@@ -514,8 +514,10 @@ pub(crate) fn copy(copy_op: &Copy, tree: &SourceTree<'_>, root: &Path) -> Result
 fn meets_the_view(copy_op: &Copy, plan: &Plan, root: &Path) -> Result<(), BuildError> {
     let root_fd = open_dir(root)?;
     let unpack = copy_op.add && copy_op.unpack != Some(false);
-    // Directories met already, so that a large copy looks each up once.
+    // Directories met already, and paths the view does not have, so that a large copy looks
+    // each up once.
     let mut dirs = std::collections::HashSet::new();
+    let mut absent = std::collections::HashSet::new();
     for m in &plan.members {
         if unpack && is_archive_member(&plan.selected, m) {
             continue;
@@ -525,12 +527,18 @@ fn meets_the_view(copy_op: &Copy, plan: &Plan, root: &Path) -> Result<(), BuildE
         for end in ends {
             let path = &m.dest[..end];
             let dir_here = end < own || is_dir_member(m);
+            if absent.contains(path) {
+                break;
+            }
             if path.is_empty() || (dir_here && !dirs.insert(path)) {
                 continue;
             }
             match kind_in_view(&root_fd, root, path, dir_here)? {
                 // Nothing there, so nothing below it either.
-                None => break,
+                None => {
+                    absent.insert(path);
+                    break;
+                }
                 Some(is_dir) if dir_here && !is_dir => return Err(type_conflict(path, true)),
                 Some(is_dir) if !dir_here && is_dir => return Err(type_conflict(path, false)),
                 Some(_) => {}
