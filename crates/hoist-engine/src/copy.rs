@@ -1017,21 +1017,11 @@ impl<'a> DirectWriter<'a> {
         Ok(())
     }
 
-    fn make_dir(&self, dest: &str, mode: u32, owner: (u32, u32)) -> Result<(), BuildError> {
+    /// Makes the directory `dest` of the layer with its owner and mode, owner first: chown
+    /// clears setgid.
+    fn make_dir(&self, dest: &str, mode: u32, (uid, gid): (u32, u32)) -> Result<(), BuildError> {
         let path = self.out_dir.join(dest);
         fs::create_dir(&path).map_err(|e| BuildError::io("creating", &path, e))?;
-        self.set_dir_attributes(dest, mode, owner)
-    }
-
-    /// Gives the directory `dest` of the layer its owner and mode, owner first: chown clears
-    /// setgid.
-    fn set_dir_attributes(
-        &self,
-        dest: &str,
-        mode: u32,
-        (uid, gid): (u32, u32),
-    ) -> Result<(), BuildError> {
-        let path = self.out_dir.join(dest);
         std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
             .map_err(|e| BuildError::io("chown", &path, e))?;
         fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o7777))
