@@ -202,6 +202,12 @@ fn remove_all(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
 
 /// Names in a directory, without `.` and `..`.
 pub(crate) fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
+    Ok(list_dir_typed(dir)?.into_iter().map(|(n, _)| n).collect())
+}
+
+/// The names in `dir` with the type each entry says it has (`Unknown` where the file
+/// system does not say).
+pub(crate) fn list_dir_typed(dir: BorrowedFd<'_>) -> io::Result<Vec<(Vec<u8>, FileType)>> {
     let mut names = Vec::new();
     // Dir::read_from rejects O_PATH fds; a fresh readable fd of the same directory works.
     let fd = rfs::openat(
@@ -215,7 +221,7 @@ pub(crate) fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
         let entry = entry?;
         let name = entry.file_name().to_bytes();
         if name != b"." && name != b".." {
-            names.push(name.to_vec());
+            names.push((name.to_vec(), entry.file_type()));
         }
     }
     Ok(names)

@@ -22,7 +22,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 use tar::{EntryType, Header};
 
-use crate::apply::list_dir;
+use crate::apply::list_dir_typed;
 use crate::checkpoint::{self, Checkpoints, DigestSink};
 use crate::error::LayerError;
 use crate::hashing::HashingWriter;
@@ -382,14 +382,16 @@ impl XattrsOf<'_> {
     }
 }
 
-/// Opens the regular file `name` in `dir` to read it.
+/// Opens the regular file `name` in `dir` to read it. Without touching its atime: a file
+/// just written has a ctime past its atime, so a read would dirty its inode again. (Allowed to
+/// the files' owner or a process with CAP_FOWNER; anyone else opens as usual.) Never blocks:
+/// only files listed as regular are opened, but a FIFO put in their place must not hang the walk.
 fn open_file(dir: BorrowedFd<'_>, name: &[u8], path: &[u8]) -> Result<OwnedFd, LayerError> {
-    rfs::openat(
-        dir,
-        os(name),
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    match rfs::openat(dir, os(name), flags | OFlags::NOATIME, Mode::empty()) {
+        Err(Errno::PERM) => rfs::openat(dir, os(name), flags, Mode::empty()),
+        opened => opened,
+    }
     .map_err(walk_err(path, "open file"))
 }
 
@@ -490,34 +492,53 @@ impl<O: TarOut> TarWriter<O> {
     }
 
     fn walk(&mut self, dir: BorrowedFd<'_>, rel: &[u8]) -> Result<(), LayerError> {
-        let mut names = list_dir(dir).map_err(|e| LayerError::Walk {
+        let mut names = list_dir_typed(dir).map_err(|e| LayerError::Walk {
             path: lossy(rel),
             op: "list directory",
             source: e,
         })?;
-        names.sort();
+        names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // A regular file whose content the digest reads is opened and its stat taken from the
+        // open file, in turn: one lookup of its name instead of two. Every other entry's stat
+        // is taken here, as the whiteouts must be known before their siblings are written.
+        let opens_files = self.out.reads_content();
         let mut items = Vec::with_capacity(names.len());
-        for name in names {
+        for (name, kind) in names {
             let path = concat(rel, &name);
-            let st = rfs::statat(dir, os(&name), AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(walk_err(&path, "stat"))?;
+            let st = if opens_files && kind == FileType::RegularFile {
+                None
+            } else {
+                Some(
+                    rfs::statat(dir, os(&name), AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(walk_err(&path, "stat"))?,
+                )
+            };
             items.push((name, path, st));
         }
         // Whiteouts before their siblings, as the OCI spec asks of writers.
         if self.overlay {
-            for (name, _, st) in items.iter().filter(|(_, _, st)| is_whiteout(st)) {
-                let path = concat(rel, &concat(WHITEOUT_PREFIX.as_bytes(), name));
-                self.marker(&path, self.mtime(st))?;
+            for (name, _, st) in &items {
+                if let Some(st) = st.as_ref().filter(|st| is_whiteout(st)) {
+                    let path = concat(rel, &concat(WHITEOUT_PREFIX.as_bytes(), name));
+                    self.marker(&path, self.mtime(st))?;
+                }
             }
         }
-        for (name, path, st) in &items {
-            if self.overlay && is_whiteout(st) {
+        for (name, path, st) in items {
+            if self.overlay && st.as_ref().is_some_and(is_whiteout) {
                 continue;
             }
             if name.starts_with(WHITEOUT_PREFIX.as_bytes()) {
-                return Err(LayerError::ReservedName { path: lossy(path) });
+                return Err(LayerError::ReservedName { path: lossy(&path) });
             }
-            self.member(dir, name, path, st)?;
+            let (st, opened) = match st {
+                Some(st) => (st, None),
+                None => {
+                    let fd = open_file(dir, &name, &path)?;
+                    (rfs::fstat(&fd).map_err(walk_err(&path, "stat"))?, Some(fd))
+                }
+            };
+            self.member(dir, &name, &path, &st, opened)?;
         }
         Ok(())
     }
@@ -544,6 +565,7 @@ impl<O: TarOut> TarWriter<O> {
         name: &[u8],
         path: &[u8],
         st: &Stat,
+        mut opened: Option<OwnedFd>,
     ) -> Result<(), LayerError> {
         let file_type = FileType::from_raw_mode(st.st_mode);
         if matches!(file_type, FileType::Socket | FileType::Unknown) {
@@ -552,8 +574,9 @@ impl<O: TarOut> TarWriter<O> {
         }
         // A file whose content is wanted already (the digest does not switch back to
         // skipping) is opened first: its xattrs are then read without a lookup.
-        let mut opened = None;
-        if file_type == FileType::RegularFile && st.st_size > 0 && self.out.reads_content() {
+        if file_type != FileType::RegularFile {
+            opened = None;
+        } else if opened.is_none() && st.st_size > 0 && self.out.reads_content() {
             opened = Some(open_file(dir, name, path)?);
         }
         let all_xattrs = match &opened {
