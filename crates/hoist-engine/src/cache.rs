@@ -1,15 +1,15 @@
 //! Cache keys: sha256 over a versioned, length-prefixed encoding of everything a step's result
 //! depends on — the key of the step before it (a chain back to the base image's digest), the
 //! operation and its arguments, the environment and build args that reach it, and for COPY/ADD
-//! the content digests, modes and names of exactly the files selected. Never mtimes, never a
-//! std hasher. Each key comes with its named inputs, so a miss can say what changed.
+//! the content digests (BLAKE3), modes and names of exactly the files selected. Never mtimes,
+//! never a std hasher. Each key comes with its named inputs, so a miss can say what changed.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use hoist_oci::{Digest, Sha256Hasher};
+use hoist_oci::{Algorithm, Digest, Sha256Hasher};
 use hoist_plan::{Chmod, Copy, Exec, SourceRef};
 use hoist_store::{FileStat, Store};
 
@@ -19,7 +19,12 @@ use crate::context::{
 };
 use crate::fsutil::ParentCache;
 
-const VERSION: &str = "hoist-cache/v1";
+const VERSION: &str = "hoist-cache/v2";
+
+/// What a file's content is keyed by: not an address anyone else reads, so the fastest
+/// cryptographic hash there is (BLAKE3 hashes 293 MB of a context in 0.07 s of CPU here,
+/// sha256 in 0.17 s).
+const CONTENT: Algorithm = Algorithm::Blake3;
 
 /// A key under construction, with the inputs that explain it.
 pub(crate) struct Key {
@@ -272,7 +277,8 @@ struct FileInput {
 }
 
 enum FileValue {
-    Sha256([u8; 32]),
+    /// The BLAKE3 hash of the file's content.
+    Content([u8; 32]),
     Dir,
     Link(Box<str>),
     Special,
@@ -441,7 +447,7 @@ fn format_value(out: &mut String, f: &FileInput) {
     let mode = f.mode;
     // Writing to a String cannot fail.
     let _ = match &f.what {
-        FileValue::Sha256(h) => write!(out, "{mode:o} {}", Digest::from_sha256(*h)),
+        FileValue::Content(h) => write!(out, "{mode:o} {}", Digest::from_raw(CONTENT, *h)),
         FileValue::Dir => write!(out, "{mode:o} dir"),
         FileValue::Link(target) => write!(out, "{mode:o} -> {target}"),
         FileValue::Special => write!(out, "{mode:o} special"),
@@ -458,8 +464,8 @@ fn encode_input(out: &mut Vec<u8>, path: &str, f: &FileInput) -> Result<(), Buil
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(&f.mode.to_le_bytes());
     match &f.what {
-        FileValue::Sha256(h) => {
-            out.push(b's');
+        FileValue::Content(h) => {
+            out.push(b'b');
             out.extend_from_slice(h);
         }
         FileValue::Dir => out.push(b'd'),
@@ -494,10 +500,10 @@ fn decode_input(
     let mut tag = [0u8; 1];
     r.read_exact(&mut tag)?;
     let what = match tag[0] {
-        b's' => {
+        b'b' => {
             let mut h = [0u8; 32];
             r.read_exact(&mut h)?;
-            FileValue::Sha256(h)
+            FileValue::Content(h)
         }
         b'd' => FileValue::Dir,
         b'l' => {
@@ -582,7 +588,7 @@ impl ContextFile {
 }
 
 /// What the stat fingerprint is made of (changing the encoding changes this).
-const FINGERPRINT: &str = "hoist-stat-fingerprint/v3";
+const FINGERPRINT: &str = "hoist-stat-fingerprint/v4";
 
 /// Files whose inputs are made at once: the paths and digests in flight stay bounded however
 /// large the context is.
@@ -847,7 +853,12 @@ fn add_file_inputs(
             )
         })
         .collect();
-    let mut known = store.stat_lookup(&keys)?;
+    // A digest another version of hoist recorded with another hash is no digest here.
+    let mut known: Vec<Option<Digest>> = store
+        .stat_lookup(&keys)?
+        .into_iter()
+        .map(|d| d.filter(|d| d.raw(CONTENT).is_some()))
+        .collect();
     let misses: Vec<usize> = (0..regular.len()).filter(|&j| known[j].is_none()).collect();
     let hashed = hash_parallel(misses.len(), |m| regular[misses[m]].real(selected))?;
     store.stat_record(
@@ -868,8 +879,8 @@ fn add_file_inputs(
             known
                 .next()
                 .flatten()
-                .and_then(|d| d.sha256_bytes())
-                .map(FileValue::Sha256)
+                .and_then(|d| d.raw(CONTENT))
+                .map(FileValue::Content)
                 .ok_or_else(|| BuildError::Invalid("a file was not hashed".into()))?
         } else if f.stat.is_dir() {
             FileValue::Dir
@@ -891,7 +902,7 @@ fn hash_file(path: &Path, (buf, dirs): &mut (Vec<u8>, ParentCache)) -> Result<Di
     let mut f = dirs
         .open(path, false)
         .map_err(|e| BuildError::io("reading", path, e))?;
-    let mut h = Sha256Hasher::new();
+    let mut h = blake3::Hasher::new();
     if buf.is_empty() {
         buf.resize(256 * 1024, 0);
     }
@@ -904,7 +915,7 @@ fn hash_file(path: &Path, (buf, dirs): &mut (Vec<u8>, ParentCache)) -> Result<Di
         }
         h.update(&buf[..n]);
     }
-    Ok(h.finish())
+    Ok(Digest::from_raw(CONTENT, *h.finalize().as_bytes()))
 }
 
 /// Hashes `n` files, the `i`th at `path(i)`, on every core.
@@ -1121,7 +1132,7 @@ mod tests {
 
     #[test]
     fn explains_what_changed() {
-        let d = |n: u8| Digest::from_sha256([n; 32]);
+        let d = |n: u8| Digest::from_raw(CONTENT, [n; 32]);
         let old = serde_json::json!({
             "parent": "k1",
             "file a.txt": format!("644 {}", d(1)),
@@ -1131,10 +1142,10 @@ mod tests {
         let mut new = Inputs::default();
         new.fields.insert("parent".to_owned(), "k1".to_owned());
         new.files
-            .push("c.txt", 0o644, FileValue::Sha256([3; 32]))
+            .push("c.txt", 0o644, FileValue::Content([3; 32]))
             .unwrap();
         new.files
-            .push("a.txt", 0o644, FileValue::Sha256([9; 32]))
+            .push("a.txt", 0o644, FileValue::Content([9; 32]))
             .unwrap();
         new.files.index().unwrap();
         assert_eq!(
@@ -1166,7 +1177,7 @@ mod tests {
         fill(&mut earlier.files);
         earlier
             .files
-            .push("gone.txt", 0o100644, FileValue::Sha256([7; 32]))
+            .push("gone.txt", 0o100644, FileValue::Content([7; 32]))
             .unwrap();
         let old = earlier.to_json();
         let mut now = Inputs::default();
@@ -1175,12 +1186,12 @@ mod tests {
         now.files.spill_at = 2;
         // `fill`'s files, with one content and one mode changed, and one file added.
         fill_with(&mut now.files, |i, mode, what| match i {
-            5 => (mode, FileValue::Sha256([99; 32])),
+            5 => (mode, FileValue::Content([99; 32])),
             9 => (0o100755, what),
             _ => (mode, what),
         });
         now.files
-            .push("new.txt", 0o100644, FileValue::Sha256([8; 32]))
+            .push("new.txt", 0o100644, FileValue::Content([8; 32]))
             .unwrap();
         let old = Recorded::read(old.as_bytes(), false).unwrap();
         assert!(old.all.is_none(), "only kept when asked for");
@@ -1211,7 +1222,7 @@ mod tests {
                 1 => (
                     format!("d{}/f \"{i}\"", i - 1),
                     0o100644,
-                    FileValue::Sha256([i; 32]),
+                    FileValue::Content([i; 32]),
                 ),
                 2 => (
                     format!("l{i}"),
@@ -1386,7 +1397,7 @@ mod tests {
         inputs.files.push("b", 0o40755, FileValue::Dir).unwrap();
         inputs
             .files
-            .push("b/x \"q\"", 0o100600, FileValue::Sha256([7; 32]))
+            .push("b/x \"q\"", 0o100600, FileValue::Content([7; 32]))
             .unwrap();
         inputs
             .files
@@ -1400,7 +1411,7 @@ mod tests {
             ("file b", "40755 dir".to_owned()),
             (
                 "file b/x \"q\"",
-                format!("100600 {}", Digest::from_sha256([7; 32])),
+                format!("100600 {}", Digest::from_raw(CONTENT, [7; 32])),
             ),
             ("file a", "120777 -> b".to_owned()),
             ("file p", "10644 special".to_owned()),

@@ -7,7 +7,7 @@ pub mod media;
 mod platform;
 mod reference;
 
-pub use digest::{Digest, DigestError, Sha256Hasher};
+pub use digest::{Algorithm, Digest, DigestError, Sha256Hasher};
 pub use image::{
     ContainerConfig, Descriptor, EmptyObject, HealthConfig, History, ImageConfig, Index, Manifest,
     RootFs,
