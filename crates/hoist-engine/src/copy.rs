@@ -845,7 +845,18 @@ struct DirectWriter<'a> {
     chmod: Option<&'a Chmod>,
     /// Who a file this process creates belongs to, unless its directory gives it its group.
     creator: (u32, u32),
+    /// The process's umask, when it could be read: a file created with a mode it leaves whole
+    /// needs no chmod.
+    umask: Option<u32>,
     reuse: Option<&'a Reuse<'a>>,
+}
+
+/// The process's umask, from `/proc/self/status`: setting it to learn it would change it
+/// under the other threads' feet.
+fn current_umask() -> Option<u32> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
 }
 
 /// A worker's open parents: in the new layer, and in the earlier one it may link from.
@@ -867,6 +878,7 @@ impl<'a> DirectWriter<'a> {
                 rustix::process::geteuid().as_raw(),
                 rustix::process::getegid().as_raw(),
             ),
+            umask: current_umask(),
         }
     }
 
@@ -1122,6 +1134,10 @@ impl<'a> DirectWriter<'a> {
             .map(fs::File::from)
             .map_err(|e| BuildError::io("creating", &path(), e.into()))
         };
+        // A plain mode the umask leaves whole is given at creation, and a chown keeps it; a
+        // setuid, setgid or sticky bit is set after the owner (chown clears the first two).
+        let created_whole =
+            |mode: u32| mode & !0o777 == 0 && self.umask.is_some_and(|u| mode & u == 0);
         let finish = |f: &fs::File, mode: u32, mtime: i64| -> Result<(), BuildError> {
             // Owner before mode: chown clears setuid and setgid.
             if !owned {
@@ -1132,8 +1148,10 @@ impl<'a> DirectWriter<'a> {
                 )
                 .map_err(|e| BuildError::io("chown", &path(), e.into()))?;
             }
-            rfs::fchmod(f, Mode::from_raw_mode(mode & 0o7777))
-                .map_err(|e| BuildError::io("chmod", &path(), e.into()))?;
+            if !created_whole(mode) {
+                rfs::fchmod(f, Mode::from_raw_mode(mode & 0o7777))
+                    .map_err(|e| BuildError::io("chmod", &path(), e.into()))?;
+            }
             let t = rfs::Timespec {
                 tv_sec: mtime,
                 tv_nsec: 0,
@@ -1149,10 +1167,10 @@ impl<'a> DirectWriter<'a> {
         };
         match &m.item {
             Item::Inline { content, mode } => {
-                let mut f = create(0o600)?;
+                let mode = file_mode(self.chmod, *mode, false)?;
+                let mut f = create(if created_whole(mode) { mode } else { 0o600 })?;
                 io::Write::write_all(&mut f, content)
                     .map_err(|e| BuildError::io("writing", &path(), e))?;
-                let mode = file_mode(self.chmod, *mode, false)?;
                 finish(&f, mode, jiff::Timestamp::now().as_second())
             }
             Item::Path { meta, .. } if meta.is_file() => {
@@ -1160,7 +1178,8 @@ impl<'a> DirectWriter<'a> {
                 let src = sources
                     .open(real, true)
                     .map_err(|e| BuildError::io("reading", real, e))?;
-                let mut f = create(0o600)?;
+                let mode = file_mode(self.chmod, meta.mode(), false)?;
+                let mut f = create(if created_whole(mode) { mode } else { 0o600 })?;
                 let want = meta.len();
                 let got = copy_exactly(src, &mut f, want)
                     .map_err(|e| BuildError::io("copying", real, e))?;
@@ -1170,7 +1189,6 @@ impl<'a> DirectWriter<'a> {
                         real.display()
                     )));
                 }
-                let mode = file_mode(self.chmod, meta.mode(), false)?;
                 finish(&f, mode, meta.mtime())
             }
             Item::Path { meta, .. } if meta.is_symlink() => {

@@ -436,6 +436,89 @@ fn copy_owners_modes_and_dockerignore() {
     assert!(!all.iter().any(|e| e.starts_with("d/keep.txt ")), "{all:?}");
 }
 
+/// The copy gives a plain mode at creation when the umask leaves it whole, and sets it after
+/// otherwise: under any umask the layers hold the same modes (setuid and setgid bits too,
+/// and owners given with --chown, which must not clear them).
+#[test]
+fn copied_modes_do_not_depend_on_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = with_busybox();
+    let df = "FROM busybox\nCOPY m /m/\nCOPY --chown=1234:5678 m /o/\nCOPY --chmod=664 m/f600 /c/\nCOPY <<EOF /h/x\nhi\nEOF\n";
+    let ctx = context(&h, "ctx", &[("Dockerfile", df)]);
+    let modes = [
+        0o600, 0o644, 0o664, 0o666, 0o755, 0o777, 0o4755, 0o2711, 0o1777, 0o444,
+    ];
+    std::fs::create_dir(ctx.join("m")).unwrap();
+    for mode in modes {
+        let p = ctx.join(format!("m/f{mode:o}"));
+        std::fs::write(&p, format!("{mode:o}")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let mut seen = Vec::new();
+    for umask in [0o022, 0o077, 0o000] {
+        let tag = format!("u{umask:o}");
+        // The shell sets the umask hoist starts with.
+        let base = h.cmd();
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("umask {umask:03o}; exec \"$0\" \"$@\""))
+            .arg(base.get_program())
+            .args(base.get_args())
+            .args([
+                "build",
+                "--no-cache",
+                "-q",
+                "-t",
+                &tag,
+                ctx.to_str().unwrap(),
+            ]);
+        for (k, v) in base.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut all: Vec<String> = layers(&h, &tag)
+            .concat()
+            .into_iter()
+            .filter(|e| e.contains("Regular"))
+            .collect();
+        all.sort();
+        seen.push(all);
+    }
+    for mode in modes {
+        let name = format!("f{mode:o}");
+        assert!(
+            seen[0].contains(&format!("m/{name} Regular {mode:o} 0:0")),
+            "{name}: {:?}",
+            seen[0]
+        );
+        assert!(
+            seen[0].contains(&format!("o/{name} Regular {mode:o} 1234:5678")),
+            "{name}: {:?}",
+            seen[0]
+        );
+    }
+    assert!(
+        seen[0].contains(&"c/f600 Regular 664 0:0".to_owned()),
+        "{:?}",
+        seen[0]
+    );
+    assert!(
+        seen[0].contains(&"h/x Regular 644 0:0".to_owned()),
+        "{:?}",
+        seen[0]
+    );
+    assert_eq!(seen[0], seen[1], "umask 077");
+    assert_eq!(seen[0], seen[2], "umask 000");
+}
+
 /// A file copied into a setgid directory of another group keeps its own group: the copy
 /// skips a chown only where the new file is already owned as wanted.
 #[test]
