@@ -18,6 +18,8 @@ MAKE_CONTEXTS=${MAKE_CONTEXTS:-$here/../shared/bench/make-contexts}
 mkdir -p "$BENCH_DIR"
 # A nearly full disk slows every builder's writes: say how full it is.
 echo "bench: $(df -h --output=pcent "$BENCH_DIR" | tail -1 | tr -d ' ') of the disk used" >&2
+# So does little free memory: every page written then waits for one to be reclaimed.
+echo "bench: $(awk '/^MemFree:/ {printf "%.1f GB", $2 / 1048576}' /proc/meminfo) of memory free" >&2
 
 for pkg in time busybox-static; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
