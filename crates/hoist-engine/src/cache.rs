@@ -30,6 +30,8 @@ const CONTENT: Algorithm = Algorithm::Blake3;
 pub(crate) struct Key {
     hasher: Sha256Hasher,
     inputs: Inputs,
+    /// The key before the files' contents went in, for a COPY from the context.
+    partial: Option<String>,
 }
 
 impl Key {
@@ -37,6 +39,7 @@ impl Key {
         let mut k = Self {
             hasher: Sha256Hasher::new(),
             inputs: Inputs::default(),
+            partial: None,
         };
         k.field("version", VERSION);
         k.field("parent", parent);
@@ -61,6 +64,11 @@ impl Key {
     /// Whether per-file inputs were recorded (the slow path ran).
     pub(crate) fn has_file_inputs(&self) -> bool {
         !self.inputs.files.is_empty()
+    }
+
+    /// The key before the files' contents went in (a COPY from the context only).
+    pub(crate) fn partial(&self) -> Option<&str> {
+        self.partial.as_deref()
     }
 
     pub(crate) fn finish(self) -> (String, Inputs) {
@@ -108,6 +116,31 @@ pub(crate) fn copy_key(
     store: &Store,
     per_file: bool,
 ) -> Result<Key, BuildError> {
+    let mut k = copy_key_head(parent, c);
+    match (&c.from, from) {
+        (SourceRef::Context, _) => {
+            k.partial = Some(k.peek());
+            let inputs = context_inputs(c, tree, store, per_file)?;
+            k.field("files", &inputs.digest);
+            // Covered by the digest field: recorded for explanations, not hashed again.
+            if let Some(files) = inputs.per_file {
+                k.inputs.files = files;
+            }
+        }
+        (_, Some(from)) => k.field("from", from),
+        (_, None) => k.field("from", "unknown"),
+    }
+    Ok(k)
+}
+
+/// A COPY from the context's key before its files go in: what [`Store::cache_may_hold`]
+/// is asked before the files are hashed.
+pub(crate) fn copy_partial_key(parent: &str, c: &Copy) -> String {
+    copy_key_head(parent, c).peek()
+}
+
+/// Everything in a COPY's key but its sources' contents.
+fn copy_key_head(parent: &str, c: &Copy) -> Key {
     let mut k = Key::new(parent, if c.add { "add" } else { "copy" });
     k.field("dest", &c.dest);
     k.field("chown", c.chown.as_deref().unwrap_or(""));
@@ -127,19 +160,7 @@ pub(crate) fn copy_key(
             &format!("{:o} {}", f.mode, f.content),
         );
     }
-    match (&c.from, from) {
-        (SourceRef::Context, _) => {
-            let inputs = context_inputs(c, tree, store, per_file)?;
-            k.field("files", &inputs.digest);
-            // Covered by the digest field: recorded for explanations, not hashed again.
-            if let Some(files) = inputs.per_file {
-                k.inputs.files = files;
-            }
-        }
-        (_, Some(from)) => k.field("from", from),
-        (_, None) => k.field("from", "unknown"),
-    }
-    Ok(k)
+    k
 }
 
 /// The selected context files, as one digest over `file <path>` → `<mode> <digest or link

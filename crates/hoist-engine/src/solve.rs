@@ -45,6 +45,8 @@ struct Pending<'s> {
     upper: PathBuf,
     digest: std::thread::ScopedJoinHandle<'s, Result<DigestedSnapshot, StoreError>>,
     key: String,
+    /// The key before the files' contents went in (see `Store::cache_may_hold`).
+    partial: Option<String>,
     created: String,
 }
 
@@ -374,7 +376,8 @@ impl Solver<'_, '_> {
             .join()
             .map_err(|_| BuildError::Invalid("the layer digest thread panicked".into()))??;
         let layer = self.store().commit_digested(&p.upper, &digested)?;
-        self.store().cache_put(&p.key, &layer, &p.created)?;
+        self.store()
+            .cache_put(&p.key, p.partial.as_deref(), &layer, &p.created)?;
         built.image.layers.push(layer);
         Ok(())
     }
@@ -451,9 +454,20 @@ impl Solver<'_, '_> {
                     ));
                 }
                 let (t, from_key) = self.copy_source(c, run, &mut from_mount)?;
-                if !use_cache && !self.opts.explain_cache && c.from == SourceRef::Context {
-                    // The key is only recorded, not looked up: hash the files while copying
-                    // them. A full copy, as the cache is not to be used.
+                // A step never built here, whose key before its files' contents no cache entry
+                // has, cannot hit whatever the files hold (a new project's first build).
+                let cannot_hit = || -> Result<bool, BuildError> {
+                    Ok(self.store().step_key(identity)?.is_none()
+                        && !self
+                            .store()
+                            .cache_may_hold(&cache::copy_partial_key(&parent, c))?)
+                };
+                if c.from == SourceRef::Context
+                    && !self.opts.explain_cache
+                    && (!use_cache || cannot_hit()?)
+                {
+                    // The key is only recorded, not looked up first: hash the files while
+                    // copying them. A full copy, as there is nothing to reuse.
                     let made = self.upper()?;
                     let (key, copied) = std::thread::scope(|s| {
                         let key = s.spawn(|| {
@@ -492,6 +506,7 @@ impl Solver<'_, '_> {
             }
             Op::Meta(_) => return Ok(true),
         };
+        let partial = key.partial().map(str::to_owned);
         let (key, mut inputs) = key.finish();
         // The inputs are written only when the key moved: an unchanged 20k-file COPY costs no
         // serialisation.
@@ -599,6 +614,7 @@ impl Solver<'_, '_> {
                 upper,
                 digest,
                 key: key.clone(),
+                partial,
                 created,
             });
             built.key = key;
@@ -606,7 +622,7 @@ impl Solver<'_, '_> {
         }
         let layer = self.store().commit_snapshot(&upper)?;
         let created = now_rfc3339();
-        self.store().cache_put(&key, &layer, &created)?;
+        self.store().cache_put(&key, None, &layer, &created)?;
         built.image.layers.push(layer);
         history(&mut built.image, history_line, Some(created));
         built.key = key;

@@ -70,7 +70,8 @@ CREATE TABLE IF NOT EXISTS build_cache (
     key       TEXT PRIMARY KEY,
     diff_id   TEXT NOT NULL,
     created   TEXT NOT NULL,
-    last_used INTEGER NOT NULL
+    last_used INTEGER NOT NULL,
+    partial   TEXT
 );
 CREATE INDEX IF NOT EXISTS build_cache_diff ON build_cache (diff_id);
 CREATE TABLE IF NOT EXISTS build_steps (
@@ -92,6 +93,22 @@ CREATE TABLE IF NOT EXISTS stat_cache (
     digest   TEXT NOT NULL
 );
 ";
+
+/// Brings a `build_cache` table made before it had a `partial` column up to date (the
+/// schema's CREATE TABLE does not touch a table that exists), and indexes that column.
+pub(crate) fn migrate(db: &rusqlite::Connection) -> Result<(), rusqlite::Error> {
+    let has_partial: bool = db.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('build_cache') WHERE name = 'partial')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_partial {
+        db.execute_batch("ALTER TABLE build_cache ADD COLUMN partial TEXT")?;
+    }
+    db.execute_batch(
+        "CREATE INDEX IF NOT EXISTS build_cache_partial ON build_cache (partial) WHERE partial IS NOT NULL",
+    )
+}
 
 impl Store {
     /// The layer cached under `key`, if it is still in the store.
@@ -123,14 +140,39 @@ impl Store {
         Ok(Some(CacheHit { layer, created }))
     }
 
-    /// Records that the step `key` made `layer` at `created`.
-    pub fn cache_put(&self, key: &str, layer: &LayerInfo, created: &str) -> Result<(), StoreError> {
+    /// Records that the step `key` made `layer` at `created`. `partial` is the step's key
+    /// before its files' contents were added, if it has any (see [`Store::cache_may_hold`]).
+    pub fn cache_put(
+        &self,
+        key: &str,
+        partial: Option<&str>,
+        layer: &LayerInfo,
+        created: &str,
+    ) -> Result<(), StoreError> {
         self.db().execute(
-            "INSERT INTO build_cache (key, diff_id, created, last_used) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(key) DO UPDATE SET diff_id = excluded.diff_id, created = excluded.created, last_used = excluded.last_used",
-            params![key, layer.diff_id.as_str(), created, jiff::Timestamp::now().as_second()],
+            "INSERT INTO build_cache (key, diff_id, created, last_used, partial) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(key) DO UPDATE SET diff_id = excluded.diff_id, created = excluded.created,
+             last_used = excluded.last_used, partial = excluded.partial",
+            params![
+                key,
+                layer.diff_id.as_str(),
+                created,
+                jiff::Timestamp::now().as_second(),
+                partial
+            ],
         )?;
         Ok(())
+    }
+
+    /// Whether a step whose key, before its files' contents, is `partial` may be cached: some
+    /// entry was recorded with that partial key. When none was, no key made from it can hit,
+    /// whatever the files hold.
+    pub fn cache_may_hold(&self, partial: &str) -> Result<bool, StoreError> {
+        Ok(self.db().query_row(
+            "SELECT EXISTS (SELECT 1 FROM build_cache WHERE partial = ?1)",
+            [partial],
+            |r| r.get(0),
+        )?)
     }
 
     /// The key a step had at its last build.

@@ -191,6 +191,7 @@ impl Store {
         if current != version {
             db.execute_batch(SCHEMA)?;
             db.execute_batch(cache::CACHE_SCHEMA)?;
+            cache::migrate(&db)?;
             db.execute_batch(settle::SCHEMA)?;
             db.pragma_update(None, "user_version", version)?;
         }

@@ -57,7 +57,7 @@ fn built(store: &Store, name: &str, seed: u64) -> LayerInfo {
     }
     let layer = store.commit_snapshot(&upper).unwrap();
     store
-        .cache_put(&format!("key-{name}"), &layer, "2026-01-01T00:00:00Z")
+        .cache_put(&format!("key-{name}"), None, &layer, "2026-01-01T00:00:00Z")
         .unwrap();
     layer
 }

@@ -297,16 +297,39 @@ fn no_cache_and_no_cache_filter() {
 /// key it records must be the one a later build looks up.
 #[test]
 fn a_no_cache_build_records_the_keys_a_later_build_hits() {
+    first_build_records_the_keys_a_later_build_hits(&["--no-cache"]);
+}
+
+/// So does the first build of a project with the cache on (without `--explain-cache`): no
+/// entry holds its COPY's key before the files, so it cannot hit and copies while it hashes.
+/// The same project in another directory is then a step with that partial key, and hits.
+#[test]
+fn a_first_build_records_the_keys_a_later_build_hits() {
+    let h = first_build_records_the_keys_a_later_build_hits(&[]);
+    let moved = h.path("moved");
+    let out = std::process::Command::new("cp")
+        .args([
+            "-a",
+            h.path("ctx").to_str().unwrap(),
+            moved.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = h.output(&["build", "--progress", "plain", moved.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(err.matches("CACHED").count(), 3, "{err}");
+}
+
+fn first_build_records_the_keys_a_later_build_hits(flags: &[&str]) -> Hoist {
     let h = with_busybox();
     let ctx = project(&h);
     let iid = h.path("first-iid");
-    let out = h.output(&[
-        "build",
-        "--no-cache",
-        "--iidfile",
-        iid.to_str().unwrap(),
-        ctx.to_str().unwrap(),
-    ]);
+    let mut args = vec!["build"];
+    args.extend_from_slice(flags);
+    args.extend(["--iidfile", iid.to_str().unwrap(), ctx.to_str().unwrap()]);
+    let out = h.output(&args);
     assert!(
         out.status.success(),
         "{}",
@@ -320,6 +343,7 @@ fn a_no_cache_build_records_the_keys_a_later_build_hits() {
         file_in(&h, second.id.trim(), "app/lib/util.sh").as_deref(),
         Some("echo util")
     );
+    h
 }
 
 /// A COPY's layer is committed after the RUN that follows it started on it (see the solver's
