@@ -605,8 +605,13 @@ impl Solver<'_, '_> {
             // Hashed while the next step runs on it; see `Pending`.
             let store = self.store();
             let digest_upper = upper.clone();
-            let digest =
-                scope.spawn(move || store.digest_snapshot(&digest_upper, earlier.as_ref()));
+            let digest = scope.spawn(move || {
+                // Behind the next step's own processes for the CPU (this thread and the
+                // hashing thread it starts): a RUN that keeps one core busy keeps it, and the
+                // digest takes what is left, which it has all of once that RUN is done.
+                let _ = rustix::process::setpriority_process(None, 10);
+                store.digest_snapshot(&digest_upper, earlier.as_ref())
+            });
             let created = now_rfc3339();
             history(&mut built.image, history_line, Some(created.clone()));
             *pending = Some(Pending {
