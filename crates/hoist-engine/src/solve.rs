@@ -467,7 +467,8 @@ impl Solver<'_, '_> {
                     && (!use_cache || cannot_hit()?)
                 {
                     // The key is only recorded, not looked up first: hash the files while
-                    // copying them. A full copy, as there is nothing to reuse.
+                    // copying them. A full copy: with the cache off nothing is reused, and a
+                    // step never built here has no earlier layer.
                     let made = self.upper()?;
                     let (key, copied) = std::thread::scope(|s| {
                         let key = s.spawn(|| {
