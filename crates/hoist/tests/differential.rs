@@ -55,6 +55,8 @@ struct Case {
     target: Option<&'static str>,
     /// Writes what git cannot hold (modes, symlinks, hardlinks, archives) into the context.
     setup: Option<fn(&Path)>,
+    /// Secrets given to both builders (`--secret id=<id>,src=<a file holding the value>`).
+    secrets: &'static [(&'static str, &'static str)],
 }
 
 const fn case(name: &'static str) -> Case {
@@ -64,6 +66,7 @@ const fn case(name: &'static str) -> Case {
         labels: &[],
         target: None,
         setup: None,
+        secrets: &[],
     }
 }
 
@@ -139,6 +142,10 @@ fn cases() -> Vec<Case> {
         case("copy_parents"),
         case("copy_exclude"),
         case("run_network_none"),
+        Case {
+            secrets: &[("s", "a secret value\n")],
+            ..case("run_mounts")
+        },
         Case {
             setup: Some(setup_zstd),
             ..case("add_zstd")
@@ -1254,6 +1261,13 @@ fn run_case(d: &Docker, h: &Hoist, work: &Path, case: &Case, src: &Path) -> Vec<
     let tag = format!("diff/{}", case.name);
     let twin = src.join("docker.Dockerfile");
     let ctx_s = ctx.to_str().unwrap().to_owned();
+    let mut secret_args = Vec::new();
+    for (id, value) in case.secrets {
+        let file = work.join(case.name).join(format!("secret-{id}"));
+        fs::write(&file, value).unwrap();
+        secret_args.push("--secret".to_owned());
+        secret_args.push(format!("id={id},src={}", file.display()));
+    }
 
     let mut dargs: Vec<String> = vec![
         "build".into(),
@@ -1267,6 +1281,7 @@ fn run_case(d: &Docker, h: &Hoist, work: &Path, case: &Case, src: &Path) -> Vec<
         dargs.push(twin.to_str().unwrap().into());
     }
     dargs.extend(common_args(case));
+    dargs.extend(secret_args.iter().cloned());
     dargs.push(ctx_s.clone());
     let dargs: Vec<&str> = dargs.iter().map(String::as_str).collect();
 
@@ -1280,6 +1295,7 @@ fn run_case(d: &Docker, h: &Hoist, work: &Path, case: &Case, src: &Path) -> Vec<
         tag.clone(),
     ];
     hargs.extend(common_args(case));
+    hargs.extend(secret_args);
     hargs.push(ctx_s);
     let hargs: Vec<&str> = hargs.iter().map(String::as_str).collect();
 
