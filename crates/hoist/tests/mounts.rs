@@ -145,6 +145,7 @@ fn tmpfs_and_bind_mounts_leave_nothing_behind() {
     let df = "FROM busybox AS src\nRUN echo from a stage > /made\n\
               FROM busybox\n\
               RUN --mount=type=tmpfs,target=/scratch echo x > /scratch/x && grep ' /scratch tmpfs ' /proc/mounts > /tmpfs-line\n\
+              RUN --mount=type=tmpfs,target=/sized,size=1m grep ' /sized tmpfs ' /proc/mounts > /sized-line\n\
               RUN --mount=type=bind,source=ctxfile,target=/in/ctxfile cat /in/ctxfile > /from-context\n\
               RUN --mount=type=bind,from=src,source=/made,target=/in/made cat /in/made > /from-stage\n\
               RUN --mount=type=bind,target=/ctx,rw echo scribble > /ctx/ctxfile && cat /ctx/ctxfile > /rw-saw\n\
@@ -153,6 +154,8 @@ fn tmpfs_and_bind_mounts_leave_nothing_behind() {
     run_build(&h, &["-t", "mnt", dir.to_str().unwrap()]);
     let (names, files, _) = layer_files(&h, "mnt");
     assert!(String::from_utf8_lossy(&files["tmpfs-line"]).contains(" /scratch tmpfs "));
+    let sized = String::from_utf8_lossy(&files["sized-line"]).into_owned();
+    assert!(sized.contains("size=1024k"), "{sized}");
     assert_eq!(files["from-context"], b"from the context\n");
     assert_eq!(files["from-stage"], b"from a stage\n");
     assert_eq!(files["rw-saw"], b"scribble\n");
@@ -168,6 +171,8 @@ fn tmpfs_and_bind_mounts_leave_nothing_behind() {
     for n in &names {
         assert!(
             !n.starts_with("scratch")
+                && n.as_str() != "sized"
+                && !n.starts_with("sized/")
                 && !n.starts_with("in/")
                 && !n.starts_with("ctx")
                 && !n.starts_with("ro/"),
