@@ -173,6 +173,7 @@ fn tmpfs_and_bind_mounts_leave_nothing_behind() {
             !n.starts_with("scratch")
                 && n.as_str() != "sized"
                 && !n.starts_with("sized/")
+                && n.as_str() != "in"
                 && !n.starts_with("in/")
                 && !n.starts_with("ctx")
                 && !n.starts_with("ro/"),
