@@ -416,6 +416,8 @@ impl Solver<'_, '_> {
         let mut fetched: Option<(tempfile::TempDir, Copy)> = None;
         // A layer directory a COPY already filled (see the COPY arm below).
         let mut copied_early = None;
+        // The key this step had at its last build here, if it was built here.
+        let prev_key = self.store().step_key(identity)?;
         let (key, history_line) = match op {
             Op::Workdir(path) => {
                 built.image.container().working_dir = Some(path.clone());
@@ -457,7 +459,7 @@ impl Solver<'_, '_> {
                 // A step never built here, whose key before its files' contents no cache entry
                 // has, cannot hit whatever the files hold (a new project's first build).
                 let cannot_hit = || -> Result<bool, BuildError> {
-                    Ok(self.store().step_key(identity)?.is_none()
+                    Ok(prev_key.is_none()
                         && !self
                             .store()
                             .cache_may_hold(&cache::copy_partial_key(&parent, c))?)
@@ -490,7 +492,7 @@ impl Solver<'_, '_> {
                     // key moved records them (for --explain-cache and an incremental copy).
                     if c.from == SourceRef::Context
                         && !key.has_file_inputs()
-                        && self.store().step_key(identity)?.as_deref() != Some(key.peek().as_str())
+                        && prev_key.as_deref() != Some(key.peek().as_str())
                     {
                         key = cache::copy_key(
                             &parent,
@@ -511,7 +513,6 @@ impl Solver<'_, '_> {
         let (key, mut inputs) = key.finish();
         // The inputs are written only when the key moved: an unchanged 20k-file COPY costs no
         // serialisation.
-        let prev_key = self.store().step_key(identity)?;
         let mut old = None;
         if prev_key.as_deref() != Some(key.as_str()) {
             let (len, write) = inputs.json().map_err(|e| {
