@@ -173,6 +173,46 @@ pub fn render<T: Serialize>(
         .map_err(Error::Write)
 }
 
+/// Renders `data` once with the `--format` value `source`, as docker's verbose `system df`
+/// does with a template: `table` is only dropped (no header row), `json` is `{{json .}}`,
+/// and no newline follows.
+///
+/// `{{json .}}` keeps the order of `data`'s fields, as Go's encoder does for a struct (a
+/// template sees a map, whose keys come sorted).
+pub fn render_whole<T: Serialize>(
+    source: &str,
+    data: &T,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let format = Format::parse(source);
+    if format.template_text() == JSON_TEMPLATE {
+        let text = serde_json::to_string(data).map_err(|error| Error::Data {
+            index: 0,
+            message: error.to_string(),
+        })?;
+        // Go escapes these inside strings; outside strings JSON has none of them.
+        let mut escaped = String::with_capacity(text.len());
+        for c in text.chars() {
+            match c {
+                '<' => escaped.push_str("\\u003c"),
+                '>' => escaped.push_str("\\u003e"),
+                '&' => escaped.push_str("\\u0026"),
+                '\u{2028}' => escaped.push_str("\\u2028"),
+                '\u{2029}' => escaped.push_str("\\u2029"),
+                c => escaped.push(c),
+            }
+        }
+        return out.write_all(escaped.as_bytes()).map_err(Error::Write);
+    }
+    let template = Template::parse_rows(format.template_text())?;
+    let data = gotmpl::to_value(data).map_err(|error| Error::Data {
+        index: 0,
+        message: error.to_string(),
+    })?;
+    out.write_all(template.execute(&data)?.as_bytes())
+        .map_err(Error::Write)
+}
+
 /// Renders `docker image inspect` output for `elements` (the API's JSON,
 /// field order kept).
 ///

@@ -40,7 +40,7 @@ mod time;
 pub use display::{ellipsis, truncate_id};
 pub use format::{
     DEFAULT_HISTORY_TABLE, DEFAULT_IMAGES_TABLE, DEFAULT_IMAGES_TABLE_WITH_DIGEST, Format,
-    HISTORY_HEADERS, IMAGES_HEADERS, NON_HUMAN_HISTORY_TABLE, render, render_inspect,
+    HISTORY_HEADERS, IMAGES_HEADERS, NON_HUMAN_HISTORY_TABLE, render, render_inspect, render_whole,
 };
 pub use size::{bytes_size, human_size, human_size_with_precision};
 pub use tabwriter::TabWriter;

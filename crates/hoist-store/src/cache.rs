@@ -45,6 +45,49 @@ pub struct CacheUsage {
     pub reclaimable: u64,
 }
 
+/// One build cache entry, as `system df -v` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheEntry {
+    /// The step's key.
+    pub key: String,
+    /// The layer it made.
+    pub diff_id: String,
+    /// The layer's size on disk.
+    pub size: u64,
+    /// When the step made it (RFC 3339, as recorded for its history).
+    pub created: String,
+    /// When a build last made or hit it, in unix seconds.
+    pub last_used: i64,
+    /// How many builds made or hit it.
+    pub uses: u64,
+    /// Whether an image holds its layer too (removing the entry then frees nothing).
+    pub shared: bool,
+}
+
+/// One `RUN --mount=type=cache` directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheMountUsage {
+    /// Its directory's name under `cache-mounts/` (the sha256 of the mount's id).
+    pub dir: String,
+    /// Bytes of the files in it.
+    pub size: u64,
+    /// When it was made and last mounted, in unix seconds, and how many steps mounted it;
+    /// unknown for a directory made before hoist recorded these.
+    pub created: Option<i64>,
+    pub last_used: Option<i64>,
+    pub uses: Option<u64>,
+}
+
+/// Which build cache a [`Store::prune_cache`] removes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CachePrune {
+    /// Stop once the layers only the cache keeps fit in this many bytes (least recently used
+    /// go first).
+    pub keep_bytes: Option<u64>,
+    /// Only entries no build used since this unix second (docker's `until` filter).
+    pub unused_since: Option<i64>,
+}
+
 fn common_prefix<'a>(mut paths: impl Iterator<Item = &'a str>) -> String {
     let Some(first) = paths.next() else {
         return String::new();
@@ -71,9 +114,18 @@ CREATE TABLE IF NOT EXISTS build_cache (
     diff_id   TEXT NOT NULL,
     created   TEXT NOT NULL,
     last_used INTEGER NOT NULL,
-    partial   TEXT
+    partial   TEXT,
+    uses      INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS build_cache_diff ON build_cache (diff_id);
+-- What `system df -v` says of a RUN --mount=type=cache directory (cache-mounts/<dir>): when
+-- it was made and last mounted, in unix seconds, and how many steps mounted it.
+CREATE TABLE IF NOT EXISTS cache_mounts (
+    dir       TEXT PRIMARY KEY,
+    created   INTEGER NOT NULL,
+    last_used INTEGER NOT NULL,
+    uses      INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS build_steps (
     identity TEXT PRIMARY KEY,
     key      TEXT NOT NULL,
@@ -94,16 +146,21 @@ CREATE TABLE IF NOT EXISTS stat_cache (
 );
 ";
 
-/// Brings a `build_cache` table made before it had a `partial` column up to date (the
-/// schema's CREATE TABLE does not touch a table that exists), and indexes that column.
+/// Brings a `build_cache` table made before it had its `partial` and `uses` columns up to
+/// date (the schema's CREATE TABLE does not touch a table that exists), and indexes `partial`.
 pub(crate) fn migrate(db: &rusqlite::Connection) -> Result<(), rusqlite::Error> {
-    let has_partial: bool = db.query_row(
-        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('build_cache') WHERE name = 'partial')",
-        [],
-        |r| r.get(0),
-    )?;
-    if !has_partial {
+    let has = |column: &str| -> Result<bool, rusqlite::Error> {
+        db.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('build_cache') WHERE name = ?1)",
+            [column],
+            |r| r.get(0),
+        )
+    };
+    if !has("partial")? {
         db.execute_batch("ALTER TABLE build_cache ADD COLUMN partial TEXT")?;
+    }
+    if !has("uses")? {
+        db.execute_batch("ALTER TABLE build_cache ADD COLUMN uses INTEGER NOT NULL DEFAULT 1")?;
     }
     db.execute_batch(
         "CREATE INDEX IF NOT EXISTS build_cache_partial ON build_cache (partial) WHERE partial IS NOT NULL",
@@ -134,7 +191,7 @@ impl Store {
             return Ok(None);
         }
         db.execute(
-            "UPDATE build_cache SET last_used = ?2 WHERE key = ?1",
+            "UPDATE build_cache SET last_used = ?2, uses = uses + 1 WHERE key = ?1",
             params![key, jiff::Timestamp::now().as_second()],
         )?;
         Ok(Some(CacheHit { layer, created }))
@@ -382,18 +439,125 @@ impl Store {
                 let _ = std::fs::remove_dir(&path);
             }
         }
+        let now = jiff::Timestamp::now().as_second();
+        self.db().execute(
+            "INSERT INTO cache_mounts (dir, created, last_used, uses) VALUES (?1, ?2, ?2, 1)
+             ON CONFLICT(dir) DO UPDATE SET last_used = excluded.last_used, uses = uses + 1",
+            params![Digest::sha256_of(id.as_bytes()).hex(), now],
+        )?;
         Ok(dir)
     }
 
-    /// Removes every cache mount's contents (`builder prune --all`); returns the bytes freed.
-    pub fn prune_cache_mounts(&self) -> Result<u64, StoreError> {
+    /// Removes the `RUN --mount=type=cache` directories — all of them, or those no step
+    /// mounted since the unix second `unused_since` — and returns their names and bytes.
+    pub fn prune_cache_mounts(
+        &self,
+        unused_since: Option<i64>,
+    ) -> Result<(Vec<String>, u64), StoreError> {
         use crate::error::IoContext;
         let base = self.dir.join("cache-mounts");
-        let bytes = crate::dir_size(&base);
-        if base.exists() {
-            std::fs::remove_dir_all(&base).ctx("removing", &base)?;
+        let Some(cutoff) = unused_since else {
+            let mounts = self.cache_mounts()?.into_iter().map(|m| m.dir).collect();
+            let bytes = crate::dir_size(&base);
+            if base.exists() {
+                std::fs::remove_dir_all(&base).ctx("removing", &base)?;
+            }
+            self.db().execute("DELETE FROM cache_mounts", [])?;
+            return Ok((mounts, bytes));
+        };
+        let (mut removed, mut bytes) = (Vec::new(), 0);
+        for m in self.cache_mounts()? {
+            if m.last_used.is_some_and(|t| t >= cutoff) {
+                continue;
+            }
+            let dir = base.join(&m.dir);
+            std::fs::remove_dir_all(&dir).ctx("removing", &dir)?;
+            self.db()
+                .execute("DELETE FROM cache_mounts WHERE dir = ?1", [&m.dir])?;
+            bytes += m.size;
+            removed.push(m.dir);
         }
-        Ok(bytes)
+        Ok((removed, bytes))
+    }
+
+    /// The `RUN --mount=type=cache` directories, most recently used last.
+    pub fn cache_mounts(&self) -> Result<Vec<CacheMountUsage>, StoreError> {
+        use crate::error::IoContext;
+        let base = self.dir.join("cache-mounts");
+        let listing = match std::fs::read_dir(&base) {
+            Ok(l) => l,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).ctx("listing", &base),
+        };
+        let mut out = Vec::new();
+        for entry in listing {
+            let entry = entry.ctx("listing", &base)?;
+            let name = entry.file_name();
+            // Directories still being made are `cm-…`; finished ones are named by a digest.
+            let Some(dir) = name
+                .to_str()
+                .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+            else {
+                continue;
+            };
+            let row: Option<(i64, i64, i64)> = self
+                .db()
+                .query_row(
+                    "SELECT created, last_used, uses FROM cache_mounts WHERE dir = ?1",
+                    [dir],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            out.push(CacheMountUsage {
+                dir: dir.to_owned(),
+                size: crate::dir_size(&entry.path()),
+                created: row.map(|r| r.0),
+                last_used: row.map(|r| r.1),
+                uses: row.map(|r| r.2.max(0) as u64),
+            });
+        }
+        out.sort_by(|a, b| (a.last_used, &a.dir).cmp(&(b.last_used, &b.dir)));
+        Ok(out)
+    }
+
+    /// Every build cache entry, least recently used first (as `docker system df -v` sorts).
+    pub fn cache_entries(&self) -> Result<Vec<CacheEntry>, StoreError> {
+        let db = self.db();
+        let mut stmt = db.prepare(
+            "SELECT c.key, c.diff_id, COALESCE(l.size, 0), c.created, c.last_used, c.uses,
+                    EXISTS (SELECT 1 FROM image_layers i WHERE i.diff_id = c.diff_id)
+             FROM build_cache c LEFT JOIN layers l ON l.diff_id = c.diff_id
+             ORDER BY c.last_used ASC, c.key ASC",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(CacheEntry {
+                key: r.get(0)?,
+                diff_id: r.get(1)?,
+                size: r.get::<_, i64>(2)?.max(0) as u64,
+                created: r.get(3)?,
+                last_used: r.get(4)?,
+                uses: r.get::<_, i64>(5)?.max(0) as u64,
+                shared: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// For each image, the bytes of its layers that another image holds too (docker's
+    /// `SharedSize`); the rest of its size is its own.
+    pub fn images_shared_size(&self) -> Result<std::collections::HashMap<String, u64>, StoreError> {
+        let db = self.db();
+        let mut stmt = db.prepare(
+            "SELECT i.image, COALESCE(SUM(l.size), 0)
+             FROM (SELECT DISTINCT image, diff_id FROM image_layers) i
+             JOIN layers l ON l.diff_id = i.diff_id
+             WHERE (SELECT COUNT(DISTINCT image) FROM image_layers o WHERE o.diff_id = i.diff_id) > 1
+             GROUP BY i.image",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Bytes of the layers images use, each layer once (docker's `system df` image size).
@@ -422,11 +586,13 @@ impl Store {
         })
     }
 
-    /// Drops cache entries — all of them, or the least recently used until the layers only the
-    /// cache keeps fit in `keep_bytes` — and the layers nothing references any more. Returns
-    /// the entries removed and the bytes reclaimed.
-    pub fn prune_cache(&self, keep_bytes: Option<u64>) -> Result<(u64, u64), StoreError> {
-        let mut removed = 0u64;
+    /// Drops cache entries — all of them, or those `opts` selects: unused since its time,
+    /// least recently used first until the layers only the cache keeps fit in its bytes — and
+    /// the layers nothing references any more. Returns the keys of the entries removed and
+    /// the bytes reclaimed.
+    pub fn prune_cache(&self, opts: &CachePrune) -> Result<(Vec<String>, u64), StoreError> {
+        let keep_bytes = opts.keep_bytes;
+        let mut removed = Vec::new();
         let before = self.cache_usage()?.reclaimable;
         {
             let mut db = self.db();
@@ -434,10 +600,12 @@ impl Store {
             let rows: Vec<(String, String, i64)> = {
                 let mut stmt = tx.prepare(
                     "SELECT c.key, c.diff_id, COALESCE(l.size, 0) FROM build_cache c LEFT JOIN layers l ON l.diff_id = c.diff_id
-                     ORDER BY c.last_used ASC",
+                     WHERE c.last_used < ?1 ORDER BY c.last_used ASC",
                 )?;
-                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                    .collect::<Result<_, _>>()?
+                stmt.query_map([opts.unused_since.unwrap_or(i64::MAX)], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect::<Result<_, _>>()?
             };
             let mut total: u64 = before;
             for (key, _diff, size) in rows {
@@ -448,9 +616,10 @@ impl Store {
                     total = total.saturating_sub(size as u64);
                 }
                 tx.execute("DELETE FROM build_cache WHERE key = ?1", [&key])?;
-                removed += 1;
+                removed.push(key);
             }
-            if keep_bytes.is_none() {
+            // Everything goes: what the steps recorded for explaining and reusing goes too.
+            if *opts == CachePrune::default() {
                 tx.execute("DELETE FROM build_steps", [])?;
                 tx.execute("DELETE FROM stat_fingerprints", [])?;
             }

@@ -51,7 +51,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 pub use archive::{LoadedImage, save_archive};
 pub use blob::BlobWriter;
-pub use cache::{CacheHit, CacheUsage, FileStat, ReadOld};
+pub use cache::{CacheEntry, CacheHit, CacheMountUsage, CachePrune, CacheUsage, FileStat, ReadOld};
 use error::IoContext;
 pub use error::StoreError;
 pub use settle::Settled;

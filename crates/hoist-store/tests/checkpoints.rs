@@ -157,7 +157,9 @@ fn checkpoints_go_with_their_layer() {
     s.store.commit_snapshot_after(&a, &s.first).unwrap();
     assert_eq!(checkpoint_rows(&s.root), 2);
     // Nothing references these layers: pruning drops them, and their checkpoints.
-    s.store.prune_cache(None).unwrap();
+    s.store
+        .prune_cache(&hoist_store::CachePrune::default())
+        .unwrap();
     assert!(s.store.layer(&s.first.diff_id).unwrap().is_none());
     assert_eq!(checkpoint_rows(&s.root), 0);
     // A previous layer that is gone is only a full hash.

@@ -76,7 +76,17 @@ pub(crate) enum BuilderCommand {
 #[derive(Debug, Subcommand)]
 pub(crate) enum SystemCommand {
     /// Show disk usage
-    Df,
+    Df(SystemDfArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SystemDfArgs {
+    /// Show detailed information on space usage
+    #[arg(short, long)]
+    pub(crate) verbose: bool,
+    /// Format output using a custom template: 'table', 'table TEMPLATE', 'json' or a Go template
+    #[arg(long, value_name = "string")]
+    pub(crate) format: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -87,6 +97,9 @@ pub(crate) struct BuilderPruneArgs {
     /// Amount of disk space to keep for cache (e.g. 500MB, 2GB)
     #[arg(long, value_name = "SIZE")]
     pub(crate) keep_storage: Option<String>,
+    /// Provide filter values (e.g. 'until=24h': cache no build used in the last 24 hours)
+    #[arg(long = "filter", value_name = "filter")]
+    pub(crate) filters: Vec<String>,
     /// Do not prompt for confirmation
     #[arg(short, long)]
     pub(crate) force: bool,

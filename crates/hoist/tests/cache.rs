@@ -434,12 +434,232 @@ fn builder_prune_and_system_df() {
         "rmi keeps the build cache, as docker does"
     );
     h.ok(&["rmi", &o.id]);
+    let ids = cache_ids(&h);
+    assert_eq!(ids.len(), 1);
+    // docker's output: the ids removed, a blank line, the total.
     assert_eq!(
         h.ok(&["builder", "prune", "-f"]),
-        "Deleted build cache objects: 1\nTotal reclaimed space: 300kB\n"
+        format!(
+            "Deleted build cache objects:\n{}\n\nTotal reclaimed space: 300kB\n",
+            ids[0]
+        )
     );
     let o = build(&h, &ctx, &[]);
     assert_eq!(o.cached.len(), 0);
+}
+
+/// The full ids `system df -v` lists for the build cache, with their types.
+fn cache_rows(h: &Hoist) -> Vec<serde_json::Value> {
+    let du: serde_json::Value =
+        serde_json::from_str(&h.ok(&["system", "df", "-v", "--format", "json"])).unwrap();
+    du["BuildCache"].as_array().unwrap().clone()
+}
+
+fn cache_ids(h: &Hoist) -> Vec<String> {
+    cache_rows(h)
+        .iter()
+        .map(|r| r["ID"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn system_df_formats_and_verbose_listing() {
+    let h = with_busybox();
+    let ctx = h.path("ctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox\n\
+         RUN --mount=type=cache,target=/c,id=dl head -c 5000 /bin/busybox > /c/x\n\
+         RUN head -c 300000 /bin/busybox > /blob\n",
+    );
+    build(&h, &ctx, &["-t", "one"]);
+    let two = h.path("two");
+    write(&two, "Dockerfile", "FROM busybox\nRUN echo 2 > /two\n");
+    build(&h, &two, &["-t", "two"]);
+
+    // Three images; three steps cached and one cache mount.
+    assert_eq!(
+        h.ok(&["system", "df", "--format", "{{.Type}}={{.TotalCount}}"]),
+        "Images=3\nContainers=0\nLocal Volumes=0\nBuild Cache=4\n"
+    );
+    let json = h.ok(&["system", "df", "--format", "json"]);
+    let lines: Vec<&str> = json.lines().collect();
+    assert_eq!(lines.len(), 4);
+    assert!(
+        lines[1]
+            == r#"{"Active":"0","Reclaimable":"0B","Size":"0B","TotalCount":"0","Type":"Containers"}"#,
+        "{json}"
+    );
+    // The cache mount is all the build cache keeps that no image holds.
+    assert!(
+        lines[3].ends_with(
+            r#""Reclaimable":"5kB","Size":"5kB","TotalCount":"4","Type":"Build Cache"}"#
+        ),
+        "{json}"
+    );
+    let table = h.ok(&["system", "df", "--format", "table {{.Type}}\t{{.Size}}"]);
+    assert_eq!(table.lines().next(), Some("TYPE            SIZE"));
+
+    // Verbose: what each image shares with the others and holds alone.
+    let du: serde_json::Value =
+        serde_json::from_str(&h.ok(&["system", "df", "-v", "--format", "json"])).unwrap();
+    let keys: Vec<&String> = du.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["Images", "Containers", "Volumes", "BuildCache"]);
+    let image = |repo: &str| {
+        du["Images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["Repository"] == repo)
+            .unwrap()
+            .clone()
+    };
+    let base = image("busybox");
+    assert_eq!(base["UniqueSize"], "0B", "{base}");
+    assert_eq!(base["Containers"], "0");
+    let one = image("one");
+    assert_eq!(one["SharedSize"], base["VirtualSize"], "{one}");
+    assert_eq!(one["UniqueSize"], "300kB", "{one}");
+    assert_eq!(image("two")["UniqueSize"], "2B");
+    let created = one["CreatedAt"].as_str().unwrap();
+    assert!(
+        regex::Regex::new(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4} \S+$")
+            .unwrap()
+            .is_match(created),
+        "whole seconds, as docker's API gives: {created}"
+    );
+    let rows = cache_rows(&h);
+    assert_eq!(rows.len(), 4);
+    let mount: Vec<_> = rows
+        .iter()
+        .filter(|r| r["CacheType"] == "exec.cachemount")
+        .collect();
+    assert_eq!(mount.len(), 1, "{rows:?}");
+    assert_eq!(
+        (
+            &mount[0]["Size"],
+            &mount[0]["UsageCount"],
+            &mount[0]["Shared"]
+        ),
+        (&"5kB".into(), &"1".into(), &"false".into())
+    );
+    for r in rows.iter().filter(|r| r["CacheType"] == "regular") {
+        assert_eq!(r["Shared"], "true", "an image holds every layer: {r}");
+        assert_eq!(r["ID"].as_str().unwrap().len(), 64);
+        assert!(r["LastUsedSince"].as_str().unwrap().ends_with(" ago"));
+    }
+
+    // A rebuild hits: the entries and the mount count another use.
+    build(&h, &ctx, &["-t", "one"]);
+    let rows = cache_rows(&h);
+    assert!(
+        rows.iter()
+            .all(|r| r["UsageCount"] == "1" || r["UsageCount"] == "2"),
+        "{rows:?}"
+    );
+    let used_twice = rows.iter().filter(|r| r["UsageCount"] == "2").count();
+    // The two steps of `one`; the cache mount is not mounted by a step that hits.
+    assert_eq!(used_twice, 2, "{rows:?}");
+
+    // The sections of the table, with docker's headers.
+    let v = h.ok(&["system", "df", "-v"]);
+    for want in [
+        "Images space usage:\n\nREPOSITORY   TAG       IMAGE ID       CREATED",
+        "\n\nContainers space usage:\n\nCONTAINER ID   IMAGE     COMMAND   LOCAL VOLUMES   SIZE      CREATED   STATUS    NAMES\n",
+        "\n\nLocal Volumes space usage:\n\nVOLUME NAME   LINKS     SIZE\n",
+        "\n\nBuild cache usage: 5kB\n\nCACHE ID       CACHE TYPE        SIZE      CREATED",
+    ] {
+        assert!(v.contains(want), "{want:?} in:\n{v}");
+    }
+    assert!(
+        v.contains("SHARED SIZE   UNIQUE SIZE   CONTAINERS\n"),
+        "{v}"
+    );
+    // A template over the whole: run once, no newline after, as docker does.
+    assert_eq!(
+        h.ok(&[
+            "system",
+            "df",
+            "-v",
+            "--format",
+            "{{len .Images}}/{{len .BuildCache}}"
+        ]),
+        "3/4"
+    );
+}
+
+#[test]
+fn builder_prune_filters() {
+    let h = with_busybox();
+    let ctx = h.path("ctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox\n\
+         RUN --mount=type=cache,target=/c head -c 7000 /bin/busybox > /c/x\n\
+         RUN head -c 200000 /bin/busybox > /blob\n",
+    );
+    let o = build(&h, &ctx, &[]);
+    h.ok(&["rmi", &o.id]);
+    // Everything was used within the hour: `until=1h` leaves it all.
+    for args in [
+        &["--filter", "until=1h"][..],
+        &["-a", "--filter", "unused-for=1h"],
+    ] {
+        let mut a = vec!["builder", "prune", "-f"];
+        a.extend_from_slice(args);
+        assert_eq!(h.ok(&a), "Total reclaimed space: 0B\n");
+    }
+    assert_eq!(cache_rows(&h).len(), 3);
+    let o = build(&h, &ctx, &[]);
+    assert_eq!(o.cached.len(), 2);
+    h.ok(&["rmi", &o.id]);
+    for (filter, why) in [
+        ("foo=bar", "Invalid filter 'foo'"),
+        (
+            "until=banana",
+            r#""until" filter expects a duration (e.g., '24h'): time: invalid duration "banana""#,
+        ),
+        (
+            "type=regular",
+            "the build cache filter 'type' is not supported",
+        ),
+        ("until", "bad format of filter (expected name=value)"),
+    ] {
+        let err = h.fails(&["builder", "prune", "-f", "--filter", filter]);
+        assert!(err.contains(why), "{filter}: {err}");
+    }
+    // Unused since a second ago (the last build is older than that): the steps go, and
+    // without `-a` the cache mount stays.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let rows = cache_rows(&h);
+    let regular: Vec<String> = rows
+        .iter()
+        .filter(|r| r["CacheType"] == "regular")
+        .map(|r| r["ID"].as_str().unwrap().to_owned())
+        .collect();
+    let out = h.ok(&["builder", "prune", "-f", "--filter", "until=0s"]);
+    let (list, total) = out.split_once("\n\n").unwrap();
+    let mut listed: Vec<&str> = list.lines().skip(1).collect();
+    listed.sort_unstable();
+    let mut want: Vec<&str> = regular.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    assert_eq!(listed, want, "{out}");
+    assert_eq!(total, "Total reclaimed space: 200kB\n", "{out}");
+    let left = cache_rows(&h);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["CacheType"], "exec.cachemount");
+    // `-a` takes the cache mount too.
+    let out = h.ok(&["builder", "prune", "-f", "-a", "--filter", "until=0s"]);
+    assert_eq!(
+        out,
+        format!(
+            "Deleted build cache objects:\n{}\n\nTotal reclaimed space: 7kB\n",
+            left[0]["ID"].as_str().unwrap()
+        )
+    );
+    assert!(cache_rows(&h).is_empty());
 }
 
 /// The entries of one layer of an image (path, type, mode, owner, link, content), via `save`.

@@ -117,6 +117,12 @@ pub(crate) fn run(store: &Store, args: &ImagesArgs, out: &mut dyn Write) -> Resu
     Ok(())
 }
 
+/// An image's creation time as docker's image list has it: whole seconds (the API's
+/// `Created` is a unix time), so `.CreatedAt` never shows a fraction.
+pub(crate) fn whole_seconds(t: jiff::Timestamp) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
 fn push_rows(
     img: &ImageRecord,
     args: &ImagesArgs,
@@ -128,12 +134,11 @@ fn push_rows(
     } else {
         img.id.short().to_owned()
     };
-    let created_since = img
-        .created
+    let created = img.created.map(whole_seconds);
+    let created_since = created
         .map(|c| hoist_format::created_since(c, now))
         .unwrap_or_default();
-    let created_at = img
-        .created
+    let created_at = created
         .map(|c| hoist_format::go_time_string(c, &jiff::tz::TimeZone::system()))
         .unwrap_or_default();
     let size = hoist_format::human_size_with_precision(img.size as f64, 3);

@@ -86,8 +86,8 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             command: crate::cli::BuilderCommand::Prune(a),
         } => system::builder_prune(&open()?, &a, &mut out)?,
         Command::System {
-            command: crate::cli::SystemCommand::Df,
-        } => system::df(&open()?, &mut out)?,
+            command: crate::cli::SystemCommand::Df(a),
+        } => system::df(&open()?, &a, &mut out)?,
         Command::Inspect(a)
         | Command::Image {
             command: ImageCommand::Inspect(a),

@@ -3,9 +3,11 @@
 use std::io::{self, BufRead, Write};
 
 use anyhow::{Result, bail};
-use hoist_store::Store;
+use hoist_format::Format;
+use hoist_store::{CacheMountUsage, CachePrune, ImageRecord, Store};
+use serde_json::json;
 
-use crate::cli::BuilderPruneArgs;
+use crate::cli::{BuilderPruneArgs, SystemDfArgs};
 
 /// Parses docker-style sizes: `500MB`, `2GB`, `1.5g`, `1024` (bytes; decimal units as docker's
 /// go-units `FromHumanSize`).
@@ -29,12 +31,98 @@ fn parse_size(s: &str) -> Result<u64> {
     Ok((n * mult) as u64)
 }
 
+/// Parses a Go duration (`time.ParseDuration`): `24h`, `1h30m`, `1.5h`, `300ms`, `-2h`, `0`,
+/// in nanoseconds, with Go's error texts.
+fn parse_go_duration(s: &str) -> Result<i128> {
+    let invalid = || anyhow::anyhow!("time: invalid duration {s:?}");
+    let (negative, mut rest) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if rest == "0" {
+        return Ok(0);
+    }
+    if rest.is_empty() {
+        bail!(invalid());
+    }
+    let mut total: i128 = 0;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(digits);
+        let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+        if (whole.is_empty() && frac.is_empty()) || frac.contains('.') {
+            bail!(invalid());
+        }
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_len);
+        let scale: i128 = match unit {
+            "" => bail!("time: missing unit in duration {s:?}"),
+            "ns" => 1,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            other => bail!("time: unknown unit {other:?} in duration {s:?}"),
+        };
+        let whole: i128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| invalid())?
+        };
+        let mut part = whole.checked_mul(scale).ok_or_else(invalid)?;
+        let mut unit_scale = scale;
+        for d in frac.bytes().take(30) {
+            unit_scale /= 10;
+            part += i128::from(d - b'0') * unit_scale;
+        }
+        total = total.checked_add(part).ok_or_else(invalid)?;
+        // Go's durations are int64 nanoseconds.
+        if total > i128::from(i64::MAX) {
+            bail!(invalid());
+        }
+        rest = next;
+    }
+    Ok(if negative { -total } else { total })
+}
+
+/// The unix second before which cache counts as unused, from `builder prune --filter`s
+/// (docker's daemon takes `until` and its older name `unused-for`).
+fn prune_cutoff(filters: &[String], now: i64) -> Result<Option<i64>> {
+    let mut cutoff = None;
+    for raw in filters {
+        let Some((key, value)) = raw.split_once('=') else {
+            bail!("bad format of filter (expected name=value)");
+        };
+        match key {
+            "until" | "unused-for" => {
+                let nanos = parse_go_duration(value).map_err(|e| {
+                    anyhow::anyhow!("{key:?} filter expects a duration (e.g., '24h'): {e}")
+                })?;
+                let secs = i64::try_from(nanos.div_euclid(1_000_000_000)).unwrap_or(i64::MAX);
+                cutoff = Some(now.saturating_sub(secs));
+            }
+            "id" | "parent" | "type" | "description" | "inuse" | "shared" | "private" => {
+                bail!("the build cache filter '{key}' is not supported by hoist (only 'until')")
+            }
+            _ => bail!("Invalid filter '{key}'"),
+        }
+    }
+    Ok(cutoff)
+}
+
 pub(crate) fn builder_prune(
     store: &Store,
     args: &BuilderPruneArgs,
     out: &mut dyn Write,
 ) -> Result<()> {
     let keep = args.keep_storage.as_deref().map(parse_size).transpose()?;
+    let unused_since = prune_cutoff(&args.filters, jiff::Timestamp::now().as_second())?;
     if !args.force {
         let mut err = io::stderr();
         let what = if args.all {
@@ -53,14 +141,24 @@ pub(crate) fn builder_prune(
             return Ok(());
         }
     }
-    let (entries, mut bytes) = store.prune_cache(keep)?;
+    let opts = CachePrune {
+        keep_bytes: keep,
+        unused_since,
+    };
+    let (mut deleted, mut bytes) = store.prune_cache(&opts)?;
     // `--all` also empties the RUN --mount=type=cache directories, as BuildKit's prune of all
-    // records does.
+    // records does (those `until` leaves alone stay).
     if args.all && keep.is_none() {
-        bytes += store.prune_cache_mounts()?;
+        let (mounts, mount_bytes) = store.prune_cache_mounts(unused_since)?;
+        deleted.extend(mounts);
+        bytes += mount_bytes;
     }
-    if entries > 0 {
-        writeln!(out, "Deleted build cache objects: {entries}")?;
+    if !deleted.is_empty() {
+        writeln!(out, "Deleted build cache objects:")?;
+        for id in &deleted {
+            writeln!(out, "{}", cache_id(id))?;
+        }
+        writeln!(out)?;
     }
     writeln!(
         out,
@@ -70,38 +168,294 @@ pub(crate) fn builder_prune(
     Ok(())
 }
 
-pub(crate) fn df(store: &Store, out: &mut dyn Write) -> Result<()> {
+/// A build cache entry's id as `system df -v` and `builder prune` show it: its key's hex.
+fn cache_id(key: &str) -> &str {
+    key.strip_prefix("sha256:").unwrap_or(key)
+}
+
+/// `docker system df`'s default table.
+const DF_TABLE: &str = "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}";
+const DF_RAW: &str = "type: {{.Type}}\ntotal: {{.TotalCount}}\nactive: {{.Active}}\nsize: {{.Size}}\nreclaimable: {{.Reclaimable}}\n";
+const DF_HEADERS: &[(&str, &str)] = &[
+    ("Type", "TYPE"),
+    ("TotalCount", "TOTAL"),
+    ("Active", "ACTIVE"),
+    ("Size", "SIZE"),
+    ("Reclaimable", "RECLAIMABLE"),
+];
+/// The sections of `docker system df -v`.
+const DF_IMAGES_TABLE: &str = "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}\t{{.SharedSize}}\t{{.UniqueSize}}\t{{.Containers}}";
+const DF_CONTAINERS_TABLE: &str = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.LocalVolumes}}\t{{.Size}}\t{{.RunningFor}}\t{{.Status}}\t{{.Names}}";
+const DF_CONTAINERS_HEADERS: &[(&str, &str)] = &[
+    ("ID", "CONTAINER ID"),
+    ("Image", "IMAGE"),
+    ("Command", "COMMAND"),
+    ("LocalVolumes", "LOCAL VOLUMES"),
+    ("Size", "SIZE"),
+    ("RunningFor", "CREATED"),
+    ("Status", "STATUS"),
+    ("Names", "NAMES"),
+];
+const DF_VOLUMES_TABLE: &str = "table {{.Name}}\t{{.Links}}\t{{.Size}}";
+const DF_VOLUMES_HEADERS: &[(&str, &str)] = &[
+    ("Name", "VOLUME NAME"),
+    ("Links", "LINKS"),
+    ("Size", "SIZE"),
+];
+const DF_CACHE_TABLE: &str = "table {{.ID}}\t{{.CacheType}}\t{{.Size}}\t{{.CreatedSince}}\t{{.LastUsedSince}}\t{{.UsageCount}}\t{{.Shared}}";
+const DF_CACHE_HEADERS: &[(&str, &str)] = &[
+    ("ID", "CACHE ID"),
+    ("Parent", "PARENT"),
+    ("CacheType", "CACHE TYPE"),
+    ("Size", "SIZE"),
+    ("CreatedSince", "CREATED"),
+    ("LastUsedSince", "LAST USED"),
+    ("UsageCount", "USAGE"),
+    ("InUse", "IN USE"),
+    ("Shared", "SHARED"),
+    ("Description", "DESCRIPTION"),
+];
+
+pub(crate) fn df(store: &Store, args: &SystemDfArgs, out: &mut dyn Write) -> Result<()> {
     let images = store.images()?;
     let size = store.images_size()?;
     let cache = store.cache_usage()?;
-    let mut w = hoist_format::TabWriter::docker(out);
-    writeln!(w, "TYPE\tTOTAL\tACTIVE\tSIZE\tRECLAIMABLE")?;
-    // No containers outlive `hoist run`, so every image is reclaimable.
+    let mounts = store.cache_mounts()?;
+    let mount_bytes: u64 = mounts.iter().map(|m| m.size).sum();
+    // The build cache's bytes: the layers only it keeps, and the cache mounts.
+    let cache_bytes = cache.reclaimable + mount_bytes;
+    if args.verbose {
+        return df_verbose(store, args, &images, &mounts, cache_bytes, out);
+    }
     let h = |b: u64| hoist_format::human_size(b as f64);
-    let pct = if size == 0 { 0 } else { 100 };
-    writeln!(
-        w,
-        "Images\t{}\t0\t{}\t{} ({pct}%)",
-        images.len(),
-        h(size),
-        h(size)
+    // No containers outlive `hoist run`, so every image is reclaimable.
+    let reclaimable = |total: u64, free: u64| match (free * 100).checked_div(total) {
+        Some(pct) => format!("{} ({pct}%)", h(free)),
+        None => h(free),
+    };
+    let rows = [
+        json!({"Type": "Images", "TotalCount": images.len().to_string(), "Active": "0",
+               "Size": h(size), "Reclaimable": reclaimable(size, size)}),
+        json!({"Type": "Containers", "TotalCount": "0", "Active": "0",
+               "Size": "0B", "Reclaimable": "0B"}),
+        json!({"Type": "Local Volumes", "TotalCount": "0", "Active": "0",
+               "Size": "0B", "Reclaimable": "0B"}),
+        json!({"Type": "Build Cache", "TotalCount": (cache.entries + mounts.len() as u64).to_string(),
+               "Active": "0", "Size": h(cache_bytes), "Reclaimable": h(cache_bytes)}),
+    ];
+    let format = match args.format.as_deref().unwrap_or("") {
+        "" | "table" => DF_TABLE,
+        "raw" => DF_RAW,
+        custom => custom,
+    };
+    hoist_format::render(&Format::parse(format), DF_HEADERS, &rows, out)?;
+    Ok(())
+}
+
+fn df_verbose(
+    store: &Store,
+    args: &SystemDfArgs,
+    images: &[ImageRecord],
+    mounts: &[CacheMountUsage],
+    cache_bytes: u64,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let source = args.format.as_deref().unwrap_or("");
+    // docker truncates ids only in its tables.
+    let table = matches!(source, "" | "table");
+    let now = jiff::Timestamp::now();
+    let utc = jiff::tz::TimeZone::UTC;
+    let h = |b: u64| hoist_format::human_size(b as f64);
+    let shared = store.images_shared_size()?;
+    let image_rows: Vec<serde_json::Value> = images
+        .iter()
+        .map(|img| {
+            // Only an image's first tag, as docker shows it.
+            let (repo, tag) = img.tags.first().map_or_else(
+                || ("<none>".to_owned(), "<none>".to_owned()),
+                |t| {
+                    (
+                        t.familiar_repository(),
+                        t.tag().unwrap_or("latest").to_owned(),
+                    )
+                },
+            );
+            let id = if table {
+                img.id.short().to_owned()
+            } else {
+                img.id.to_string()
+            };
+            let shared = shared.get(img.id.as_str()).copied().unwrap_or(0);
+            let created = img.created.map(super::images::whole_seconds);
+            json!({
+                "ID": id, "Repository": repo, "Tag": tag, "Digest": "",
+                "CreatedSince": created.map(|c| hoist_format::created_since(c, now)).unwrap_or_default(),
+                "CreatedAt": created.map(|c| hoist_format::go_time_string(c, &jiff::tz::TimeZone::system())).unwrap_or_default(),
+                "Size": hoist_format::human_size_with_precision(img.size as f64, 3),
+                "SharedSize": h(shared),
+                "UniqueSize": h(img.size.saturating_sub(shared)),
+                "VirtualSize": h(img.size),
+                "Containers": "0",
+            })
+        })
+        .collect();
+    let since = |t: jiff::Timestamp| hoist_format::created_since(t, now);
+    let at = |t: jiff::Timestamp| hoist_format::go_time_string(t, &utc);
+    let id = |full: &str| {
+        if table {
+            full.chars().take(12).collect()
+        } else {
+            full.to_owned()
+        }
+    };
+    let mut cache_rows: Vec<serde_json::Value> = Vec::new();
+    for e in store.cache_entries()? {
+        let created = e.created.parse::<jiff::Timestamp>().ok();
+        let used = jiff::Timestamp::from_second(e.last_used).ok();
+        cache_rows.push(json!({
+            "ID": id(cache_id(&e.key)), "Parent": "", "CacheType": "regular", "Description": "",
+            "Size": hoist_format::human_size_with_precision(e.size as f64, 3),
+            "CreatedAt": created.map(at).unwrap_or_default(),
+            "CreatedSince": created.map(since).unwrap_or_default(),
+            "LastUsedAt": used.map(at).unwrap_or_default(),
+            "LastUsedSince": used.map(since).unwrap_or_default(),
+            "UsageCount": e.uses.to_string(), "InUse": "false", "Shared": e.shared.to_string(),
+        }));
+    }
+    for m in mounts {
+        let created = m.created.and_then(|t| jiff::Timestamp::from_second(t).ok());
+        let used = m
+            .last_used
+            .and_then(|t| jiff::Timestamp::from_second(t).ok());
+        cache_rows.push(json!({
+            "ID": id(&m.dir), "Parent": "", "CacheType": "exec.cachemount", "Description": "",
+            "Size": hoist_format::human_size_with_precision(m.size as f64, 3),
+            "CreatedAt": created.map(at).unwrap_or_default(),
+            "CreatedSince": created.map(since).unwrap_or_default(),
+            "LastUsedAt": used.map(at).unwrap_or_default(),
+            "LastUsedSince": used.map(since).unwrap_or_default(),
+            "UsageCount": m.uses.unwrap_or(0).to_string(), "InUse": "false", "Shared": "false",
+        }));
+    }
+    if !table {
+        /// docker's verbose disk usage, its fields in docker's order.
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct DiskUsage {
+            images: Vec<Row>,
+            containers: [(); 0],
+            volumes: [(); 0],
+            build_cache: Vec<Row>,
+        }
+        // Each row's fields sorted, as Go encodes a map.
+        type Row = std::collections::BTreeMap<String, serde_json::Value>;
+        let sorted = |rows: Vec<serde_json::Value>| -> Vec<Row> {
+            rows.into_iter()
+                .map(|r| match r {
+                    serde_json::Value::Object(m) => m.into_iter().collect(),
+                    _ => Row::new(),
+                })
+                .collect()
+        };
+        let whole = DiskUsage {
+            images: sorted(image_rows),
+            containers: [],
+            volumes: [],
+            build_cache: sorted(cache_rows),
+        };
+        hoist_format::render_whole(source, &whole, out)?;
+        return Ok(());
+    }
+    let none: [serde_json::Value; 0] = [];
+    writeln!(out, "Images space usage:\n")?;
+    hoist_format::render(
+        &Format::parse(DF_IMAGES_TABLE),
+        hoist_format::IMAGES_HEADERS,
+        &image_rows,
+        out,
     )?;
-    writeln!(w, "Containers\t0\t0\t0B\t0B")?;
-    writeln!(w, "Local Volumes\t0\t0\t0B\t0B")?;
-    writeln!(
-        w,
-        "Build Cache\t{}\t0\t{}\t{}",
-        cache.entries,
-        h(cache.reclaimable),
-        h(cache.reclaimable)
+    writeln!(out, "\nContainers space usage:\n")?;
+    hoist_format::render(
+        &Format::parse(DF_CONTAINERS_TABLE),
+        DF_CONTAINERS_HEADERS,
+        &none,
+        out,
     )?;
-    w.flush()?;
+    writeln!(out, "\nLocal Volumes space usage:\n")?;
+    hoist_format::render(
+        &Format::parse(DF_VOLUMES_TABLE),
+        DF_VOLUMES_HEADERS,
+        &none,
+        out,
+    )?;
+    writeln!(
+        out,
+        "\nBuild cache usage: {}\n",
+        hoist_format::human_size(cache_bytes as f64)
+    )?;
+    hoist_format::render(
+        &Format::parse(DF_CACHE_TABLE),
+        DF_CACHE_HEADERS,
+        &cache_rows,
+        out,
+    )?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_go_duration, parse_size, prune_cutoff};
+
+    #[test]
+    fn go_durations() {
+        let s = 1_000_000_000_i128;
+        assert_eq!(parse_go_duration("24h").unwrap(), 24 * 3600 * s);
+        assert_eq!(parse_go_duration("1h30m").unwrap(), 5400 * s);
+        assert_eq!(parse_go_duration("1.5h").unwrap(), 5400 * s);
+        assert_eq!(parse_go_duration(".5s").unwrap(), s / 2);
+        assert_eq!(parse_go_duration("300ms").unwrap(), 300_000_000);
+        assert_eq!(parse_go_duration("2us").unwrap(), 2_000);
+        assert_eq!(parse_go_duration("2\u{b5}s").unwrap(), 2_000);
+        assert_eq!(parse_go_duration("-2h").unwrap(), -7200 * s);
+        assert_eq!(parse_go_duration("+0").unwrap(), 0);
+        assert_eq!(parse_go_duration("0").unwrap(), 0);
+        let err = |t: &str| parse_go_duration(t).unwrap_err().to_string();
+        assert_eq!(err(""), r#"time: invalid duration """#);
+        assert_eq!(err("banana"), r#"time: invalid duration "banana""#);
+        assert_eq!(err("5"), r#"time: missing unit in duration "5""#);
+        assert_eq!(err("5d"), r#"time: unknown unit "d" in duration "5d""#);
+        assert_eq!(err("1.2.3s"), r#"time: invalid duration "1.2.3s""#);
+        assert_eq!(err("."), r#"time: invalid duration ".""#);
+        assert!(parse_go_duration("9999999999h").is_err());
+    }
+
+    #[test]
+    fn prune_filters() {
+        let f =
+            |v: &[&str]| prune_cutoff(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>(), 10_000);
+        assert_eq!(f(&[]).unwrap(), None);
+        assert_eq!(f(&["until=1h"]).unwrap(), Some(10_000 - 3600));
+        assert_eq!(f(&["unused-for=90s"]).unwrap(), Some(10_000 - 90));
+        assert_eq!(f(&["until=-1m"]).unwrap(), Some(10_060));
+        assert_eq!(
+            f(&["until=banana"]).unwrap_err().to_string(),
+            r#""until" filter expects a duration (e.g., '24h'): time: invalid duration "banana""#
+        );
+        assert_eq!(
+            f(&["foo=bar"]).unwrap_err().to_string(),
+            "Invalid filter 'foo'"
+        );
+        assert_eq!(
+            f(&["until"]).unwrap_err().to_string(),
+            "bad format of filter (expected name=value)"
+        );
+        assert!(
+            f(&["type=regular"])
+                .unwrap_err()
+                .to_string()
+                .contains("not supported")
+        );
+    }
 
     #[test]
     fn sizes() {
