@@ -209,7 +209,7 @@ impl Store {
         self.db().execute(
             "INSERT INTO build_cache (key, diff_id, created, last_used, partial) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(key) DO UPDATE SET diff_id = excluded.diff_id, created = excluded.created,
-             last_used = excluded.last_used, partial = excluded.partial",
+             last_used = excluded.last_used, partial = excluded.partial, uses = uses + 1",
             params![
                 key,
                 layer.diff_id.as_str(),

@@ -101,12 +101,14 @@ fn entries_count_their_uses_and_prune_until_leaves_recent_ones() {
     store.cache_put("key-1", None, &l, CREATED).unwrap();
     assert!(store.cache_get("key-1").unwrap().is_some());
     assert!(store.cache_get("key-1").unwrap().is_some());
+    // Made again (a --no-cache build): one more use.
+    store.cache_put("key-1", None, &l, CREATED).unwrap();
     let entries = store.cache_entries().unwrap();
     assert_eq!(entries.len(), 1);
     let e = &entries[0];
     assert_eq!(
         (e.key.as_str(), e.uses, e.created.as_str()),
-        ("key-1", 3, CREATED)
+        ("key-1", 4, CREATED)
     );
     assert_eq!(e.diff_id, l.diff_id.as_str());
     assert_eq!(e.size, l.size);
