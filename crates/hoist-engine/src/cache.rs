@@ -76,6 +76,17 @@ impl Key {
     }
 }
 
+/// What the steps after a RUN chain on: its key and the layer it gave. A RUN's layer is not a
+/// function of its key (a command may fetch or stamp anything), so when the cache entry is
+/// replaced (`--no-cache-filter`, or a `--no-cache` build that stopped partway) the steps
+/// that used the old layer must miss, not stack their layers on the new one. BuildKit
+/// likewise never matches dependents through a step that was forced to re-run.
+pub(crate) fn result_key(key: &str, layer: &Digest) -> String {
+    let mut k = Key::new(key, "result");
+    k.field("layer", layer.as_str());
+    k.peek()
+}
+
 pub(crate) fn exec_key(parent: &str, e: &Exec) -> Key {
     let mut k = Key::new(parent, "exec");
     k.field("argv", &format!("{:?}", e.argv));

@@ -84,6 +84,15 @@ impl StageRun<'_> {
     }
 }
 
+/// The key the steps after `op` chain on: a RUN's with the layer it gave (see
+/// [`cache::result_key`]); any other layer step's own key, since its layer follows from it.
+fn chain_key(op: &Op, key: String, layer: &hoist_store::LayerInfo) -> String {
+    match op {
+        Op::Exec(_) => cache::result_key(&key, &layer.diff_id),
+        _ => key,
+    }
+}
+
 fn dependencies(stage: &Stage) -> Vec<usize> {
     let mut d = stage.dependencies.clone();
     if let Base::Stage(i) = stage.base {
@@ -539,9 +548,9 @@ impl Solver<'_, '_> {
         }
         if use_cache && let Some(hit) = self.store().cache_get(&key)? {
             self.resolve(pending.take(), built)?;
+            built.key = chain_key(op, key, &hit.layer);
             built.image.layers.push(hit.layer);
             history(&mut built.image, history_line, Some(hit.created));
-            built.key = key;
             return Ok(true);
         }
         if self.opts.explain_cache {
@@ -630,9 +639,9 @@ impl Solver<'_, '_> {
         let layer = self.store().commit_snapshot(&upper)?;
         let created = now_rfc3339();
         self.store().cache_put(&key, None, &layer, &created)?;
+        built.key = chain_key(op, key, &layer);
         built.image.layers.push(layer);
         history(&mut built.image, history_line, Some(created));
-        built.key = key;
         Ok(false)
     }
 

@@ -1163,3 +1163,71 @@ fn random_cache_rounds(h: &Hoist, seed: u64, rounds: usize) -> usize {
     }
     compared
 }
+
+/// The text of `path` in `image`, through `hoist run`.
+fn cat(h: &Hoist, image: &str, path: &str) -> String {
+    h.ok(&["run", "--rm", image, "cat", path])
+}
+
+#[test]
+fn a_stage_rebuilt_with_no_cache_filter_reaches_the_stages_that_use_it() {
+    let h = with_busybox();
+    let ctx = h.path("ctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox AS a\n\
+         RUN cat /proc/sys/kernel/random/uuid > /a\n\
+         FROM a AS child\n\
+         RUN cat /a > /child\n\
+         FROM busybox\n\
+         COPY --from=a /a /a\n\
+         COPY --from=child /child /child\n",
+    );
+    let first = build(&h, &ctx, &[]);
+    let old = cat(&h, &first.id, "/a");
+    // Stage a runs again and gives a new /a: the stage built on it and the final stage's
+    // copies must take the new one, not their cached layers of the old one.
+    let second = build(&h, &ctx, &["--no-cache-filter", "a"]);
+    assert_eq!(second.cached, Vec::<String>::new(), "{:?}", second.ran);
+    let new = cat(&h, &second.id, "/a");
+    assert_ne!(new, old);
+    assert_eq!(cat(&h, &second.id, "/child"), new);
+    // A plain rebuild then hits every step, with the layers of the rebuild.
+    let third = build(&h, &ctx, &[]);
+    assert_eq!(third.ran, Vec::<String>::new(), "{:?}", third.ran);
+    assert_eq!(third.id, second.id);
+}
+
+#[test]
+fn a_run_replaced_by_a_build_that_failed_later_is_not_built_on_with_old_layers() {
+    let h = with_busybox();
+    let ctx = h.path("ctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox\n\
+         RUN cat /proc/sys/kernel/random/uuid > /a\n\
+         ARG FAIL\n\
+         RUN cp /a /b && test -z \"$FAIL\"\n",
+    );
+    let first = build(&h, &ctx, &[]);
+    assert_eq!(cat(&h, &first.id, "/a"), cat(&h, &first.id, "/b"));
+    // With the cache off, the first RUN runs again (its entry now holds a new /a) and the
+    // build fails at the second.
+    let out = h.output(&[
+        "build",
+        "--no-cache",
+        "--build-arg",
+        "FAIL=1",
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    // The first RUN hits its new layer; the second, whose cached layer copied the old /a, must
+    // run again rather than be stacked on it.
+    let third = build(&h, &ctx, &[]);
+    assert_eq!(third.cached, ["RUN cat /proc/sys/kernel/random/uuid > /a"]);
+    let a = cat(&h, &third.id, "/a");
+    assert_ne!(a, cat(&h, &first.id, "/a"));
+    assert_eq!(cat(&h, &third.id, "/b"), a);
+}
