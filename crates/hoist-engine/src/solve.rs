@@ -84,6 +84,23 @@ impl StageRun<'_> {
     }
 }
 
+/// Starts hashing the layer directory `upper` (resuming from the layer it was copied from, if
+/// any) on a thread of `scope`.
+fn spawn_digest<'s>(
+    scope: &'s std::thread::Scope<'s, '_>,
+    store: &'s Store,
+    upper: PathBuf,
+    earlier: Option<hoist_store::LayerInfo>,
+) -> std::thread::ScopedJoinHandle<'s, Result<DigestedSnapshot, StoreError>> {
+    scope.spawn(move || {
+        // Behind the next step's own processes for the CPU (this thread and the hashing
+        // thread it starts): a RUN that keeps one core busy keeps it, and the digest takes
+        // what is left, which it has all of once that RUN is done.
+        let _ = rustix::process::setpriority_process(None, 10);
+        store.digest_snapshot(&upper, earlier.as_ref())
+    })
+}
+
 /// The key the steps after `op` chain on: a RUN's with the layer it gave (see
 /// [`cache::result_key`]); any other layer step's own key, since its layer follows from it.
 fn chain_key(op: &Op, key: String, layer: &hoist_store::LayerInfo) -> String {
@@ -425,6 +442,8 @@ impl Solver<'_, '_> {
         let mut fetched: Option<(tempfile::TempDir, Copy)> = None;
         // A layer directory a COPY already filled (see the COPY arm below).
         let mut copied_early = None;
+        // The digest of a layer copied early, started as soon as the copy is done.
+        let mut early_digest = None;
         // The key this step had at its last build here, if it was built here.
         let prev_key = self.store().step_key(identity)?;
         let (key, history_line) = match op {
@@ -489,6 +508,9 @@ impl Solver<'_, '_> {
                         (key.join(), copied)
                     });
                     copied?;
+                    // Hashed while the inputs are recorded and the next step runs; an
+                    // early copy never builds on an earlier layer.
+                    early_digest = Some(spawn_digest(scope, self.store(), made.1.clone(), None));
                     let key = key.map_err(|_| {
                         BuildError::Invalid("the cache key thread panicked".into())
                     })??;
@@ -614,15 +636,10 @@ impl Solver<'_, '_> {
         drop(from_mount);
         if matches!(op, Op::Copy(_)) {
             // Hashed while the next step runs on it; see `Pending`.
-            let store = self.store();
-            let digest_upper = upper.clone();
-            let digest = scope.spawn(move || {
-                // Behind the next step's own processes for the CPU (this thread and the
-                // hashing thread it starts): a RUN that keeps one core busy keeps it, and the
-                // digest takes what is left, which it has all of once that RUN is done.
-                let _ = rustix::process::setpriority_process(None, 10);
-                store.digest_snapshot(&digest_upper, earlier.as_ref())
-            });
+            let digest = match early_digest {
+                Some(d) => d,
+                None => spawn_digest(scope, self.store(), upper.clone(), earlier),
+            };
             let created = now_rfc3339();
             history(&mut built.image, history_line, Some(created.clone()));
             *pending = Some(Pending {
