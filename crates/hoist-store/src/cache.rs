@@ -81,6 +81,10 @@ pub struct CacheMountUsage {
 /// Which build cache a [`Store::prune_cache`] removes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CachePrune {
+    /// Entries whose layer an image holds too (`builder prune --all`). Without it those stay,
+    /// as BuildKit keeps the records it shares with images: removing them frees nothing and
+    /// only makes the next build of those images miss.
+    pub all: bool,
     /// Stop once the layers only the cache keeps fit in this many bytes (least recently used
     /// go first).
     pub keep_bytes: Option<u64>,
@@ -600,11 +604,14 @@ impl Store {
             let rows: Vec<(String, String, i64)> = {
                 let mut stmt = tx.prepare(
                     "SELECT c.key, c.diff_id, COALESCE(l.size, 0) FROM build_cache c LEFT JOIN layers l ON l.diff_id = c.diff_id
-                     WHERE c.last_used < ?1 ORDER BY c.last_used ASC",
+                     WHERE c.last_used < ?1
+                       AND (?2 OR c.diff_id NOT IN (SELECT diff_id FROM image_layers))
+                     ORDER BY c.last_used ASC",
                 )?;
-                stmt.query_map([opts.unused_since.unwrap_or(i64::MAX)], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })?
+                stmt.query_map(
+                    params![opts.unused_since.unwrap_or(i64::MAX), opts.all],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?
                 .collect::<Result<_, _>>()?
             };
             let mut total: u64 = before;
@@ -619,7 +626,11 @@ impl Store {
                 removed.push(key);
             }
             // Everything goes: what the steps recorded for explaining and reusing goes too.
-            if *opts == CachePrune::default() {
+            let everything = CachePrune {
+                all: true,
+                ..CachePrune::default()
+            };
+            if *opts == everything {
                 tx.execute("DELETE FROM build_steps", [])?;
                 tx.execute("DELETE FROM stat_fingerprints", [])?;
             }

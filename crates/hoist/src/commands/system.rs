@@ -142,13 +142,14 @@ pub(crate) fn builder_prune(
         }
     }
     let opts = CachePrune {
+        all: args.all,
         keep_bytes: keep,
         unused_since,
     };
     let (mut deleted, mut bytes) = store.prune_cache(&opts)?;
-    // `--all` also empties the RUN --mount=type=cache directories, as BuildKit's prune of all
-    // records does (those `until` leaves alone stay).
-    if args.all && keep.is_none() {
+    // The RUN --mount=type=cache directories go too, as BuildKit prunes unused cache mounts
+    // with or without `--all` (those `until` leaves alone stay).
+    if keep.is_none() {
         let (mounts, mount_bytes) = store.prune_cache_mounts(unused_since)?;
         deleted.extend(mounts);
         bytes += mount_bytes;
