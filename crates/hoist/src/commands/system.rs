@@ -368,38 +368,42 @@ fn df_verbose(
         return Ok(());
     }
     let none: [serde_json::Value; 0] = [];
-    writeln!(out, "Images space usage:\n")?;
-    hoist_format::render(
-        &Format::parse(DF_IMAGES_TABLE),
-        hoist_format::IMAGES_HEADERS,
-        &image_rows,
-        out,
-    )?;
-    writeln!(out, "\nContainers space usage:\n")?;
-    hoist_format::render(
-        &Format::parse(DF_CONTAINERS_TABLE),
-        DF_CONTAINERS_HEADERS,
-        &none,
-        out,
-    )?;
-    writeln!(out, "\nLocal Volumes space usage:\n")?;
-    hoist_format::render(
-        &Format::parse(DF_VOLUMES_TABLE),
-        DF_VOLUMES_HEADERS,
-        &none,
-        out,
-    )?;
-    writeln!(
-        out,
+    let cache_title = format!(
         "\nBuild cache usage: {}\n",
         hoist_format::human_size(cache_bytes as f64)
-    )?;
-    hoist_format::render(
-        &Format::parse(DF_CACHE_TABLE),
-        DF_CACHE_HEADERS,
-        &cache_rows,
-        out,
-    )?;
+    );
+    // Title, table, column titles, rows.
+    type Section<'a> = (
+        &'a str,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        &'a [serde_json::Value],
+    );
+    let sections: [Section<'_>; 4] = [
+        (
+            "Images space usage:\n",
+            DF_IMAGES_TABLE,
+            hoist_format::IMAGES_HEADERS,
+            &image_rows,
+        ),
+        (
+            "\nContainers space usage:\n",
+            DF_CONTAINERS_TABLE,
+            DF_CONTAINERS_HEADERS,
+            &none,
+        ),
+        (
+            "\nLocal Volumes space usage:\n",
+            DF_VOLUMES_TABLE,
+            DF_VOLUMES_HEADERS,
+            &none,
+        ),
+        (&cache_title, DF_CACHE_TABLE, DF_CACHE_HEADERS, &cache_rows),
+    ];
+    for (title, table, headers, rows) in sections {
+        writeln!(out, "{title}")?;
+        hoist_format::render(&Format::parse(table), headers, rows, out)?;
+    }
     Ok(())
 }
 
