@@ -889,7 +889,7 @@ fn add_file_inputs(
     let mut known: Vec<Option<Digest>> = store
         .stat_lookup(&keys)?
         .into_iter()
-        .map(|d| d.filter(|d| d.raw(CONTENT).is_some()))
+        .map(|d| d.filter(|d| d.algorithm() == CONTENT.name()))
         .collect();
     let misses: Vec<usize> = (0..regular.len()).filter(|&j| known[j].is_none()).collect();
     let hashed = hash_parallel(misses.len(), |m| regular[misses[m]].real(selected))?;

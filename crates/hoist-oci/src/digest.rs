@@ -103,8 +103,20 @@ impl Digest {
         if self.algorithm() != algorithm.name() {
             return None;
         }
+        // By hand, not `hex::decode_to_slice`: a rebuild decodes one per context file.
+        fn nibble(c: u8) -> Option<u8> {
+            match c {
+                b'0'..=b'9' => Some(c - b'0'),
+                b'a'..=b'f' => Some(c - b'a' + 10),
+                b'A'..=b'F' => Some(c - b'A' + 10),
+                _ => None,
+            }
+        }
+        let hex: &[u8; 64] = self.hex().as_bytes().try_into().ok()?;
         let mut out = [0u8; 32];
-        hex::decode_to_slice(self.hex(), &mut out).ok()?;
+        for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+            *o = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        }
         Some(out)
     }
 
