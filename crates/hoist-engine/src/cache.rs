@@ -110,6 +110,27 @@ pub(crate) fn exec_key(parent: &str, e: &Exec) -> Key {
     k
 }
 
+/// Adds the build's own flags that change what a RUN sees: `--network none`, for a RUN that
+/// names no network of its own, and `--add-host` (BuildKit's RUN carries both in its op, so
+/// they move its key). Added only when given: a build without them keeps its keys.
+pub(crate) fn exec_build_fields(
+    k: &mut Key,
+    e: &Exec,
+    no_network: bool,
+    extra_hosts: &[(String, std::net::IpAddr)],
+) {
+    if no_network && e.network == hoist_plan::Network::Default {
+        k.field("--network", "none");
+    }
+    if !extra_hosts.is_empty() {
+        let hosts: Vec<String> = extra_hosts
+            .iter()
+            .map(|(host, ip)| format!("{host}={ip}"))
+            .collect();
+        k.field("--add-host", &hosts.join(","));
+    }
+}
+
 pub(crate) fn workdir_key(parent: &str, path: &str, user: &str) -> Key {
     let mut k = Key::new(parent, "workdir");
     k.field("path", path);

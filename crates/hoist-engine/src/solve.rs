@@ -463,6 +463,12 @@ impl Solver<'_, '_> {
                     return Err(BuildError::Unsupported("RUN --security=insecure".into()));
                 }
                 let mut key = cache::exec_key(&parent, e);
+                cache::exec_build_fields(
+                    &mut key,
+                    e,
+                    self.opts.network == crate::NetworkMode::None,
+                    &self.opts.extra_hosts,
+                );
                 self.mount_inputs(e, run, &mut key)?;
                 (key, e.history.clone())
             }

@@ -1238,3 +1238,38 @@ fn a_run_replaced_by_a_build_that_failed_later_is_not_built_on_with_old_layers()
     assert_ne!(a, cat(&h, &first.id, "/a"));
     assert_eq!(cat(&h, &third.id, "/b"), a);
 }
+
+#[test]
+fn the_build_network_and_added_hosts_reach_the_run_key() {
+    let h = with_busybox();
+    let ctx = h.path("ctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox\nRUN cat /etc/hosts > /hosts; cat /proc/net/dev > /net\n",
+    );
+    let run = "RUN cat /etc/hosts > /hosts; cat /proc/net/dev > /net";
+    let first = build(&h, &ctx, &["--add-host", "db:10.1.2.3"]);
+    assert!(cat(&h, &first.id, "/hosts").contains("10.1.2.3\tdb"));
+    let again = build(&h, &ctx, &["--add-host", "db:10.1.2.3"]);
+    assert_eq!(
+        (again.cached.as_slice(), &again.id),
+        (&[run.to_owned()][..], &first.id)
+    );
+    // Another address for the host: the RUN sees another /etc/hosts, so it runs again.
+    let moved = build(&h, &ctx, &["--add-host", "db:10.1.2.4"]);
+    assert_eq!(moved.ran, [run]);
+    assert_eq!(moved.misses, [format!("{run}: --add-host changed")]);
+    assert!(cat(&h, &moved.id, "/hosts").contains("10.1.2.4\tdb"));
+    // Without a network the RUN sees only the loopback device: another result, another key.
+    let plain = build(&h, &ctx, &[]);
+    assert_eq!(plain.ran, [run]);
+    let offline = build(&h, &ctx, &["--network", "none"]);
+    assert_eq!(offline.ran, [run], "{:?}", offline.misses);
+    let net = cat(&h, &offline.id, "/net");
+    assert_eq!(net.lines().filter(|l| l.contains(':')).count(), 1, "{net}");
+    assert!(net.contains("lo:"), "{net}");
+    // Each is cached under its own key.
+    assert_eq!(build(&h, &ctx, &["--network", "none"]).cached, [run]);
+    assert_eq!(build(&h, &ctx, &[]).id, plain.id);
+}
