@@ -1026,7 +1026,18 @@ fn random_dockerfile(rng: &mut Rng) -> String {
                 _ => format!("RUN pwd > /tmp/o{i}; echo $Z >> /tmp/o{i}"),
             },
             4 => rng
-                .pick(&["COPY f1 /c/", "COPY . /c/", "COPY d /c/d", "COPY *.txt /c/"])
+                .pick(&[
+                    "COPY f1 /c/",
+                    "COPY . /c/",
+                    "COPY d /c/d",
+                    "COPY *.txt /c/",
+                    "COPY --exclude=*.txt . /c/",
+                    "COPY --chmod=600 f1 /c/",
+                    "COPY --chmod=u+x f1 /c/",
+                    "COPY --chown=1:1 d /c/d",
+                    "COPY --link . /c/",
+                    "COPY --parents d/f2 /c/",
+                ])
                 .to_string(),
             5 => rng.pick(&["WORKDIR /w", "WORKDIR /w/$A"]).to_string(),
             6 => rng.pick(&["USER 1:1", "USER root"]).to_string(),
@@ -1113,7 +1124,14 @@ fn random_cache_rounds(h: &Hoist, seed: u64, rounds: usize) -> usize {
                 format!("build args {args:?}")
             }
             6 => {
-                let ignored = *rng.pick(&["", "a.txt\n", "d\n", "*.txt\n"]);
+                let ignored = *rng.pick(&[
+                    "",
+                    "a.txt\n",
+                    "d\n",
+                    "*.txt\n",
+                    "d\n!d/f2\n",
+                    "*.txt\n!a.txt\n",
+                ]);
                 write(
                     &ctx,
                     ".dockerignore",
