@@ -550,7 +550,7 @@ fn system_df_formats_and_verbose_listing() {
         assert!(r["LastUsedSince"].as_str().unwrap().ends_with(" ago"));
     }
 
-    // A rebuild hits: the entries and the mount count another use.
+    // A rebuild hits: its entries count another use.
     build(&h, &ctx, &["-t", "one"]);
     let rows = cache_rows(&h);
     assert!(
