@@ -186,23 +186,14 @@ pub fn render_whole<T: Serialize>(
 ) -> Result<(), Error> {
     let format = Format::parse(source);
     if format.template_text() == JSON_TEMPLATE {
-        let text = serde_json::to_string(data).map_err(|error| Error::Data {
-            index: 0,
-            message: error.to_string(),
-        })?;
-        // Go escapes these inside strings; outside strings JSON has none of them.
-        let mut escaped = String::with_capacity(text.len());
-        for c in text.chars() {
-            match c {
-                '<' => escaped.push_str("\\u003c"),
-                '>' => escaped.push_str("\\u003e"),
-                '&' => escaped.push_str("\\u0026"),
-                '\u{2028}' => escaped.push_str("\\u2028"),
-                '\u{2029}' => escaped.push_str("\\u2029"),
-                c => escaped.push(c),
-            }
-        }
-        return out.write_all(escaped.as_bytes()).map_err(Error::Write);
+        let data_error = |message: String| Error::Data { index: 0, message };
+        let value = serde_json::to_value(data).map_err(|e| data_error(e.to_string()))?;
+        let style = Style {
+            escape_html: true,
+            indent: None,
+        };
+        let text = json::encode(&value, style).map_err(data_error)?;
+        return out.write_all(text.as_bytes()).map_err(Error::Write);
     }
     let template = Template::parse_rows(format.template_text())?;
     let data = gotmpl::to_value(data).map_err(|error| Error::Data {

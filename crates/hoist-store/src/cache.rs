@@ -461,8 +461,9 @@ impl Store {
         use crate::error::IoContext;
         let base = self.dir.join("cache-mounts");
         let Some(cutoff) = unused_since else {
-            let mounts = self.cache_mounts()?.into_iter().map(|m| m.dir).collect();
-            let bytes = crate::dir_size(&base);
+            let mounts = self.cache_mounts()?;
+            let bytes = mounts.iter().map(|m| m.size).sum();
+            let mounts = mounts.into_iter().map(|m| m.dir).collect();
             if base.exists() {
                 std::fs::remove_dir_all(&base).ctx("removing", &base)?;
             }
@@ -493,6 +494,12 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e).ctx("listing", &base),
         };
+        let rows: std::collections::HashMap<String, (i64, i64, i64)> = {
+            let db = self.db();
+            let mut stmt = db.prepare("SELECT dir, created, last_used, uses FROM cache_mounts")?;
+            stmt.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?))))?
+                .collect::<Result<_, _>>()?
+        };
         let mut out = Vec::new();
         for entry in listing {
             let entry = entry.ctx("listing", &base)?;
@@ -504,14 +511,7 @@ impl Store {
             else {
                 continue;
             };
-            let row: Option<(i64, i64, i64)> = self
-                .db()
-                .query_row(
-                    "SELECT created, last_used, uses FROM cache_mounts WHERE dir = ?1",
-                    [dir],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
+            let row = rows.get(dir);
             out.push(CacheMountUsage {
                 dir: dir.to_owned(),
                 size: crate::dir_size(&entry.path()),

@@ -123,13 +123,15 @@ pub(crate) fn whole_seconds(t: jiff::Timestamp) -> jiff::Timestamp {
     jiff::Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 
-fn push_rows(
+/// An image's row as docker's image list has it, before its name: the id (12 characters
+/// unless `full_id`), its age and size; `Repository`, `Tag` and `Digest` are `<none>`, and
+/// `Containers`, `SharedSize` and `UniqueSize` are `N/A`, as the list does not count them.
+pub(crate) fn image_row(
     img: &ImageRecord,
-    args: &ImagesArgs,
+    full_id: bool,
     now: jiff::Timestamp,
-    rows: &mut Vec<serde_json::Value>,
-) {
-    let id = if args.no_trunc {
+) -> serde_json::Value {
+    let id = if full_id {
         img.id.to_string()
     } else {
         img.id.short().to_owned()
@@ -141,14 +143,28 @@ fn push_rows(
     let created_at = created
         .map(|c| hoist_format::go_time_string(c, &jiff::tz::TimeZone::system()))
         .unwrap_or_default();
-    let size = hoist_format::human_size_with_precision(img.size as f64, 3);
-    let virtual_size = hoist_format::human_size(img.size as f64);
+    json!({
+        "ID": id, "Repository": "<none>", "Tag": "<none>", "Digest": "<none>",
+        "CreatedSince": created_since, "CreatedAt": created_at,
+        "Size": hoist_format::human_size_with_precision(img.size as f64, 3),
+        "Containers": "N/A", "SharedSize": "N/A", "UniqueSize": "N/A",
+        "VirtualSize": hoist_format::human_size(img.size as f64),
+    })
+}
+
+fn push_rows(
+    img: &ImageRecord,
+    args: &ImagesArgs,
+    now: jiff::Timestamp,
+    rows: &mut Vec<serde_json::Value>,
+) {
+    let base = image_row(img, args.no_trunc, now);
     let row = |repo: &str, tag: &str, digest: &str| {
-        json!({
-            "ID": id, "Repository": repo, "Tag": tag, "Digest": digest,
-            "CreatedSince": created_since, "CreatedAt": created_at, "Size": size,
-            "Containers": "N/A", "SharedSize": "N/A", "UniqueSize": "N/A", "VirtualSize": virtual_size,
-        })
+        let mut r = base.clone();
+        r["Repository"] = repo.into();
+        r["Tag"] = tag.into();
+        r["Digest"] = digest.into();
+        r
     };
     let mut tags: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut digests: BTreeMap<String, Vec<String>> = BTreeMap::new();

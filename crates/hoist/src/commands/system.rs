@@ -281,23 +281,15 @@ fn df_verbose(
                     )
                 },
             );
-            let id = if table {
-                img.id.short().to_owned()
-            } else {
-                img.id.to_string()
-            };
             let shared = shared.get(img.id.as_str()).copied().unwrap_or(0);
-            let created = img.created.map(super::images::whole_seconds);
-            json!({
-                "ID": id, "Repository": repo, "Tag": tag, "Digest": "",
-                "CreatedSince": created.map(|c| hoist_format::created_since(c, now)).unwrap_or_default(),
-                "CreatedAt": created.map(|c| hoist_format::go_time_string(c, &jiff::tz::TimeZone::system())).unwrap_or_default(),
-                "Size": hoist_format::human_size_with_precision(img.size as f64, 3),
-                "SharedSize": h(shared),
-                "UniqueSize": h(img.size.saturating_sub(shared)),
-                "VirtualSize": h(img.size),
-                "Containers": "0",
-            })
+            let mut row = super::images::image_row(img, !table, now);
+            row["Repository"] = repo.into();
+            row["Tag"] = tag.into();
+            row["Digest"] = "".into();
+            row["SharedSize"] = h(shared).into();
+            row["UniqueSize"] = h(img.size.saturating_sub(shared)).into();
+            row["Containers"] = "0".into();
+            row
         })
         .collect();
     let since = |t: jiff::Timestamp| hoist_format::created_since(t, now);
@@ -309,34 +301,50 @@ fn df_verbose(
             full.to_owned()
         }
     };
+    let row = |full_id: &str,
+               kind: &str,
+               size: u64,
+               created: Option<jiff::Timestamp>,
+               used: Option<jiff::Timestamp>,
+               uses: u64,
+               shared: bool| {
+        json!({
+            "ID": id(full_id), "Parent": "", "CacheType": kind, "Description": "",
+            "Size": hoist_format::human_size_with_precision(size as f64, 3),
+            "CreatedAt": created.map(at).unwrap_or_default(),
+            "CreatedSince": created.map(since).unwrap_or_default(),
+            "LastUsedAt": used.map(at).unwrap_or_default(),
+            "LastUsedSince": used.map(since).unwrap_or_default(),
+            "UsageCount": uses.to_string(), "InUse": "false", "Shared": shared.to_string(),
+        })
+    };
+    let seconds = |t: i64| jiff::Timestamp::from_second(t).ok();
     let mut cache_rows: Vec<serde_json::Value> = Vec::new();
     for e in store.cache_entries()? {
         let created = e.created.parse::<jiff::Timestamp>().ok();
-        let used = jiff::Timestamp::from_second(e.last_used).ok();
-        cache_rows.push(json!({
-            "ID": id(cache_id(&e.key)), "Parent": "", "CacheType": "regular", "Description": "",
-            "Size": hoist_format::human_size_with_precision(e.size as f64, 3),
-            "CreatedAt": created.map(at).unwrap_or_default(),
-            "CreatedSince": created.map(since).unwrap_or_default(),
-            "LastUsedAt": used.map(at).unwrap_or_default(),
-            "LastUsedSince": used.map(since).unwrap_or_default(),
-            "UsageCount": e.uses.to_string(), "InUse": "false", "Shared": e.shared.to_string(),
-        }));
+        let used = seconds(e.last_used);
+        cache_rows.push(row(
+            cache_id(&e.key),
+            "regular",
+            e.size,
+            created,
+            used,
+            e.uses,
+            e.shared,
+        ));
     }
     for m in mounts {
-        let created = m.created.and_then(|t| jiff::Timestamp::from_second(t).ok());
-        let used = m
-            .last_used
-            .and_then(|t| jiff::Timestamp::from_second(t).ok());
-        cache_rows.push(json!({
-            "ID": id(&m.dir), "Parent": "", "CacheType": "exec.cachemount", "Description": "",
-            "Size": hoist_format::human_size_with_precision(m.size as f64, 3),
-            "CreatedAt": created.map(at).unwrap_or_default(),
-            "CreatedSince": created.map(since).unwrap_or_default(),
-            "LastUsedAt": used.map(at).unwrap_or_default(),
-            "LastUsedSince": used.map(since).unwrap_or_default(),
-            "UsageCount": m.uses.unwrap_or(0).to_string(), "InUse": "false", "Shared": "false",
-        }));
+        let (created, used) = (m.created.and_then(seconds), m.last_used.and_then(seconds));
+        let uses = m.uses.unwrap_or(0);
+        cache_rows.push(row(
+            &m.dir,
+            "exec.cachemount",
+            m.size,
+            created,
+            used,
+            uses,
+            false,
+        ));
     }
     if !table {
         /// docker's verbose disk usage, its fields in docker's order.
