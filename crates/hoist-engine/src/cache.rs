@@ -148,11 +148,45 @@ pub(crate) fn copy_key(
     store: &Store,
     per_file: bool,
 ) -> Result<Key, BuildError> {
+    copy_key_with(parent, c, tree, from, store, per_file, None)
+}
+
+/// The key of a COPY from the context that is being copied beside it: with its per-file
+/// inputs, and the contents' digests taken from `fed` (see [`Fed`]).
+pub(crate) fn copy_key_fed(
+    parent: &str,
+    c: &Copy,
+    tree: &SourceTree<'_>,
+    store: &Store,
+    fed: &Fed,
+) -> Result<Key, BuildError> {
+    copy_key_with(parent, c, tree, None, store, true, Some(fed))
+}
+
+fn copy_key_with(
+    parent: &str,
+    c: &Copy,
+    tree: &SourceTree<'_>,
+    from: Option<&str>,
+    store: &Store,
+    per_file: bool,
+    fed: Option<&Fed>,
+) -> Result<Key, BuildError> {
     let mut k = copy_key_head(parent, c);
     match (&c.from, from) {
         (SourceRef::Context, _) => {
             k.partial = Some(k.peek());
-            let inputs = context_inputs(c, tree, store, per_file)?;
+            let inputs = match fed {
+                Some(fed) => context_inputs_per_file(
+                    c,
+                    tree,
+                    store,
+                    fingerprint_start(tree, c),
+                    Recording::starting_now(),
+                    Some(fed),
+                )?,
+                None => context_inputs(c, tree, store, per_file)?,
+            };
             k.field("files", &inputs.digest);
             // Covered by the digest field: recorded for explanations, not hashed again.
             if let Some(files) = inputs.per_file {
@@ -671,7 +705,7 @@ fn context_inputs_keeping(
 ) -> Result<ContextInputs, BuildError> {
     let mut rec = Recording::starting_now();
     if per_file {
-        return context_inputs_per_file(c, tree, store, fingerprint_start(tree, c), rec);
+        return context_inputs_per_file(c, tree, store, fingerprint_start(tree, c), rec, None);
     }
     let mut fp = fingerprint_start(tree, c);
     let keep = Some(keep);
@@ -702,7 +736,7 @@ fn context_inputs_keeping(
     {
         // Too large to keep every listing: walk again, making the inputs as it goes.
         drop(selected);
-        return context_inputs_per_file(c, tree, store, fingerprint_start(tree, c), rec);
+        return context_inputs_per_file(c, tree, store, fingerprint_start(tree, c), rec, None);
     }
     // Missed: the walks' listings, kept, give the per-file inputs without listing again.
     let mut per_file = FileInputs::spilling_in(store.tmp_dir());
@@ -713,11 +747,11 @@ fn context_inputs_keeping(
         sels.push(sel);
         if let Some(walk) = walk {
             walk.paths_chunked(&mut files, ContextFile::walked(origin), CHUNK, |chunk| {
-                add_file_inputs(&mut per_file, chunk, &sels, c, store, &mut rec)
+                add_file_inputs(&mut per_file, chunk, &sels, c, store, &mut rec, None)
             })?;
         }
     }
-    add_file_inputs(&mut per_file, &mut files, &sels, c, store, &mut rec)?;
+    add_file_inputs(&mut per_file, &mut files, &sels, c, store, &mut rec, None)?;
     finish_inputs(per_file, &fingerprint, store, &rec)
 }
 
@@ -760,6 +794,7 @@ fn context_inputs_per_file(
     store: &Store,
     mut fp: Sha256Hasher,
     mut rec: Recording,
+    fed: Option<&Fed>,
 ) -> Result<ContextInputs, BuildError> {
     let mut per_file = FileInputs::spilling_in(store.tmp_dir());
     let mut files: Vec<ContextFile> = Vec::with_capacity(CHUNK);
@@ -783,18 +818,18 @@ fn context_inputs_per_file(
                 &mut files,
                 ContextFile::walked(origin),
                 CHUNK,
-                |chunk| add_file_inputs(&mut per_file, chunk, &sels, c, store, &mut rec),
+                |chunk| add_file_inputs(&mut per_file, chunk, &sels, c, store, &mut rec, fed),
             )?;
             if !walked {
                 let mut walk = walk_stats(tree, &sel.real, &sel.in_tree, &sel.rel, None);
                 walk.fingerprint(&mut fp)?;
                 walk.paths_chunked(&mut files, ContextFile::walked(origin), CHUNK, |chunk| {
-                    add_file_inputs(&mut per_file, chunk, &sels, c, store, &mut rec)
+                    add_file_inputs(&mut per_file, chunk, &sels, c, store, &mut rec, fed)
                 })?;
             }
         }
     }
-    add_file_inputs(&mut per_file, &mut files, &sels, c, store, &mut rec)?;
+    add_file_inputs(&mut per_file, &mut files, &sels, c, store, &mut rec, fed)?;
     finish_inputs(per_file, &fp.finish().to_string(), store, &rec)
 }
 
@@ -892,6 +927,7 @@ fn add_file_inputs(
     c: &Copy,
     store: &Store,
     rec: &mut Recording,
+    fed: Option<&Fed>,
 ) -> Result<(), BuildError> {
     rec.racy |= files
         .iter()
@@ -912,17 +948,25 @@ fn add_file_inputs(
         .into_iter()
         .map(|d| d.filter(|d| d.algorithm() == CONTENT.name()))
         .collect();
-    let misses: Vec<usize> = (0..regular.len()).filter(|&j| known[j].is_none()).collect();
+    // Digests not known before, to remember: fed by the copy, else hashed here.
+    let mut fresh: Vec<(usize, Digest)> = Vec::new();
+    let mut misses = Vec::new();
+    for j in (0..regular.len()).filter(|&j| known[j].is_none()) {
+        match fed.and_then(|fed| fed.take(&keys[j].1)) {
+            Some(d) => fresh.push((j, d)),
+            None => misses.push(j),
+        }
+    }
     let hashed = hash_parallel(misses.len(), |m| regular[misses[m]].real(selected))?;
+    fresh.extend(misses.into_iter().zip(hashed));
     store.stat_record(
-        misses
+        fresh
             .iter()
-            .zip(&hashed)
-            .filter(|&(&j, _)| rec.remembers(&keys[j].1))
-            .map(|(&j, d)| (keys[j].0.as_str(), &keys[j].1, d)),
+            .filter(|(j, _)| rec.remembers(&keys[*j].1))
+            .map(|(j, d)| (keys[*j].0.as_str(), &keys[*j].1, d)),
     )?;
     drop(keys);
-    for (&j, d) in misses.iter().zip(hashed) {
+    for (j, d) in fresh {
         known[j] = Some(d);
     }
     let mut known = known.into_iter();
@@ -997,6 +1041,85 @@ fn hash_parallel(
                 .ok_or_else(|| BuildError::Invalid("a file was not hashed".into()))
         })
         .collect()
+}
+
+/// Content digests handed over by a copy that reads the context's files anyway (the early copy
+/// of a step that cannot hit), so that its key, made beside it, reads none of them again. A
+/// digest counts for a file whose stat is the one the copy saw. The key waits for the copy to
+/// get to a file, and once the copy is done hashes what it never gave (a hard link past the
+/// first of its group, a copy through the merged view, a copy that failed).
+#[derive(Default)]
+pub(crate) struct Fed {
+    state: std::sync::Mutex<FedState>,
+    more: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct FedState {
+    /// (device, inode) → the stat the copy saw and the content's BLAKE3.
+    digests: std::collections::HashMap<(u64, u64), (FileStat, [u8; 32])>,
+    done: bool,
+    /// How many digests the waiting key wants held before it looks again; 0 when none waits.
+    wake_at: usize,
+}
+
+/// How many more digests a key that found none waits for: a wake-up a batch, not a file.
+const FED_BATCH: usize = 256;
+
+impl Fed {
+    fn state(&self) -> std::sync::MutexGuard<'_, FedState> {
+        // A panicked holder leaves a map that is still whole.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The copy read all of a file whose walk gave `meta`, and its content hashes to `digest`.
+    pub(crate) fn put(&self, meta: &crate::context::FileMeta, digest: &blake3::Hash) {
+        let stat = stat_of(&Stat::from(meta));
+        let mut st = self.state();
+        st.digests
+            .insert((stat.dev, stat.ino), (stat, *digest.as_bytes()));
+        if st.wake_at != 0 && st.digests.len() >= st.wake_at {
+            st.wake_at = 0;
+            self.more.notify_one();
+        }
+    }
+
+    /// Kept while the copy runs: when dropped (the copy done, failed or panicked) the key
+    /// stops waiting for more.
+    pub(crate) fn feeding(&self) -> Feeding<'_> {
+        Feeding(self)
+    }
+
+    /// The digest the copy gave for the file of `stat`, waiting for the copy to get to it;
+    /// `None` when the copy is done without it, or saw the file with another stat.
+    fn take(&self, stat: &FileStat) -> Option<Digest> {
+        let mut st = self.state();
+        loop {
+            if let Some((seen, digest)) = st.digests.remove(&(stat.dev, stat.ino)) {
+                return (seen == *stat).then(|| Digest::from_raw(CONTENT, digest));
+            }
+            if st.done {
+                return None;
+            }
+            st.wake_at = st.digests.len() + FED_BATCH;
+            st = self
+                .more
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}
+
+/// See [`Fed::feeding`].
+pub(crate) struct Feeding<'a>(&'a Fed);
+
+impl Drop for Feeding<'_> {
+    fn drop(&mut self) {
+        self.0.state().done = true;
+        self.0.more.notify_all();
+    }
 }
 
 /// The per-file inputs recorded alike at a step's last build and now: the files an
@@ -1362,6 +1485,77 @@ mod tests {
         let again = context_inputs_keeping(&copy, &tree, &few_store, false, 3).unwrap();
         assert_eq!(again.digest, kept.digest);
         assert!(again.per_file.is_none(), "recognised from its stats");
+    }
+
+    /// A key made beside the copy, from the digests the copy feeds it, is the key made by
+    /// hashing. The copy's digest counts only for the stat the copy saw; what it never gave (a
+    /// second hard link, a file it did not get to) is hashed once it is done. Every digest is
+    /// remembered by the stat cache.
+    #[test]
+    fn a_key_fed_by_the_copy_is_the_key_made_by_hashing() {
+        use crate::context::FileMeta;
+        let tmp = tempfile::tempdir().unwrap();
+        let ctx = tmp.path().join("ctx");
+        fs::create_dir_all(ctx.join("sub")).unwrap();
+        for (name, content) in [("a", "aaa"), ("b", "bbb"), ("sub/c", "ccc"), ("sub/e", "e")] {
+            fs::write(ctx.join(name), content).unwrap();
+        }
+        fs::hard_link(ctx.join("a"), ctx.join("sub/d")).unwrap();
+        let meta = |name: &str| FileMeta::from(&fs::symlink_metadata(ctx.join(name)).unwrap());
+        // Seen by the copy, then written again: the copy's digest is for the old content.
+        let stale = meta("b");
+        fs::write(ctx.join("b"), "bbbb").unwrap();
+        past_the_tick();
+        let copy = Copy::from_context(vec![".".to_owned()], "/app".to_owned());
+        let tree = plain_tree(&ctx);
+        let hashing = Store::open(&tmp.path().join("hashing")).unwrap();
+        let (want, _) = copy_key("", &copy, &tree, None, &hashing, true)
+            .unwrap()
+            .finish();
+
+        let store = Store::open(&tmp.path().join("fed")).unwrap();
+        let fed = Fed::default();
+        let key = std::thread::scope(|s| {
+            let feeding = fed.feeding();
+            let key = s.spawn(|| copy_key_fed("", &copy, &tree, &store, &fed));
+            // Fed after the key started: it waits for them.
+            fed.put(&meta("a"), &blake3::hash(b"aaa"));
+            fed.put(&stale, &blake3::hash(b"bbb"));
+            fed.put(&meta("sub/c"), &blake3::hash(b"ccc"));
+            // Neither sub/d (a's second link) nor sub/e is fed: the copy ends without them.
+            drop(feeding);
+            key.join().unwrap()
+        });
+        let (got, _) = key.unwrap().finish();
+        assert_eq!(got, want);
+
+        // A digest fed for the stat the key sees is taken as it is: the copy read that file.
+        let fed = Fed::default();
+        let feeding = fed.feeding();
+        fed.put(&meta("sub/c"), &blake3::hash(b"what the copy read"));
+        drop(feeding);
+        let other = Store::open(&tmp.path().join("other")).unwrap();
+        let (taken, _) = copy_key_fed("", &copy, &tree, &other, &fed)
+            .unwrap()
+            .finish();
+        assert_ne!(taken, want);
+
+        let rows = |names: &[&str]| -> Vec<(String, FileStat)> {
+            names
+                .iter()
+                .map(|n| {
+                    let p = ctx.join(n);
+                    (
+                        p.display().to_string(),
+                        stat_of(&Stat::of(&p, false).unwrap()),
+                    )
+                })
+                .collect()
+        };
+        let all = rows(&["a", "b", "sub/c", "sub/d", "sub/e"]);
+        let remembered = store.stat_lookup(&all).unwrap();
+        assert_eq!(remembered, hashing.stat_lookup(&all).unwrap());
+        assert!(remembered.iter().all(Option::is_some));
     }
 
     /// `root` as a context with no .dockerignore and no --exclude.

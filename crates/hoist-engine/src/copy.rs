@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use hoist_plan::{Chmod, Copy};
 
 use crate::BuildError;
+use crate::cache::Fed;
 use crate::context::{FileMeta, Selected, SourceTree, walk, walk_chunked};
 use crate::fsutil::{ParentCache, clean, resolve, set_mtime};
 use crate::par::for_each_parallel;
@@ -592,10 +593,10 @@ pub(crate) fn copy_into_layer(
     tree: &SourceTree<'_>,
     lower: &Path,
     out_dir: &Path,
-    reuse: Option<&Reuse<'_>>,
+    besides: Besides<'_>,
 ) -> Result<bool, BuildError> {
     let selection = select(copy_op, tree, lower)?;
-    if let Some(done) = stream_dir(copy_op, tree, lower, out_dir, &selection, reuse)? {
+    if let Some(done) = stream_dir(copy_op, tree, lower, out_dir, &selection, besides)? {
         return Ok(done);
     }
     let plan = plan_selected(copy_op, tree, lower, selection)?;
@@ -612,7 +613,7 @@ pub(crate) fn copy_into_layer(
         return Ok(false);
     };
     let owners = Owners::of(copy_op, plan.owner);
-    let w = DirectWriter::new(out_dir, owners, copy_op.chmod.as_ref(), reuse);
+    let w = DirectWriter::new(out_dir, owners, copy_op.chmod.as_ref(), besides);
     if !w.write(&plan, &parents, lower)? {
         empty_dir(out_dir)?;
         return Ok(false);
@@ -632,7 +633,7 @@ fn stream_dir(
     lower: &Path,
     out_dir: &Path,
     selection: &Selection,
-    reuse: Option<&Reuse<'_>>,
+    besides: Besides<'_>,
 ) -> Result<Option<bool>, BuildError> {
     const CHUNK: usize = 4096;
     let [sel] = selection.selected.as_slice() else {
@@ -672,27 +673,52 @@ fn stream_dir(
         }
     }
     let owners = Owners::of(copy_op, selection.owner);
-    let w = DirectWriter::new(out_dir, owners, copy_op.chmod.as_ref(), reuse);
+    let w = DirectWriter::new(out_dir, owners, copy_op.chmod.as_ref(), besides);
     let selected = std::slice::from_ref(sel);
     let mut done = Written::default();
     w.make_parents(&mut done, &from_lower)?;
     w.write_members(&mut done, &made, selected, None)?;
     let mut crossed = false;
-    let walked = walk_chunked(
-        tree,
-        &sel.real,
-        &sel.in_tree,
-        &mut Vec::with_capacity(CHUNK),
-        |rel, meta, real| Member::walked(target, &rel, meta, 0, real),
-        CHUNK,
-        |chunk| {
-            if !crossed && !w.write_members(&mut done, chunk, selected, Some(lower))? {
-                crossed = true;
+    // The walk lists the next chunk while this thread writes the one before.
+    let (walked, written) = std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Member>>(1);
+        let walk = s.spawn(move || {
+            walk_chunked(
+                tree,
+                &sel.real,
+                &sel.in_tree,
+                &mut Vec::with_capacity(CHUNK),
+                |rel, meta, real| Member::walked(target, &rel, meta, 0, real),
+                CHUNK,
+                |chunk| {
+                    let full = std::mem::replace(chunk, Vec::with_capacity(CHUNK));
+                    // The writer stopped (and says why): so does the walk.
+                    tx.send(full)
+                        .map_err(|_| BuildError::Invalid("the copy stopped".into()))
+                },
+            )
+        });
+        let mut written = Ok(());
+        for chunk in &rx {
+            match w.write_members(&mut done, &chunk, selected, Some(lower)) {
+                Ok(true) => {}
+                Ok(false) => {
+                    crossed = true;
+                    break;
+                }
+                Err(e) => {
+                    written = Err(e);
+                    break;
+                }
             }
-            chunk.clear();
-            Ok(())
-        },
-    );
+        }
+        drop(rx);
+        let walked = walk
+            .join()
+            .unwrap_or_else(|_| Err(BuildError::Invalid("the copy's walk panicked".into())));
+        (walked, written)
+    });
+    written?;
     if crossed {
         empty_dir(out_dir)?;
         return Ok(Some(false));
@@ -833,6 +859,16 @@ struct Written {
 /// then: a rebuild whose files changed in part links each unchanged file from that layer
 /// (snapshots are immutable, so sharing an inode is safe) and writes the rest, so that the
 /// result is the layer a full copy makes, made by the same writer.
+/// What a copy does besides writing every file it selects.
+#[derive(Clone, Copy)]
+pub(crate) enum Besides<'a> {
+    Nothing,
+    /// Links what did not change from an earlier layer.
+    Reuse(&'a Reuse<'a>),
+    /// Feeds the key being made beside it the digests of what it reads.
+    Feed(&'a Fed),
+}
+
 pub(crate) struct Reuse<'a> {
     pub(crate) previous: &'a Path,
     /// Whether a source input (`file <path>`) was recorded alike both times.
@@ -849,6 +885,8 @@ struct DirectWriter<'a> {
     /// needs no chmod.
     umask: Option<u32>,
     reuse: Option<&'a Reuse<'a>>,
+    /// Where the contents' digests go, read as they are copied (see [`Fed`]).
+    fed: Option<&'a Fed>,
 }
 
 /// The process's umask, from `/proc/self/status`: setting it to learn it would change it
@@ -859,21 +897,28 @@ fn current_umask() -> Option<u32> {
     u32::from_str_radix(line.trim(), 8).ok()
 }
 
-/// A worker's open parents: in the new layer, and in the earlier one it may link from.
-type WorkerDirs<'m> = (Parent<'m>, ParentCache, Parent<'m>);
+/// A worker's open parents (in the new layer, its sources, and the earlier layer it may link
+/// from) and its buffer for copies that hash.
+type WorkerDirs<'m> = (Parent<'m>, ParentCache, Parent<'m>, Vec<u8>);
 
 impl<'a> DirectWriter<'a> {
     fn new(
         out_dir: &'a Path,
         owners: Owners,
         chmod: Option<&'a Chmod>,
-        reuse: Option<&'a Reuse<'a>>,
+        besides: Besides<'a>,
     ) -> Self {
+        let (reuse, fed) = match besides {
+            Besides::Nothing => (None, None),
+            Besides::Reuse(r) => (Some(r), None),
+            Besides::Feed(f) => (None, Some(f)),
+        };
         Self {
             out_dir,
             owners,
             chmod,
             reuse,
+            fed,
             creator: (
                 rustix::process::geteuid().as_raw(),
                 rustix::process::getegid().as_raw(),
@@ -1051,14 +1096,14 @@ impl<'a> DirectWriter<'a> {
                 Item::Path { meta, .. } if meta.is_file() => meta.len(),
                 _ => 0,
             },
-            || (None, ParentCache::default(), None),
+            || (None, ParentCache::default(), None, Vec::new()),
             |dirs: &mut WorkerDirs<'_>, m| {
                 if let (Some(reuse), Some(earlier)) = (self.reuse, &earlier)
                     && self.link_earlier(reuse, earlier, &root, dirs, m, selected)?
                 {
                     return Ok(());
                 }
-                self.write_one(&root, &mut dirs.0, &mut dirs.1, m, selected)
+                self.write_one(&root, &mut dirs.0, &mut dirs.1, &mut dirs.3, m, selected)
             },
         )
     }
@@ -1072,7 +1117,7 @@ impl<'a> DirectWriter<'a> {
         reuse: &Reuse<'_>,
         earlier: &OwnedFd,
         root: &OwnedFd,
-        (parent, _, earlier_parent): &mut WorkerDirs<'m>,
+        (parent, _, earlier_parent, _): &mut WorkerDirs<'m>,
         m: &'m Member,
         selected: &[Selected],
     ) -> Result<bool, BuildError> {
@@ -1112,6 +1157,7 @@ impl<'a> DirectWriter<'a> {
         root: &OwnedFd,
         parent: &mut Parent<'m>,
         sources: &mut ParentCache,
+        buf: &mut Vec<u8>,
         m: &'m Member,
         selected: &[Selected],
     ) -> Result<(), BuildError> {
@@ -1181,8 +1227,18 @@ impl<'a> DirectWriter<'a> {
                 let mode = file_mode(self.chmod, meta.mode(), false)?;
                 let mut f = create(if created_whole(mode) { mode } else { 0o600 })?;
                 let want = meta.len();
-                let got = copy_exactly(src, &mut f, want)
-                    .map_err(|e| BuildError::io("copying", real, e))?;
+                let got = match self.fed {
+                    Some(fed) => {
+                        let (got, digest) = copy_hashing(src, &mut f, want, buf)
+                            .map_err(|e| BuildError::io("copying", real, e))?;
+                        if got == want {
+                            fed.put(meta, &digest);
+                        }
+                        got
+                    }
+                    None => copy_exactly(src, &mut f, want)
+                        .map_err(|e| BuildError::io("copying", real, e))?,
+                };
                 if got != want {
                     return Err(BuildError::Invalid(format!(
                         "{} changed while it was copied ({want} bytes expected, {got} read)",
@@ -1299,6 +1355,36 @@ fn copy_exactly(src: fs::File, dst: &mut fs::File, want: u64) -> io::Result<u64>
         }
     }
     Ok(got)
+}
+
+/// [`copy_exactly`] through `buf`, hashing what passes (BLAKE3): the digest an early copy's
+/// key takes instead of reading the file again. Costs a pass through this process's memory,
+/// which the key's own read would cost too.
+fn copy_hashing(
+    mut src: fs::File,
+    dst: &mut fs::File,
+    want: u64,
+    buf: &mut Vec<u8>,
+) -> io::Result<(u64, blake3::Hash)> {
+    use std::io::Write;
+    if buf.is_empty() {
+        buf.resize(256 * 1024, 0);
+    }
+    let mut hasher = blake3::Hasher::new();
+    let mut got = 0;
+    while got < want {
+        let ask = usize::try_from(want - got).map_or(buf.len(), |left| left.min(buf.len()));
+        let n = match src.read(&mut buf[..ask]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        dst.write_all(&buf[..n])?;
+        got += n as u64;
+    }
+    Ok((got, hasher.finalize()))
 }
 
 /// ADD of a local archive unpacks it into the destination directory instead of copying it.

@@ -502,15 +502,25 @@ impl Solver<'_, '_> {
                     && !self.opts.explain_cache
                     && (!use_cache || cannot_hit()?)
                 {
-                    // The key is only recorded, not looked up first: hash the files while
-                    // copying them. A full copy: with the cache off nothing is reused, and a
-                    // step never built here has no earlier layer.
+                    // The key is only recorded, not looked up first: it is made beside the
+                    // copy, from the digests of what the copy reads. A full copy: with the
+                    // cache off nothing is reused, and a step never built here has no earlier
+                    // layer.
                     let made = self.upper()?;
+                    let fed = cache::Fed::default();
                     let (key, copied) = std::thread::scope(|s| {
-                        let key = s.spawn(|| {
-                            cache::copy_key(&parent, c, &t, from_key.as_deref(), self.store(), true)
-                        });
-                        let copied = self.full_copy(c, &t, &built.image, &made.1, &made.2, None);
+                        let key =
+                            s.spawn(|| cache::copy_key_fed(&parent, c, &t, self.store(), &fed));
+                        let feeding = fed.feeding();
+                        let copied = self.full_copy(
+                            c,
+                            &t,
+                            &built.image,
+                            &made.1,
+                            &made.2,
+                            copy::Besides::Feed(&fed),
+                        );
+                        drop(feeding);
                         (key.join(), copied)
                     });
                     copied?;
@@ -625,9 +635,23 @@ impl Solver<'_, '_> {
                             previous: &previous,
                             unchanged: &same,
                         };
-                        self.full_copy(c, tree, &built.image, &upper, &work, Some(&reuse))?;
+                        self.full_copy(
+                            c,
+                            tree,
+                            &built.image,
+                            &upper,
+                            &work,
+                            copy::Besides::Reuse(&reuse),
+                        )?;
                     }
-                    None => self.full_copy(c, tree, &built.image, &upper, &work, None)?,
+                    None => self.full_copy(
+                        c,
+                        tree,
+                        &built.image,
+                        &upper,
+                        &work,
+                        copy::Besides::Nothing,
+                    )?,
                 }
             }
             Op::Exec(e) => {
@@ -668,8 +692,8 @@ impl Solver<'_, '_> {
         Ok(false)
     }
 
-    /// A COPY into the fresh layer directory `upper`: straight in when it can be (linking what
-    /// `reuse` says is unchanged), else through the merged view.
+    /// A COPY into the fresh layer directory `upper`: straight in when it can be (doing
+    /// `besides` as it goes), else through the merged view.
     fn full_copy(
         &self,
         c: &Copy,
@@ -677,7 +701,7 @@ impl Solver<'_, '_> {
         image: &StageImage,
         upper: &Path,
         work: &Path,
-        reuse: Option<&copy::Reuse<'_>>,
+        besides: copy::Besides<'_>,
     ) -> Result<(), BuildError> {
         let view = mounts::OverlayMount::new(
             &self.store().tmp_dir(),
@@ -685,7 +709,7 @@ impl Solver<'_, '_> {
             None,
             self.empty,
         )?;
-        if !copy::copy_into_layer(c, tree, view.path(), upper, reuse)? {
+        if !copy::copy_into_layer(c, tree, view.path(), upper, besides)? {
             drop(view);
             let mount = self.mount_rw(image, upper, work)?;
             copy::copy(c, tree, mount.path())?;
