@@ -406,6 +406,53 @@ pub(crate) fn walk_chunked<T>(
     flush(out)
 }
 
+/// [`walk_chunked`] a directory at a time: a directory's entries are handed over together, the
+/// listings of its subdirectories after them (depth first, in name order), and with each chunk
+/// `flush` gets the reported paths of the directories whose entries are all in it or before
+/// it. False, having handed nothing over, when an entry could be reported for what lies below
+/// it alone (`!` patterns look into ignored directories, or `--exclude` drops some): only
+/// [`walk_chunked`]'s order knows whether to.
+pub(crate) fn walk_dirwise_chunked<T>(
+    tree: &SourceTree<'_>,
+    dir: &Path,
+    base_rel: &str,
+    out: &mut Vec<T>,
+    make: impl Fn(String, FileMeta, Option<PathBuf>) -> T,
+    chunk: usize,
+    mut flush: impl FnMut(&mut Vec<T>, &mut Vec<String>) -> Result<(), BuildError>,
+) -> Result<bool, BuildError> {
+    if tree.ignore.is_some_and(Matcher::has_exclusions) || tree.exclude.is_some() {
+        return Ok(false);
+    }
+    let mut lister = OnDemand::new(start(tree, &MetaLister, dir, base_rel, "", false));
+    let mut whole = Vec::new();
+    let mut todo = vec![0];
+    while let Some(slot) = todo.pop() {
+        let mut listing = lister.list(slot).ok_or_else(not_listed)??;
+        let at = todo.len();
+        for e in std::mem::take(&mut listing.entries) {
+            if e.ignored || e.dropped {
+                return Err(BuildError::Invalid(
+                    "a directory walk met an entry it cannot report".into(),
+                ));
+            }
+            let real = if e.exact { None } else { listing.real(&e) };
+            out.push(make(join(&listing.rel, listing.name(&e)), e.meta, real));
+            if let Some(child) = e.child {
+                todo.push(child.get());
+            }
+        }
+        // Taken from the end: the first subdirectory first.
+        todo[at..].reverse();
+        whole.push(std::mem::take(&mut listing.rel));
+        if out.len() >= chunk {
+            flush(out, &mut whole)?;
+        }
+    }
+    flush(out, &mut whole)?;
+    Ok(true)
+}
+
 /// Lists a walk's directories one at a time, when its stitch reaches them.
 struct OnDemand<'w, 'a, L: Lister> {
     walker: Walker<'w, 'a, L>,

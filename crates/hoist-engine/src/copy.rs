@@ -16,7 +16,7 @@ use hoist_plan::{Chmod, Copy};
 
 use crate::BuildError;
 use crate::cache::Fed;
-use crate::context::{FileMeta, Selected, SourceTree, walk, walk_chunked};
+use crate::context::{FileMeta, Selected, SourceTree, walk, walk_chunked, walk_dirwise_chunked};
 use crate::fsutil::{ParentCache, clean, resolve, set_mtime};
 use crate::par::for_each_parallel;
 use crate::userdb::{Owner, resolve_chown};
@@ -615,8 +615,12 @@ pub(crate) fn copy_into_layer(
     let owners = Owners::of(copy_op, plan.owner);
     let w = DirectWriter::new(out_dir, owners, copy_op.chmod.as_ref(), besides);
     if !w.write(&plan, &parents, lower)? {
+        give_up(besides);
         empty_dir(out_dir)?;
         return Ok(false);
+    }
+    if let Besides::Early(_, seals) = besides {
+        seals.finish();
     }
     Ok(true)
 }
@@ -675,31 +679,75 @@ fn stream_dir(
     let owners = Owners::of(copy_op, selection.owner);
     let w = DirectWriter::new(out_dir, owners, copy_op.chmod.as_ref(), besides);
     let selected = std::slice::from_ref(sel);
+    let seals = match besides {
+        Besides::Early(_, seals) => Some(seals),
+        _ => None,
+    };
     let mut done = Written::default();
     w.make_parents(&mut done, &from_lower)?;
     w.write_members(&mut done, &made, selected, None)?;
+    // Directory times to set as each directory is sealed: the destination's, then those the
+    // walk makes.
+    let mut times = std::collections::HashMap::new();
+    if let Some(seals) = seals {
+        // The destination's ancestors hold nothing but the next of them: final now.
+        for (p, sec, nsec) in &done.image_dir_times {
+            times.insert(p.clone(), (*sec, *nsec));
+        }
+        for (p, sec) in &done.dir_times {
+            times.insert(p.clone(), (*sec, 0));
+        }
+        for p in from_lower
+            .iter()
+            .map(|(p, _)| p)
+            .chain(made.iter().map(|m| &m.dest))
+        {
+            if p != target {
+                seal_dir(out_dir, seals, &mut times, p)?;
+            }
+        }
+        seals.seal("");
+    }
+    let mut timed = done.dir_times.len();
     let mut crossed = false;
-    // The walk lists the next chunk while this thread writes the one before.
+    // The walk lists the next chunk while this thread writes the one before. For an early
+    // copy it goes a directory at a time, so that each is sealed soon after it is begun.
     let (walked, written) = std::thread::scope(|s| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Member>>(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<Member>, Vec<String>)>(1);
         let walk = s.spawn(move || {
+            let send = |chunk: &mut Vec<Member>, whole: &mut Vec<String>| {
+                let full = std::mem::replace(chunk, Vec::with_capacity(CHUNK));
+                // The writer stopped (and says why): so does the walk.
+                tx.send((full, std::mem::take(whole)))
+                    .map_err(|_| BuildError::Invalid("the copy stopped".into()))
+            };
+            let make = |rel: String, meta, real| Member::walked(target, &rel, meta, 0, real);
+            let mut chunk = Vec::with_capacity(CHUNK);
+            if seals.is_some()
+                && walk_dirwise_chunked(
+                    tree,
+                    &sel.real,
+                    &sel.in_tree,
+                    &mut chunk,
+                    make,
+                    CHUNK,
+                    send,
+                )?
+            {
+                return Ok(());
+            }
             walk_chunked(
                 tree,
                 &sel.real,
                 &sel.in_tree,
-                &mut Vec::with_capacity(CHUNK),
-                |rel, meta, real| Member::walked(target, &rel, meta, 0, real),
+                &mut chunk,
+                make,
                 CHUNK,
-                |chunk| {
-                    let full = std::mem::replace(chunk, Vec::with_capacity(CHUNK));
-                    // The writer stopped (and says why): so does the walk.
-                    tx.send(full)
-                        .map_err(|_| BuildError::Invalid("the copy stopped".into()))
-                },
+                |c| send(c, &mut Vec::new()),
             )
         });
         let mut written = Ok(());
-        for chunk in &rx {
+        for (chunk, whole) in &rx {
             match w.write_members(&mut done, &chunk, selected, Some(lower)) {
                 Ok(true) => {}
                 Ok(false) => {
@@ -711,6 +759,27 @@ fn stream_dir(
                     break;
                 }
             }
+            let Some(seals) = seals else { continue };
+            for (p, sec) in &done.dir_times[timed..] {
+                times.insert(p.clone(), (*sec, 0));
+            }
+            timed = done.dir_times.len();
+            for rel in whole {
+                let dir = if rel.is_empty() {
+                    target.clone()
+                } else {
+                    format!("{target}/{rel}")
+                };
+                if !done.link_dirs.contains(&dir)
+                    && let Err(e) = seal_dir(out_dir, seals, &mut times, &dir)
+                {
+                    written = Err(e);
+                    break;
+                }
+            }
+            if written.is_err() {
+                break;
+            }
         }
         drop(rx);
         let walked = walk
@@ -720,12 +789,49 @@ fn stream_dir(
     });
     written?;
     if crossed {
+        give_up(besides);
         empty_dir(out_dir)?;
         return Ok(Some(false));
     }
     walked?;
     w.finish(done)?;
+    if let Some(seals) = seals {
+        seals.finish();
+    }
     Ok(Some(true))
+}
+
+/// Sets the time of the directory `dir` (relative to `out_dir`) that its last entry was
+/// written into, and seals it: an early copy's digest may read it now.
+fn seal_dir(
+    out_dir: &Path,
+    seals: &Seals,
+    times: &mut std::collections::HashMap<String, (i64, i64)>,
+    dir: &str,
+) -> Result<(), BuildError> {
+    // A directory with no time here is left to the end (see `DirectWriter::finish`).
+    if let Some((sec, nsec)) = times.remove(dir) {
+        set_mtime(&out_dir.join(dir), sec, nsec)?;
+        seals.seal(dir);
+    }
+    Ok(())
+}
+
+/// Gives the seals up when dropped, unless the copy finished: however an early copy ends,
+/// the digest following it does too.
+pub(crate) struct GiveUp<'a>(pub(crate) &'a Seals);
+
+impl Drop for GiveUp<'_> {
+    fn drop(&mut self) {
+        self.0.give_up();
+    }
+}
+
+/// An early copy gives its directory up to the merged view: its digest stops.
+fn give_up(besides: Besides<'_>) {
+    if let Besides::Early(_, seals) = besides {
+        seals.give_up();
+    }
 }
 
 /// Removes everything in `dir`.
@@ -853,22 +959,104 @@ struct Written {
     /// (device, inode) of a multiply-linked source → the first destination written for it.
     first_of: std::collections::HashMap<(u64, u64), String>,
     links: Vec<(String, String)>,
+    /// The directories `links` go into: final only once they are made.
+    link_dirs: std::collections::HashSet<String>,
 }
 
-/// The layer an earlier build of the same COPY made, and which of its inputs are as they were
-/// then: a rebuild whose files changed in part links each unchanged file from that layer
-/// (snapshots are immutable, so sharing an inode is safe) and writes the rest, so that the
-/// result is the layer a full copy makes, made by the same writer.
 /// What a copy does besides writing every file it selects.
 #[derive(Clone, Copy)]
 pub(crate) enum Besides<'a> {
     Nothing,
     /// Links what did not change from an earlier layer.
     Reuse(&'a Reuse<'a>),
-    /// Feeds the key being made beside it the digests of what it reads.
-    Feed(&'a Fed),
+    /// An early copy: feeds the key made beside it the digests of what it reads, and the
+    /// layer's digest the directories it has finished.
+    Early(&'a Fed, &'a Seals),
 }
 
+/// The directories of an early copy's layer that are final, for its digest to follow the copy
+/// (see [`hoist_layer::digest_layer_gated`]). A copy seals a directory once it has written all
+/// of its entries and set its time, and writes nothing of it after.
+#[derive(Default)]
+pub(crate) struct Seals {
+    state: std::sync::Mutex<SealState>,
+    more: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct SealState {
+    /// Destinations relative to the layer root; its root is `""`.
+    sealed: std::collections::HashSet<String>,
+    /// `Some(true)` once the copy wrote the whole layer itself; `Some(false)` when it gave the
+    /// directory up (it failed, or the merged view writes it).
+    end: Option<bool>,
+}
+
+impl Seals {
+    fn state(&self) -> std::sync::MutexGuard<'_, SealState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn seal(&self, dir: &str) {
+        self.state().sealed.insert(dir.to_owned());
+        self.more.notify_all();
+    }
+
+    fn end(&self, whole: bool) {
+        let mut st = self.state();
+        if st.end.is_none() {
+            st.end = Some(whole);
+        }
+        drop(st);
+        self.more.notify_all();
+    }
+
+    /// Every directory is final: the copy wrote the layer whole.
+    pub(crate) fn finish(&self) {
+        self.end(true);
+    }
+
+    /// The copy will not finish the directory (failed, or copies through the merged view):
+    /// its digest stops. Nothing once it finished.
+    pub(crate) fn give_up(&self) {
+        self.end(false);
+    }
+
+    /// Whether the copy finished the layer itself (and its gated digest is the layer's).
+    pub(crate) fn whole(&self) -> bool {
+        self.state().end == Some(true)
+    }
+
+    /// What the layer's digest waits on.
+    pub(crate) fn gate(self: &std::sync::Arc<Self>) -> hoist_layer::Gate {
+        let seals = self.clone();
+        std::sync::Arc::new(move |dir: &[u8]| {
+            let mut st = seals.state();
+            loop {
+                match st.end {
+                    Some(true) => return Ok(()),
+                    Some(false) => return Err(hoist_layer::LayerError::Abandoned),
+                    None if std::str::from_utf8(dir).is_ok_and(|d| st.sealed.contains(d)) => {
+                        return Ok(());
+                    }
+                    None => {
+                        st = seals
+                            .more
+                            .wait(st)
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// The layer an earlier build of the same COPY made, and which of its inputs are as they were
+/// then: a rebuild whose files changed in part links each unchanged file from that layer
+/// (snapshots are immutable, so sharing an inode is safe) and writes the rest, so that the
+/// result is the layer a full copy makes, made by the same writer.
 pub(crate) struct Reuse<'a> {
     pub(crate) previous: &'a Path,
     /// Whether a source input (`file <path>`) was recorded alike both times.
@@ -911,7 +1099,7 @@ impl<'a> DirectWriter<'a> {
         let (reuse, fed) = match besides {
             Besides::Nothing => (None, None),
             Besides::Reuse(r) => (Some(r), None),
-            Besides::Feed(f) => (None, Some(f)),
+            Besides::Early(f, _) => (None, Some(f)),
         };
         Self {
             out_dir,
@@ -1010,6 +1198,7 @@ impl<'a> DirectWriter<'a> {
                     match done.first_of.entry((meta.dev(), meta.ino())) {
                         std::collections::hash_map::Entry::Occupied(first) => {
                             done.links.push((first.get().clone(), m.dest.clone()));
+                            done.link_dirs.insert(split_dest(&m.dest).0.to_owned());
                         }
                         std::collections::hash_map::Entry::Vacant(v) => {
                             v.insert(m.dest.clone());

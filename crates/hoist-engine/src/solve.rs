@@ -84,20 +84,29 @@ impl StageRun<'_> {
     }
 }
 
-/// Starts hashing the layer directory `upper` (resuming from the layer it was copied from, if
-/// any) on a thread of `scope`.
+/// How a layer directory is digested: resuming from the layer it was copied from, if any, or
+/// following the copy still writing it.
+enum DigestFrom {
+    Done(Option<hoist_store::LayerInfo>),
+    Following(hoist_layer::Gate),
+}
+
+/// Starts hashing the layer directory `upper` on a thread of `scope`.
 fn spawn_digest<'s>(
     scope: &'s std::thread::Scope<'s, '_>,
     store: &'s Store,
     upper: PathBuf,
-    earlier: Option<hoist_store::LayerInfo>,
+    from: DigestFrom,
 ) -> std::thread::ScopedJoinHandle<'s, Result<DigestedSnapshot, StoreError>> {
     scope.spawn(move || {
-        // Behind the next step's own processes for the CPU (this thread and the hashing
-        // thread it starts): a RUN that keeps one core busy keeps it, and the digest takes
-        // what is left, which it has all of once that RUN is done.
+        // Behind the copy it follows and the next step's own processes for the CPU (this
+        // thread and the hashing thread it starts): a RUN that keeps one core busy keeps it,
+        // and the digest takes what is left, which it has all of once that RUN is done.
         let _ = rustix::process::setpriority_process(None, 10);
-        store.digest_snapshot(&upper, earlier.as_ref())
+        match from {
+            DigestFrom::Done(earlier) => store.digest_snapshot(&upper, earlier.as_ref()),
+            DigestFrom::Following(gate) => store.digest_snapshot_gated(&upper, gate),
+        }
     })
 }
 
@@ -503,30 +512,45 @@ impl Solver<'_, '_> {
                     && (!use_cache || cannot_hit()?)
                 {
                     // The key is only recorded, not looked up first: it is made beside the
-                    // copy, from the digests of what the copy reads. A full copy: with the
-                    // cache off nothing is reused, and a step never built here has no earlier
-                    // layer.
+                    // copy, from the digests of what the copy reads, and the layer is hashed
+                    // as the copy finishes its directories. A full copy: with the cache off
+                    // nothing is reused, and a step never built here has no earlier layer.
                     let made = self.upper()?;
                     let fed = cache::Fed::default();
+                    let seals = std::sync::Arc::new(copy::Seals::default());
+                    let following = spawn_digest(
+                        scope,
+                        self.store(),
+                        made.1.clone(),
+                        DigestFrom::Following(seals.gate()),
+                    );
                     let (key, copied) = std::thread::scope(|s| {
                         let key =
                             s.spawn(|| cache::copy_key_fed(&parent, c, &t, self.store(), &fed));
                         let feeding = fed.feeding();
+                        // However the copy ends, the digest following it does too.
+                        let ending = copy::GiveUp(&seals);
                         let copied = self.full_copy(
                             c,
                             &t,
                             &built.image,
                             &made.1,
                             &made.2,
-                            copy::Besides::Feed(&fed),
+                            copy::Besides::Early(&fed, &seals),
                         );
+                        drop(ending);
                         drop(feeding);
                         (key.join(), copied)
                     });
                     copied?;
-                    // Hashed while the inputs are recorded and the next step runs; an
-                    // early copy never builds on an earlier layer.
-                    early_digest = Some(spawn_digest(scope, self.store(), made.1.clone(), None));
+                    // Hashed while the inputs are recorded and the next step runs; written
+                    // through the merged view, the layer is hashed from the start.
+                    early_digest = Some(if seals.whole() {
+                        following
+                    } else {
+                        let _ = following.join();
+                        spawn_digest(scope, self.store(), made.1.clone(), DigestFrom::Done(None))
+                    });
                     let key = key.map_err(|_| {
                         BuildError::Invalid("the cache key thread panicked".into())
                     })??;
@@ -668,7 +692,12 @@ impl Solver<'_, '_> {
             // Hashed while the next step runs on it; see `Pending`.
             let digest = match early_digest {
                 Some(d) => d,
-                None => spawn_digest(scope, self.store(), upper.clone(), earlier),
+                None => spawn_digest(
+                    scope,
+                    self.store(),
+                    upper.clone(),
+                    DigestFrom::Done(earlier),
+                ),
             };
             let created = now_rfc3339();
             history(&mut built.image, history_line, Some(created.clone()));

@@ -564,3 +564,116 @@ proptest! {
         check_resume(&c, &db.checkpoints, interval);
     }
 }
+
+/// Directories sealed by a test writer, as the engine's copy seals them.
+#[derive(Default)]
+struct Seals {
+    state: std::sync::Mutex<(std::collections::HashSet<Vec<u8>>, Option<bool>)>,
+    more: std::sync::Condvar,
+}
+
+impl Seals {
+    fn seal(&self, dir: &[u8]) {
+        self.state.lock().unwrap().0.insert(dir.to_vec());
+        self.more.notify_all();
+    }
+
+    fn end(&self, whole: bool) {
+        self.state.lock().unwrap().1 = Some(whole);
+        self.more.notify_all();
+    }
+
+    fn gate(self: &std::sync::Arc<Self>) -> crate::Gate {
+        let seals = self.clone();
+        std::sync::Arc::new(move |dir: &[u8]| {
+            let mut st = seals.state.lock().unwrap();
+            loop {
+                match st.1 {
+                    Some(false) => return Err(crate::LayerError::Abandoned),
+                    Some(true) => return Ok(()),
+                    None if st.0.contains(dir) => return Ok(()),
+                    None => st = seals.more.wait(st).unwrap(),
+                }
+            }
+        })
+    }
+}
+
+/// Writes a tree a directory at a time (its entries, then its time) and seals each directory
+/// once final; those at odd depths get a hard link at the very end, and are sealed only by
+/// the end of the writing.
+fn write_sealed(root: &Path, seals: &Seals) {
+    let mut late = Vec::new();
+    let mut todo = vec![(String::new(), 0u32)];
+    while let Some((rel, depth)) = todo.pop() {
+        let here = root.join(&rel);
+        for i in 0..3u32 {
+            let path = here.join(format!("e{i}"));
+            let len = 1000 + 700 * i as usize;
+            fs::write(&path, bytes(u64::from(i * 31 + depth), len)).unwrap();
+            set_mtime(&path, 1_600_000_000 + i64::from(i), 0);
+        }
+        std::os::unix::fs::symlink("e0", here.join("e3")).unwrap();
+        if depth < 3 {
+            for j in 0..2 {
+                let name = format!("d{j}");
+                fs::create_dir(here.join(&name)).unwrap();
+                let sub = if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                };
+                todo.push((sub, depth + 1));
+            }
+        }
+        let time = 1_500_000_000 + i64::from(depth);
+        if depth % 2 == 1 {
+            late.push((here, time));
+        } else {
+            set_mtime(&here, time, 0);
+            seals.seal(rel.as_bytes());
+        }
+        // Gives the digest its chance to catch up.
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    for (dir, time) in late {
+        fs::hard_link(dir.join("e0"), dir.join("e4")).unwrap();
+        set_mtime(&dir, time, 0);
+    }
+    seals.end(true);
+}
+
+/// A digest that follows a writer directory by directory gives the finished tree's digest.
+/// (Debug builds also check it inside; a gate that let the walk run ahead fails both.)
+#[test]
+fn a_gated_digest_follows_its_writer_to_the_finished_trees_digest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("upper");
+    fs::create_dir(&root).unwrap();
+    let seals = std::sync::Arc::new(Seals::default());
+    let opts = WriteOptions::default();
+    let gated = std::thread::scope(|s| {
+        let digest = s.spawn(|| crate::digest_layer_gated(&root, &opts, seals.gate()));
+        write_sealed(&root, &seals);
+        digest.join().unwrap()
+    })
+    .unwrap();
+    let (full, _) = digest_layer(&root, &opts, None).unwrap();
+    assert_eq!(gated.0, full);
+    assert!(full.entries > 50, "{full:?}");
+}
+
+/// A writer that gives up its tree ends the digest waiting on it.
+#[test]
+fn a_gated_digest_ends_when_its_writer_gives_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seals = std::sync::Arc::new(Seals::default());
+    let got = std::thread::scope(|s| {
+        let digest = s.spawn(|| {
+            crate::digest_layer_gated(tmp.path(), &WriteOptions::default(), seals.gate())
+        });
+        seals.end(false);
+        digest.join().unwrap()
+    });
+    assert!(matches!(got, Err(crate::LayerError::Abandoned)), "{got:?}");
+}

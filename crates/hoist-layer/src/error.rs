@@ -94,6 +94,10 @@ pub enum LayerError {
     /// A file was replaced by another while being archived.
     #[error("{path:?} was replaced while being archived")]
     Replaced { path: String },
+    /// The writer of a tree digested as it was written gave it up (see
+    /// [`crate::digest_layer_gated`]).
+    #[error("the tree being digested was given up by its writer")]
+    Abandoned,
     /// Writing the tar stream failed.
     #[error("failed to write the layer archive")]
     WriteArchive {

@@ -38,7 +38,9 @@ pub use compression::{
 };
 pub use error::{CheckpointError, EscapeReason, LayerError};
 pub use hashing::{HashingReader, HashingWriter};
-pub use write::{LayerSummary, WriteOptions, digest_layer, write_layer, write_tree};
+pub use write::{
+    Gate, LayerSummary, WriteOptions, digest_layer, digest_layer_gated, write_layer, write_tree,
+};
 
 /// The name of an opaque-directory marker inside a layer tar.
 pub const OPAQUE_MARKER: &str = ".wh..wh..opq";

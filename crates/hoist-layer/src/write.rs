@@ -140,6 +140,30 @@ pub fn digest_layer(
     Ok((d.summary, d.checkpoints))
 }
 
+/// Waits until the directory at a path (relative to the root, no trailing `/`; the root is
+/// empty) is final: its entries all there, each whole, and its own metadata set. `Err` when
+/// the tree will never be (its writer gave it up).
+pub type Gate = std::sync::Arc<dyn Fn(&[u8]) -> Result<(), LayerError> + Send + Sync>;
+
+/// [`digest_layer`] of an upper dir that is still being written: each directory is listed,
+/// and stated, only once `gate` says it is final, so the digest follows the writer instead
+/// of waiting for it to finish. The writer must finish every directory it seals before
+/// sealing it, and change nothing of it after: the result is then the digest of the finished
+/// tree (checked against an ungated digest in debug builds).
+pub fn digest_layer_gated(
+    upper: &Path,
+    opts: &WriteOptions,
+    gate: Gate,
+) -> Result<(LayerSummary, Checkpoints), LayerError> {
+    let d = digest_with(upper, opts, None, checkpoint::INTERVAL, Some(gate))?;
+    #[cfg(debug_assertions)]
+    {
+        let ungated = digest(upper, opts, None, checkpoint::INTERVAL)?;
+        debug_assert_eq!(d.summary, ungated.summary, "a gated digest of {upper:?}");
+    }
+    Ok((d.summary, d.checkpoints))
+}
+
 /// A digest and how it was made.
 #[derive(Debug)]
 pub(crate) struct Digested {
@@ -160,6 +184,16 @@ pub(crate) fn digest(
     previous: Option<&Checkpoints>,
     interval: u64,
 ) -> Result<Digested, LayerError> {
+    digest_with(upper, opts, previous, interval, None)
+}
+
+fn digest_with(
+    upper: &Path,
+    opts: &WriteOptions,
+    previous: Option<&Checkpoints>,
+    interval: u64,
+    gate: Option<Gate>,
+) -> Result<Digested, LayerError> {
     let root = open_root(upper)?;
     let sink_root = root.try_clone().map_err(|source| LayerError::OpenRoot {
         path: upper.to_path_buf(),
@@ -171,6 +205,7 @@ pub(crate) fn digest(
         true,
         opts,
     );
+    writer.gate = gate;
     writer.walk(root.as_fd(), b"")?;
     writer.out.end()?;
     writer.put(&[0; 2 * BLOCK])?;
@@ -299,6 +334,8 @@ struct TarWriter<O: TarOut> {
     buf: Vec<u8>,
     entries: u64,
     content_bytes: u64,
+    /// When the tree is still being written: see [`digest_layer_gated`].
+    gate: Option<Gate>,
 }
 
 fn lossy(bytes: &[u8]) -> String {
@@ -471,6 +508,15 @@ impl<O: TarOut> TarWriter<O> {
             buf: vec![0; COPY_BUF],
             entries: 0,
             content_bytes: 0,
+            gate: None,
+        }
+    }
+
+    /// Waits for the directory at `path` to be final, when the tree is still being written.
+    fn wait_for(&self, path: &[u8]) -> Result<(), LayerError> {
+        match &self.gate {
+            Some(gate) => gate(path.strip_suffix(b"/").unwrap_or(path)),
+            None => Ok(()),
         }
     }
 
@@ -492,6 +538,7 @@ impl<O: TarOut> TarWriter<O> {
     }
 
     fn walk(&mut self, dir: BorrowedFd<'_>, rel: &[u8]) -> Result<(), LayerError> {
+        self.wait_for(rel)?;
         let mut names = list_dir_typed(dir).map_err(|e| LayerError::Walk {
             path: lossy(rel),
             op: "list directory",
@@ -501,30 +548,38 @@ impl<O: TarOut> TarWriter<O> {
         // A regular file whose content the digest reads is opened and its stat taken from the
         // open file, in turn: one lookup of its name instead of two. Every other entry's stat
         // is taken here, as the whiteouts must be known before their siblings are written.
+        // A directory of a tree still being written is stated when its turn comes, once
+        // final (no whiteout is a directory); an entry of unknown type waits for the end.
         let opens_files = self.out.reads_content();
+        let gated = self.gate.is_some();
         let mut items = Vec::with_capacity(names.len());
         for (name, kind) in names {
             let path = concat(rel, &name);
-            let st = if opens_files && kind == FileType::RegularFile {
+            let st = if (opens_files && kind == FileType::RegularFile)
+                || (gated && kind == FileType::Directory)
+            {
                 None
             } else {
+                if gated && kind == FileType::Unknown {
+                    self.wait_for(&path)?;
+                }
                 Some(
                     rfs::statat(dir, os(&name), AtFlags::SYMLINK_NOFOLLOW)
                         .map_err(walk_err(&path, "stat"))?,
                 )
             };
-            items.push((name, path, st));
+            items.push((name, path, kind, st));
         }
         // Whiteouts before their siblings, as the OCI spec asks of writers.
         if self.overlay {
-            for (name, _, st) in &items {
+            for (name, _, _, st) in &items {
                 if let Some(st) = st.as_ref().filter(|st| is_whiteout(st)) {
                     let path = concat(rel, &concat(WHITEOUT_PREFIX.as_bytes(), name));
                     self.marker(&path, self.mtime(st))?;
                 }
             }
         }
-        for (name, path, st) in items {
+        for (name, path, kind, st) in items {
             if self.overlay && st.as_ref().is_some_and(is_whiteout) {
                 continue;
             }
@@ -533,6 +588,12 @@ impl<O: TarOut> TarWriter<O> {
             }
             let (st, opened) = match st {
                 Some(st) => (st, None),
+                None if kind == FileType::Directory => {
+                    self.wait_for(&path)?;
+                    let st = rfs::statat(dir, os(&name), AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(walk_err(&path, "stat"))?;
+                    (st, None)
+                }
                 None => {
                     let fd = open_file(dir, &name, &path)?;
                     (rfs::fstat(&fd).map_err(walk_err(&path, "stat"))?, Some(fd))

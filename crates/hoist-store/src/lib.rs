@@ -391,6 +391,21 @@ impl Store {
         })
     }
 
+    /// [`Store::digest_snapshot`] of an upper dir still being written, following its writer
+    /// directory by directory (see [`hoist_layer::digest_layer_gated`]).
+    pub fn digest_snapshot_gated(
+        &self,
+        upper: &Path,
+        gate: hoist_layer::Gate,
+    ) -> Result<DigestedSnapshot, StoreError> {
+        let (summary, checkpoints) =
+            hoist_layer::digest_layer_gated(upper, &hoist_layer::WriteOptions::default(), gate)?;
+        Ok(DigestedSnapshot {
+            summary,
+            checkpoints,
+        })
+    }
+
     /// The second half of [`Store::commit_snapshot`]: `upper`, digested, becomes the snapshot.
     pub fn commit_digested(
         &self,

@@ -1033,3 +1033,91 @@ fn add_checksum_of_a_local_file_is_refused() {
         "{out:?}"
     );
 }
+
+/// An early copy's layer (nothing to hit: a fresh store) is hashed as the copy finishes its
+/// directories. Its diff id is the sha256 of the tar `hoist save` writes from the finished
+/// layer, whatever the tree holds: nested directories, files sorted after directories, hard
+/// links (made last), symlinks, a destination the image has and one it has not, and a walk
+/// in tree order (a `!` pattern in .dockerignore).
+#[test]
+fn an_early_copys_digest_is_the_saved_layers() {
+    let h = with_busybox();
+    let mut files = vec![
+        ("a/z.txt", "after the directories".to_owned()),
+        ("top.txt", "top".to_owned()),
+        ("ignored/kept.txt", "re-included".to_owned()),
+        ("ignored/dropped.txt", "ignored".to_owned()),
+    ];
+    for i in 0..40 {
+        files.push((
+            Box::leak(format!("a/b{}/f{i}.txt", i % 5).into_boxed_str()),
+            i.to_string(),
+        ));
+    }
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    let ctx = context(&h, "ctx", &files);
+    std::fs::hard_link(ctx.join("top.txt"), ctx.join("a/b1/linked.txt")).unwrap();
+    std::os::unix::fs::symlink("../top.txt", ctx.join("a/to-top")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nCOPY . /new/app\nCOPY a /tmp/\nCOPY a/b1 /b1\n",
+    )
+    .unwrap();
+    for (image, ignore) in [
+        ("plain", "Dockerfile\n"),
+        ("reincluded", "ignored\n!ignored/kept.txt\n"),
+    ] {
+        std::fs::write(ctx.join(".dockerignore"), ignore).unwrap();
+        let out = build(&h, &["--no-cache", "-t", image, ctx.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let config: serde_json::Value =
+            serde_json::from_str(&h.ok(&["inspect", "--format", "{{json .RootFS}}", image]))
+                .unwrap();
+        let (_, raw) = common::saved_layers(&h, image);
+        let mut blobs = std::collections::BTreeMap::new();
+        for e in tar::Archive::new(&raw[..]).entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut buf).unwrap();
+            blobs.insert(name, buf);
+        }
+        let manifest: serde_json::Value = serde_json::from_slice(&blobs["manifest.json"]).unwrap();
+        let saved: Vec<String> = manifest[0]["Layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| format!("sha256:{}", hex_sha256(&blobs[l.as_str().unwrap()])))
+            .collect();
+        let diff_ids: Vec<String> = config["Layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(saved, diff_ids, "{image}");
+        assert_eq!(diff_ids.len(), 4, "{image}: busybox and three copies");
+    }
+    assert_eq!(
+        file_in(&h, "reincluded", "new/app/ignored/kept.txt").as_deref(),
+        Some("re-included")
+    );
+    assert_eq!(
+        file_in(&h, "plain", "b1/linked.txt").as_deref(),
+        Some("top")
+    );
+    let (layers, _) = common::saved_layers(&h, "plain");
+    let linked = layers[1]
+        .iter()
+        .find(|e| e.path == "new/app/top.txt")
+        .unwrap();
+    assert_eq!(
+        linked.header.entry_type(),
+        tar::EntryType::Link,
+        "the later of the two links"
+    );
+}
