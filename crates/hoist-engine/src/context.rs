@@ -1477,6 +1477,71 @@ mod tests {
 
     type Found = Vec<(PathBuf, String, FileMeta)>;
 
+    /// [`walk_dirwise_chunked`] hands over what [`walk`] gives (`want`), unless it declines,
+    /// and reports each directory whole only once every entry of it was handed over.
+    fn dirwise_agrees(
+        tree: &SourceTree<'_>,
+        dir: &Path,
+        base_rel: &str,
+        chunk: usize,
+        want: &Found,
+    ) {
+        let mut got = Vec::new();
+        let mut whole = Vec::new();
+        let dirwise = walk_dirwise_chunked(
+            tree,
+            dir,
+            base_rel,
+            &mut Vec::new(),
+            |rel, meta, real| (real.unwrap_or_else(|| dir.join(&rel)), rel, meta),
+            chunk,
+            |out, done| {
+                got.append(out);
+                whole.extend(done.drain(..).map(|d| (d, got.len())));
+                Ok(())
+            },
+        )
+        .unwrap();
+        let plain = tree.exclude.is_none() && !tree.ignore.is_some_and(Matcher::has_exclusions);
+        assert_eq!(dirwise, plain);
+        if !dirwise {
+            assert!(got.is_empty() && whole.is_empty());
+            return;
+        }
+        let sorted = |v: &Found| {
+            let mut v: Vec<(PathBuf, String)> = v
+                .iter()
+                .map(|(real, rel, _)| (real.clone(), rel.clone()))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(sorted(&got), sorted(want), "chunks of {chunk}");
+        let parent = |rel: &str| rel.rsplit_once('/').map_or("", |(p, _)| p).to_owned();
+        let dirs: std::collections::BTreeSet<String> = want
+            .iter()
+            .filter(|(_, _, m)| m.is_dir())
+            .map(|(_, rel, _)| rel.clone())
+            .chain([String::new()])
+            .collect();
+        assert_eq!(
+            whole
+                .iter()
+                .map(|(d, _)| d.clone())
+                .collect::<std::collections::BTreeSet<_>>(),
+            dirs,
+            "every directory is reported whole"
+        );
+        for (d, handed) in &whole {
+            for (_, rel, _) in want.iter().filter(|(_, rel, _)| &parent(rel) == d) {
+                assert!(
+                    got[..*handed].iter().any(|(_, r, _)| r == rel),
+                    "{rel} handed over after {d:?} was reported whole"
+                );
+            }
+        }
+    }
+
     /// [`walk`] on a given number of threads.
     fn walk_with(
         tree: &SourceTree<'_>,
@@ -1675,6 +1740,7 @@ mod tests {
                         // a copy walks): the same paths.
                         if prefix.is_empty() {
                             for chunk in [1, 7, 4096] {
+                                dirwise_agrees(&tree, &dir, base_rel, chunk, &want);
                                 let mut lazy = Vec::new();
                                 walk_chunked(
                                     &tree,
