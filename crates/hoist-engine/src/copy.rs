@@ -619,7 +619,7 @@ pub(crate) fn copy_into_layer(
         empty_dir(out_dir)?;
         return Ok(false);
     }
-    if let Besides::Early(_, seals) = besides {
+    if let Some(seals) = besides.seals {
         seals.finish();
     }
     Ok(true)
@@ -679,10 +679,7 @@ fn stream_dir(
     let owners = Owners::of(copy_op, selection.owner);
     let w = DirectWriter::new(out_dir, owners, copy_op.chmod.as_ref(), besides);
     let selected = std::slice::from_ref(sel);
-    let seals = match besides {
-        Besides::Early(_, seals) => Some(seals),
-        _ => None,
-    };
+    let seals = besides.seals;
     let mut done = Written::default();
     w.make_parents(&mut done, &from_lower)?;
     w.write_members(&mut done, &made, selected, None)?;
@@ -710,8 +707,9 @@ fn stream_dir(
     }
     let mut timed = done.dir_times.len();
     let mut crossed = false;
-    // The walk lists the next chunk while this thread writes the one before. For an early
-    // copy it goes a directory at a time, so that each is sealed soon after it is begun.
+    // The walk lists the next chunk while this thread writes the one before. For a copy its
+    // digest follows, it goes a directory at a time, so that each is sealed soon after it is
+    // begun.
     let (walked, written) = std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<Member>, Vec<String>)>(1);
         let walk = s.spawn(move || {
@@ -802,7 +800,7 @@ fn stream_dir(
 }
 
 /// Sets the time of the directory `dir` (relative to `out_dir`) that its last entry was
-/// written into, and seals it: an early copy's digest may read it now.
+/// written into, and seals it: the digest following the copy may read it now.
 fn seal_dir(
     out_dir: &Path,
     seals: &Seals,
@@ -817,7 +815,7 @@ fn seal_dir(
     Ok(())
 }
 
-/// Gives the seals up when dropped, unless the copy finished: however an early copy ends,
+/// Gives the seals up when dropped, unless the copy finished: however a copy ends,
 /// the digest following it does too.
 pub(crate) struct GiveUp<'a>(pub(crate) &'a Seals);
 
@@ -827,9 +825,9 @@ impl Drop for GiveUp<'_> {
     }
 }
 
-/// An early copy gives its directory up to the merged view: its digest stops.
+/// A copy gives its directory up to the merged view: the digest following it stops.
 fn give_up(besides: Besides<'_>) {
-    if let Besides::Early(_, seals) = besides {
+    if let Some(seals) = besides.seals {
         seals.give_up();
     }
 }
@@ -964,17 +962,17 @@ struct Written {
 }
 
 /// What a copy does besides writing every file it selects.
-#[derive(Clone, Copy)]
-pub(crate) enum Besides<'a> {
-    Nothing,
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Besides<'a> {
     /// Links what did not change from an earlier layer.
-    Reuse(&'a Reuse<'a>),
-    /// An early copy: feeds the key made beside it the digests of what it reads, and the
-    /// layer's digest the directories it has finished.
-    Early(&'a Fed, &'a Seals),
+    pub(crate) reuse: Option<&'a Reuse<'a>>,
+    /// Feeds the key made beside the copy the digests of what it reads.
+    pub(crate) fed: Option<&'a Fed>,
+    /// Tells the layer's digest, which follows the copy, the directories it has finished.
+    pub(crate) seals: Option<&'a Seals>,
 }
 
-/// The directories of an early copy's layer that are final, for its digest to follow the copy
+/// The directories of a copy's layer that are final, for its digest to follow the copy
 /// (see [`hoist_layer::digest_layer_gated`]). A copy seals a directory once it has written all
 /// of its entries and set its time, and writes nothing of it after.
 #[derive(Default)]
@@ -1096,17 +1094,12 @@ impl<'a> DirectWriter<'a> {
         chmod: Option<&'a Chmod>,
         besides: Besides<'a>,
     ) -> Self {
-        let (reuse, fed) = match besides {
-            Besides::Nothing => (None, None),
-            Besides::Reuse(r) => (Some(r), None),
-            Besides::Early(f, _) => (None, Some(f)),
-        };
         Self {
             out_dir,
             owners,
             chmod,
-            reuse,
-            fed,
+            reuse: besides.reuse,
+            fed: besides.fed,
             creator: (
                 rustix::process::geteuid().as_raw(),
                 rustix::process::getegid().as_raw(),

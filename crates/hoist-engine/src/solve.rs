@@ -84,11 +84,11 @@ impl StageRun<'_> {
     }
 }
 
-/// How a layer directory is digested: resuming from the layer it was copied from, if any, or
-/// following the copy still writing it.
+/// How a layer directory is digested: once written, or following the copy still writing it;
+/// either resuming from the layer it was copied from, if any.
 enum DigestFrom {
     Done(Option<hoist_store::LayerInfo>),
-    Following(hoist_layer::Gate),
+    Following(Option<hoist_store::LayerInfo>, hoist_layer::Gate),
 }
 
 /// Starts hashing the layer directory `upper` on a thread of `scope`.
@@ -105,7 +105,9 @@ fn spawn_digest<'s>(
         let _ = rustix::process::setpriority_process(None, 10);
         match from {
             DigestFrom::Done(earlier) => store.digest_snapshot(&upper, earlier.as_ref()),
-            DigestFrom::Following(gate) => store.digest_snapshot_gated(&upper, gate),
+            DigestFrom::Following(earlier, gate) => {
+                store.digest_snapshot_gated(&upper, earlier.as_ref(), gate)
+            }
         }
     })
 }
@@ -451,8 +453,8 @@ impl Solver<'_, '_> {
         let mut fetched: Option<(tempfile::TempDir, Copy)> = None;
         // A layer directory a COPY already filled (see the COPY arm below).
         let mut copied_early = None;
-        // The digest of a layer copied early, started as soon as the copy is done.
-        let mut early_digest = None;
+        // The digest of a COPY's layer, which follows the copy.
+        let mut layer_digest = None;
         // The key this step had at its last build here, if it was built here.
         let prev_key = self.store().step_key(identity)?;
         let (key, history_line) = match op {
@@ -512,45 +514,29 @@ impl Solver<'_, '_> {
                     && (!use_cache || cannot_hit()?)
                 {
                     // The key is only recorded, not looked up first: it is made beside the
-                    // copy, from the digests of what the copy reads, and the layer is hashed
-                    // as the copy finishes its directories. A full copy: with the cache off
-                    // nothing is reused, and a step never built here has no earlier layer.
+                    // copy, from the digests of what the copy reads. A full copy: with the
+                    // cache off nothing is reused, and a step never built here has no earlier
+                    // layer.
                     let made = self.upper()?;
                     let fed = cache::Fed::default();
-                    let seals = std::sync::Arc::new(copy::Seals::default());
-                    let following = spawn_digest(
-                        scope,
-                        self.store(),
-                        made.1.clone(),
-                        DigestFrom::Following(seals.gate()),
-                    );
-                    let (key, copied) = std::thread::scope(|s| {
+                    let (key, digest) = std::thread::scope(|s| {
                         let key =
                             s.spawn(|| cache::copy_key_fed(&parent, c, &t, self.store(), &fed));
                         let feeding = fed.feeding();
-                        // However the copy ends, the digest following it does too.
-                        let ending = copy::GiveUp(&seals);
-                        let copied = self.full_copy(
-                            c,
-                            &t,
-                            &built.image,
-                            &made.1,
-                            &made.2,
-                            copy::Besides::Early(&fed, &seals),
-                        );
-                        drop(ending);
+                        let digest = self.copy_followed(scope, &made.1, None, |seals| {
+                            let besides = copy::Besides {
+                                fed: Some(&fed),
+                                seals: Some(seals),
+                                ..copy::Besides::default()
+                            };
+                            self.full_copy(c, &t, &built.image, &made.1, &made.2, besides)
+                        });
                         drop(feeding);
-                        (key.join(), copied)
+                        (key.join(), digest)
                     });
-                    copied?;
-                    // Hashed while the inputs are recorded and the next step runs; written
-                    // through the merged view, the layer is hashed from the start.
-                    early_digest = Some(if seals.whole() {
-                        following
-                    } else {
-                        let _ = following.join();
-                        spawn_digest(scope, self.store(), made.1.clone(), DigestFrom::Done(None))
-                    });
+                    // Hashed as the copy went, and then while the inputs are recorded and
+                    // the next step runs.
+                    layer_digest = Some(digest?);
                     let key = key.map_err(|_| {
                         BuildError::Invalid("the cache key thread panicked".into())
                     })??;
@@ -633,8 +619,6 @@ impl Solver<'_, '_> {
             Some(made) => made,
             None => self.upper()?,
         };
-        // The layer an incremental COPY started from: the new one's tar hash resumes from it.
-        let mut earlier = None;
         match op {
             Op::Copy(_) if copied => {}
             Op::Workdir(path) => {
@@ -649,9 +633,9 @@ impl Solver<'_, '_> {
                 // Compared, the recorded text is not needed while the copy runs.
                 let previous =
                     self.previous_copy(c, prev_key.as_deref(), old.take().as_ref(), &inputs)?;
-                match previous {
+                let digest = match previous {
+                    // The new layer's tar hash resumes from the one it starts from.
                     Some((layer, previous, unchanged)) => {
-                        earlier = Some(layer);
                         // Unchanged means recorded alike both times; a name missing from
                         // either is never unchanged.
                         let same = |name: &str| unchanged.contains(name);
@@ -659,24 +643,24 @@ impl Solver<'_, '_> {
                             previous: &previous,
                             unchanged: &same,
                         };
-                        self.full_copy(
-                            c,
-                            tree,
-                            &built.image,
-                            &upper,
-                            &work,
-                            copy::Besides::Reuse(&reuse),
-                        )?;
+                        self.copy_followed(scope, &upper, Some(layer), |seals| {
+                            let besides = copy::Besides {
+                                reuse: Some(&reuse),
+                                seals: Some(seals),
+                                ..copy::Besides::default()
+                            };
+                            self.full_copy(c, tree, &built.image, &upper, &work, besides)
+                        })?
                     }
-                    None => self.full_copy(
-                        c,
-                        tree,
-                        &built.image,
-                        &upper,
-                        &work,
-                        copy::Besides::Nothing,
-                    )?,
-                }
+                    None => self.copy_followed(scope, &upper, None, |seals| {
+                        let besides = copy::Besides {
+                            seals: Some(seals),
+                            ..copy::Besides::default()
+                        };
+                        self.full_copy(c, tree, &built.image, &upper, &work, besides)
+                    })?,
+                };
+                layer_digest = Some(digest);
             }
             Op::Exec(e) => {
                 let top = pending.as_ref().map(|p| p.upper.as_path());
@@ -690,15 +674,8 @@ impl Solver<'_, '_> {
         drop(from_mount);
         if matches!(op, Op::Copy(_)) {
             // Hashed while the next step runs on it; see `Pending`.
-            let digest = match early_digest {
-                Some(d) => d,
-                None => spawn_digest(
-                    scope,
-                    self.store(),
-                    upper.clone(),
-                    DigestFrom::Done(earlier),
-                ),
-            };
+            let digest = layer_digest
+                .ok_or_else(|| BuildError::Invalid("a copied layer without its digest".into()))?;
             let created = now_rfc3339();
             history(&mut built.image, history_line, Some(created.clone()));
             *pending = Some(Pending {
@@ -719,6 +696,43 @@ impl Solver<'_, '_> {
         built.image.layers.push(layer);
         history(&mut built.image, history_line, Some(created));
         Ok(false)
+    }
+
+    /// Runs `copy` into the fresh layer directory `upper` with the layer's digest following it
+    /// (see [`copy::Seals`]), resuming from `earlier`'s, and returns that digest; or one
+    /// started once the copy is done, when the copy went through the merged view.
+    fn copy_followed<'s, 'e: 's>(
+        &'e self,
+        scope: &'s std::thread::Scope<'s, 'e>,
+        upper: &Path,
+        earlier: Option<LayerInfo>,
+        copy: impl FnOnce(&copy::Seals) -> Result<(), BuildError>,
+    ) -> Result<std::thread::ScopedJoinHandle<'s, Result<DigestedSnapshot, StoreError>>, BuildError>
+    {
+        let seals = std::sync::Arc::new(copy::Seals::default());
+        let gate = seals.gate();
+        let following = spawn_digest(
+            scope,
+            self.store(),
+            upper.to_owned(),
+            DigestFrom::Following(earlier.clone(), gate),
+        );
+        // However the copy ends, the digest following it does too.
+        let ending = copy::GiveUp(&seals);
+        let copied = copy(&seals);
+        drop(ending);
+        copied?;
+        Ok(if seals.whole() {
+            following
+        } else {
+            let _ = following.join();
+            spawn_digest(
+                scope,
+                self.store(),
+                upper.to_owned(),
+                DigestFrom::Done(earlier),
+            )
+        })
     }
 
     /// A COPY into the fresh layer directory `upper`: straight in when it can be (doing

@@ -653,7 +653,7 @@ fn a_gated_digest_follows_its_writer_to_the_finished_trees_digest() {
     let seals = std::sync::Arc::new(Seals::default());
     let opts = WriteOptions::default();
     let gated = std::thread::scope(|s| {
-        let digest = s.spawn(|| crate::digest_layer_gated(&root, &opts, seals.gate()));
+        let digest = s.spawn(|| crate::digest_layer_gated(&root, &opts, None, seals.gate()));
         write_sealed(&root, &seals);
         digest.join().unwrap()
     })
@@ -670,7 +670,7 @@ fn a_gated_digest_ends_when_its_writer_gives_up() {
     let seals = std::sync::Arc::new(Seals::default());
     let got = std::thread::scope(|s| {
         let digest = s.spawn(|| {
-            crate::digest_layer_gated(tmp.path(), &WriteOptions::default(), seals.gate())
+            crate::digest_layer_gated(tmp.path(), &WriteOptions::default(), None, seals.gate())
         });
         seals.end(false);
         digest.join().unwrap()

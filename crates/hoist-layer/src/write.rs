@@ -153,9 +153,10 @@ pub type Gate = std::sync::Arc<dyn Fn(&[u8]) -> Result<(), LayerError> + Send + 
 pub fn digest_layer_gated(
     upper: &Path,
     opts: &WriteOptions,
+    previous: Option<&Checkpoints>,
     gate: Gate,
 ) -> Result<(LayerSummary, Checkpoints), LayerError> {
-    let d = digest_with(upper, opts, None, checkpoint::INTERVAL, Some(gate))?;
+    let d = digest_with(upper, opts, previous, checkpoint::INTERVAL, Some(gate))?;
     #[cfg(debug_assertions)]
     {
         let ungated = digest(upper, opts, None, checkpoint::INTERVAL)?;

@@ -396,10 +396,19 @@ impl Store {
     pub fn digest_snapshot_gated(
         &self,
         upper: &Path,
+        previous: Option<&LayerInfo>,
         gate: hoist_layer::Gate,
     ) -> Result<DigestedSnapshot, StoreError> {
-        let (summary, checkpoints) =
-            hoist_layer::digest_layer_gated(upper, &hoist_layer::WriteOptions::default(), gate)?;
+        let checkpoints = match previous {
+            Some(previous) => self.checkpoints(previous)?,
+            None => None,
+        };
+        let (summary, checkpoints) = hoist_layer::digest_layer_gated(
+            upper,
+            &hoist_layer::WriteOptions::default(),
+            checkpoints.as_ref(),
+            gate,
+        )?;
         Ok(DigestedSnapshot {
             summary,
             checkpoints,
