@@ -86,6 +86,13 @@ pub(crate) fn main() -> ! {
     };
     let reporter = Reporter(report_fd);
     let tty_socket = sys::take_inherited_fd(TTY_FD);
+    // Opened now: pid 1's pivot_root moves this process's root into the sandbox too.
+    let null = rustix::fs::open(
+        "/dev/null",
+        rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ok();
     let code = match intermediate(&reporter, tty_socket) {
         Ok(code) => code,
         Err(e) => {
@@ -93,6 +100,15 @@ pub(crate) fn main() -> ! {
             125
         }
     };
+    // The caller waits for its pipes to close. Closed by the exit, they would be released
+    // only after the sandbox's mounts, which the exit releases first (tens of milliseconds
+    // for an overlay over a large tree): let them go now, and the caller goes on while the
+    // mounts are released.
+    drop(reporter);
+    if let Some(null) = null {
+        let _ = rustix::stdio::dup2_stdout(&null);
+        let _ = rustix::stdio::dup2_stderr(&null);
+    }
     std::process::exit(code)
 }
 
