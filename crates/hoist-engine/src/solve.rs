@@ -44,6 +44,8 @@ struct Pending<'s> {
     _dir: tempfile::TempDir,
     upper: PathBuf,
     digest: std::thread::ScopedJoinHandle<'s, Result<DigestedSnapshot, StoreError>>,
+    /// The step's inputs being recorded, for an early copy.
+    inputs_recorded: Option<std::thread::ScopedJoinHandle<'s, Result<(), BuildError>>>,
     key: String,
     /// The key before the files' contents went in (see `Store::cache_may_hold`).
     partial: Option<String>,
@@ -408,6 +410,11 @@ impl Solver<'_, '_> {
         let Some(p) = pending else {
             return Ok(());
         };
+        if let Some(recorded) = p.inputs_recorded {
+            recorded
+                .join()
+                .map_err(|_| BuildError::Invalid("the inputs thread panicked".into()))??;
+        }
         let digested = p
             .digest
             .join()
@@ -571,7 +578,20 @@ impl Solver<'_, '_> {
         // The inputs are written only when the key moved: an unchanged 20k-file COPY costs no
         // serialisation.
         let mut old = None;
-        if prev_key.as_deref() != Some(key.as_str()) {
+        // An early copy's inputs have no earlier ones to read (it is not cached, or was never
+        // built here): recorded beside the next step, not before it.
+        let mut inputs_recorded = None;
+        if copied_early.is_some() && prev_key.as_deref() != Some(key.as_str()) {
+            // Nothing after this reads them: an early copy is neither explained nor reused.
+            let inputs = std::mem::take(&mut inputs);
+            let (store, identity, key) = (self.store(), identity.to_owned(), key.clone());
+            inputs_recorded = Some(scope.spawn(move || {
+                let (len, write) = inputs.json().map_err(|e| {
+                    BuildError::io("reading back the inputs set aside in", &store.tmp_dir(), e)
+                })?;
+                Ok(store.swap_step_inputs(&identity, &key, len, write, None)?)
+            }));
+        } else if prev_key.as_deref() != Some(key.as_str()) {
             let (len, write) = inputs.json().map_err(|e| {
                 BuildError::io(
                     "reading back the inputs set aside in",
@@ -682,6 +702,7 @@ impl Solver<'_, '_> {
                 _dir: dir,
                 upper,
                 digest,
+                inputs_recorded,
                 key: key.clone(),
                 partial,
                 created,

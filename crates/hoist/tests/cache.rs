@@ -346,6 +346,28 @@ fn first_build_records_the_keys_a_later_build_hits(flags: &[&str]) -> Hoist {
     h
 }
 
+/// A first build copies while it hashes and records the COPY's inputs beside the next step:
+/// the next build with a file changed names that file.
+#[test]
+fn a_first_builds_inputs_explain_the_next_miss() {
+    let h = with_busybox();
+    let ctx = project(&h);
+    let out = h.output(&["build", ctx.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    write(&ctx, "app/lib/util.sh", "echo changed");
+    let next = build(&h, &ctx, &[]);
+    assert_eq!(
+        next.misses.first().map(String::as_str),
+        Some("COPY app /app: file app/lib/util.sh changed"),
+        "{:?}",
+        next.misses
+    );
+}
+
 /// A COPY's layer is committed after the RUN that follows it started on it (see the solver's
 /// pending layers); when that RUN fails, the COPY is still recorded and a fixed rebuild hits it.
 #[test]
