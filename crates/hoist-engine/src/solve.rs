@@ -86,31 +86,21 @@ impl StageRun<'_> {
     }
 }
 
-/// How a layer directory is digested: once written, or following the copy still writing it;
-/// either resuming from the layer it was copied from, if any.
-enum DigestFrom {
-    Done(Option<hoist_store::LayerInfo>),
-    Following(Option<hoist_store::LayerInfo>, hoist_layer::Gate),
-}
-
-/// Starts hashing the layer directory `upper` on a thread of `scope`.
+/// Starts hashing the layer directory `upper` on a thread of `scope`, resuming from `earlier`
+/// (the layer it was copied from) if any, and following the copy still writing it with `gate`.
 fn spawn_digest<'s>(
     scope: &'s std::thread::Scope<'s, '_>,
     store: &'s Store,
     upper: PathBuf,
-    from: DigestFrom,
+    earlier: Option<hoist_store::LayerInfo>,
+    gate: Option<hoist_layer::Gate>,
 ) -> std::thread::ScopedJoinHandle<'s, Result<DigestedSnapshot, StoreError>> {
     scope.spawn(move || {
         // Behind the copy it follows and the next step's own processes for the CPU (this
         // thread and the hashing thread it starts): a RUN that keeps one core busy keeps it,
         // and the digest takes what is left, which it has all of once that RUN is done.
         let _ = rustix::process::setpriority_process(None, 10);
-        match from {
-            DigestFrom::Done(earlier) => store.digest_snapshot(&upper, earlier.as_ref()),
-            DigestFrom::Following(earlier, gate) => {
-                store.digest_snapshot_gated(&upper, earlier.as_ref(), gate)
-            }
-        }
+        store.digest_snapshot(&upper, earlier.as_ref(), gate)
     })
 }
 
@@ -731,13 +721,8 @@ impl Solver<'_, '_> {
     ) -> Result<std::thread::ScopedJoinHandle<'s, Result<DigestedSnapshot, StoreError>>, BuildError>
     {
         let seals = std::sync::Arc::new(copy::Seals::default());
-        let gate = seals.gate();
-        let following = spawn_digest(
-            scope,
-            self.store(),
-            upper.to_owned(),
-            DigestFrom::Following(earlier.clone(), gate),
-        );
+        let gate = Some(seals.gate());
+        let following = spawn_digest(scope, self.store(), upper.to_owned(), earlier.clone(), gate);
         // However the copy ends, the digest following it does too.
         let ending = copy::GiveUp(&seals);
         let copied = copy(&seals);
@@ -747,12 +732,7 @@ impl Solver<'_, '_> {
             following
         } else {
             let _ = following.join();
-            spawn_digest(
-                scope,
-                self.store(),
-                upper.to_owned(),
-                DigestFrom::Done(earlier),
-            )
+            spawn_digest(scope, self.store(), upper.to_owned(), earlier, None)
         })
     }
 

@@ -363,52 +363,31 @@ impl Store {
     /// directory itself becomes the snapshot. When the store already has a layer with that
     /// diff id, the directory is removed and the existing layer returned.
     pub fn commit_snapshot(&self, upper: &Path) -> Result<LayerInfo, StoreError> {
-        let digested = self.digest_snapshot(upper, None)?;
+        let digested = self.digest_snapshot(upper, None, None)?;
         self.commit_digested(upper, &digested)
     }
 
     /// The first half of [`Store::commit_snapshot`] (or, with `previous`, of
     /// [`Store::commit_snapshot_after`]): the layer's digest, which can be computed on another
     /// thread while `upper` serves as a lower layer of the next step. `upper` must not change
-    /// until [`Store::commit_digested`] took it.
+    /// until [`Store::commit_digested`] took it. With `gate`, `upper` is still being written
+    /// and the digest follows its writer directory by directory (see
+    /// [`hoist_layer::digest_layer_gated`]).
     pub fn digest_snapshot(
         &self,
         upper: &Path,
         previous: Option<&LayerInfo>,
+        gate: Option<hoist_layer::Gate>,
     ) -> Result<DigestedSnapshot, StoreError> {
         let checkpoints = match previous {
             Some(previous) => self.checkpoints(previous)?,
             None => None,
         };
-        let (summary, checkpoints) = hoist_layer::digest_layer(
-            upper,
-            &hoist_layer::WriteOptions::default(),
-            checkpoints.as_ref(),
-        )?;
-        Ok(DigestedSnapshot {
-            summary,
-            checkpoints,
-        })
-    }
-
-    /// [`Store::digest_snapshot`] of an upper dir still being written, following its writer
-    /// directory by directory (see [`hoist_layer::digest_layer_gated`]).
-    pub fn digest_snapshot_gated(
-        &self,
-        upper: &Path,
-        previous: Option<&LayerInfo>,
-        gate: hoist_layer::Gate,
-    ) -> Result<DigestedSnapshot, StoreError> {
-        let checkpoints = match previous {
-            Some(previous) => self.checkpoints(previous)?,
-            None => None,
-        };
-        let (summary, checkpoints) = hoist_layer::digest_layer_gated(
-            upper,
-            &hoist_layer::WriteOptions::default(),
-            checkpoints.as_ref(),
-            gate,
-        )?;
+        let opts = hoist_layer::WriteOptions::default();
+        let (summary, checkpoints) = match gate {
+            Some(gate) => hoist_layer::digest_layer_gated(upper, &opts, checkpoints.as_ref(), gate),
+            None => hoist_layer::digest_layer(upper, &opts, checkpoints.as_ref()),
+        }?;
         Ok(DigestedSnapshot {
             summary,
             checkpoints,
@@ -441,7 +420,7 @@ impl Store {
         upper: &Path,
         previous: &LayerInfo,
     ) -> Result<LayerInfo, StoreError> {
-        let digested = self.digest_snapshot(upper, Some(previous))?;
+        let digested = self.digest_snapshot(upper, Some(previous), None)?;
         self.commit_digested(upper, &digested)
     }
 
