@@ -1066,6 +1066,11 @@ struct FedState {
 /// How many more digests a key that found none waits for: a wake-up a batch, not a file.
 const FED_BATCH: usize = 256;
 
+/// The most digests held (about 2 MB): the key takes them as the copy gives them, but not
+/// those it knew already (from the stat cache), and a key far behind the copy hashes the
+/// files itself.
+const FED_HELD: usize = 16_384;
+
 impl Fed {
     fn state(&self) -> std::sync::MutexGuard<'_, FedState> {
         // A panicked holder leaves a map that is still whole.
@@ -1078,6 +1083,9 @@ impl Fed {
     pub(crate) fn put(&self, meta: &crate::context::FileMeta, digest: &blake3::Hash) {
         let stat = stat_of(&Stat::from(meta));
         let mut st = self.state();
+        if st.digests.len() >= FED_HELD {
+            return;
+        }
         st.digests
             .insert((stat.dev, stat.ino), (stat, *digest.as_bytes()));
         if st.wake_at != 0 && st.digests.len() >= st.wake_at {
@@ -1093,17 +1101,18 @@ impl Fed {
     }
 
     /// The digest the copy gave for the file of `stat`, waiting for the copy to get to it;
-    /// `None` when the copy is done without it, or saw the file with another stat.
+    /// `None` when the copy is done without it, gives no more (it holds all it may), or saw
+    /// the file with another stat.
     fn take(&self, stat: &FileStat) -> Option<Digest> {
         let mut st = self.state();
         loop {
             if let Some((seen, digest)) = st.digests.remove(&(stat.dev, stat.ino)) {
                 return (seen == *stat).then(|| Digest::from_raw(CONTENT, digest));
             }
-            if st.done {
+            if st.done || st.digests.len() >= FED_HELD {
                 return None;
             }
-            st.wake_at = st.digests.len() + FED_BATCH;
+            st.wake_at = (st.digests.len() + FED_BATCH).min(FED_HELD);
             st = self
                 .more
                 .wait(st)
