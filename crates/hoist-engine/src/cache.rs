@@ -959,12 +959,22 @@ fn add_file_inputs(
     }
     let hashed = hash_parallel(misses.len(), |m| regular[misses[m]].real(selected))?;
     fresh.extend(misses.into_iter().zip(hashed));
-    store.stat_record(
-        fresh
-            .iter()
-            .filter(|(j, _)| rec.remembers(&keys[*j].1))
-            .map(|(j, d)| (keys[*j].0.as_str(), &keys[*j].1, d)),
-    )?;
+    let remembered = fresh.iter().filter(|(j, _)| rec.remembers(&keys[*j].1));
+    match fed.and_then(|fed| fed.recorder.as_ref()) {
+        Some(recorder) => {
+            let rows: StatRows = remembered
+                .map(|(j, d)| (keys[*j].0.clone(), keys[*j].1, d.clone()))
+                .collect();
+            if !rows.is_empty() {
+                recorder
+                    .send(rows)
+                    .map_err(|_| BuildError::Invalid("the stat-cache recorder stopped".into()))?;
+            }
+        }
+        None => {
+            store.stat_record(remembered.map(|(j, d)| (keys[*j].0.as_str(), &keys[*j].1, d)))?;
+        }
+    }
     drop(keys);
     for (j, d) in fresh {
         known[j] = Some(d);
@@ -1048,11 +1058,18 @@ fn hash_parallel(
 /// digest counts for a file whose stat is the one the copy saw. The key waits for the copy to
 /// get to a file, and once the copy is done hashes what it never gave (a hard link past the
 /// first of its group, a copy through the merged view, a copy that failed).
+///
+/// With a recorder, the digests the stat cache is to remember go to it, and are written
+/// while the next step runs.
 #[derive(Default)]
 pub(crate) struct Fed {
     state: std::sync::Mutex<FedState>,
     more: std::sync::Condvar,
+    recorder: Option<std::sync::mpsc::SyncSender<StatRows>>,
 }
+
+/// Stat-cache rows to remember: (path, stat, digest).
+pub(crate) type StatRows = Vec<(String, FileStat, Digest)>;
 
 #[derive(Default)]
 struct FedState {
@@ -1072,6 +1089,14 @@ const FED_BATCH: usize = 256;
 const FED_HELD: usize = 16_384;
 
 impl Fed {
+    /// A Fed whose stat-cache rows go to `recorder`.
+    pub(crate) fn recording_to(recorder: std::sync::mpsc::SyncSender<StatRows>) -> Self {
+        Self {
+            recorder: Some(recorder),
+            ..Self::default()
+        }
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, FedState> {
         // A panicked holder leaves a map that is still whole.
         self.state
@@ -1565,6 +1590,30 @@ mod tests {
         let remembered = store.stat_lookup(&all).unwrap();
         assert_eq!(remembered, hashing.stat_lookup(&all).unwrap());
         assert!(remembered.iter().all(Option::is_some));
+
+        // With a recorder, the rows go to it (to be written later), not to the store.
+        let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        let fed = Fed::recording_to(tx);
+        drop(fed.feeding());
+        let elsewhere = Store::open(&tmp.path().join("elsewhere")).unwrap();
+        let (recorded_key, _) = copy_key_fed("", &copy, &tree, &elsewhere, &fed)
+            .unwrap()
+            .finish();
+        drop(fed);
+        assert_eq!(recorded_key, want);
+        let sent: Vec<(String, FileStat, Digest)> = rx.into_iter().flatten().collect();
+        assert_eq!(sent.len(), all.len(), "{sent:?}");
+        for ((path, stat, digest), want) in sent.iter().zip(&remembered) {
+            assert!(all.contains(&(path.clone(), *stat)), "{path}");
+            assert_eq!(Some(digest), want.as_ref(), "{path}");
+        }
+        assert!(
+            elsewhere
+                .stat_lookup(&all)
+                .unwrap()
+                .iter()
+                .all(Option::is_none)
+        );
     }
 
     /// `root` as a context with no .dockerignore and no --exclude.

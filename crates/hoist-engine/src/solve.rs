@@ -44,8 +44,9 @@ struct Pending<'s> {
     _dir: tempfile::TempDir,
     upper: PathBuf,
     digest: std::thread::ScopedJoinHandle<'s, Result<DigestedSnapshot, StoreError>>,
-    /// The step's inputs being recorded, for an early copy.
-    inputs_recorded: Option<std::thread::ScopedJoinHandle<'s, Result<(), BuildError>>>,
+    /// What an early copy's step records beside the next step: its stat-cache rows and its
+    /// inputs.
+    recording: Vec<std::thread::ScopedJoinHandle<'s, Result<(), BuildError>>>,
     key: String,
     /// The key before the files' contents went in (see `Store::cache_may_hold`).
     partial: Option<String>,
@@ -400,10 +401,10 @@ impl Solver<'_, '_> {
         let Some(p) = pending else {
             return Ok(());
         };
-        if let Some(recorded) = p.inputs_recorded {
+        for recorded in p.recording {
             recorded
                 .join()
-                .map_err(|_| BuildError::Invalid("the inputs thread panicked".into()))??;
+                .map_err(|_| BuildError::Invalid("a recording thread panicked".into()))??;
         }
         let digested = p
             .digest
@@ -452,6 +453,8 @@ impl Solver<'_, '_> {
         let mut copied_early = None;
         // The digest of a COPY's layer, which follows the copy.
         let mut layer_digest = None;
+        // What an early copy's step records beside the next step (see `Pending`).
+        let mut recording = Vec::new();
         // The key this step had at its last build here, if it was built here.
         let prev_key = self.store().step_key(identity)?;
         let (key, history_line) = match op {
@@ -515,7 +518,17 @@ impl Solver<'_, '_> {
                     // cache off nothing is reused, and a step never built here has no earlier
                     // layer.
                     let made = self.upper()?;
-                    let fed = cache::Fed::default();
+                    // The stat cache's rows are written beside the next step; the recorder
+                    // ends when `fed` goes, with the key.
+                    let (rows, recorder) = mpsc::sync_channel::<cache::StatRows>(2);
+                    let store = self.store();
+                    recording.push(scope.spawn(move || {
+                        for rows in recorder {
+                            store.stat_record(rows.iter().map(|(p, s, d)| (p.as_str(), s, d)))?;
+                        }
+                        Ok(())
+                    }));
+                    let fed = cache::Fed::recording_to(rows);
                     let (key, digest) = std::thread::scope(|s| {
                         let key =
                             s.spawn(|| cache::copy_key_fed(&parent, c, &t, self.store(), &fed));
@@ -570,12 +583,11 @@ impl Solver<'_, '_> {
         let mut old = None;
         // An early copy's inputs have no earlier ones to read (it is not cached, or was never
         // built here): recorded beside the next step, not before it.
-        let mut inputs_recorded = None;
         if copied_early.is_some() && prev_key.as_deref() != Some(key.as_str()) {
             // Nothing after this reads them: an early copy is neither explained nor reused.
             let inputs = std::mem::take(&mut inputs);
             let (store, identity, key) = (self.store(), identity.to_owned(), key.clone());
-            inputs_recorded = Some(scope.spawn(move || {
+            recording.push(scope.spawn(move || {
                 let (len, write) = inputs.json().map_err(|e| {
                     BuildError::io("reading back the inputs set aside in", &store.tmp_dir(), e)
                 })?;
@@ -692,7 +704,7 @@ impl Solver<'_, '_> {
                 _dir: dir,
                 upper,
                 digest,
-                inputs_recorded,
+                recording,
                 key: key.clone(),
                 partial,
                 created,
