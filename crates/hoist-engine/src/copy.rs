@@ -53,11 +53,7 @@ impl Src {
 impl Member {
     /// A path found below selection `sel`, at `rel` below it, copied to below `target`.
     fn walked(target: &str, rel: &str, meta: FileMeta, sel: u32, real: Option<PathBuf>) -> Self {
-        let dest = if target.is_empty() {
-            rel.to_owned()
-        } else {
-            format!("{target}/{rel}")
-        };
+        let dest = dest_below(target, rel);
         let below = u32::try_from(dest.len() - rel.len()).unwrap_or(Src::NONE);
         Self {
             dest,
@@ -70,6 +66,15 @@ impl Member {
                 },
             },
         }
+    }
+}
+
+/// The destination of `rel` below `target` (either may be the layer root, empty).
+fn dest_below(target: &str, rel: &str) -> String {
+    match (target.is_empty(), rel.is_empty()) {
+        (true, _) => rel.to_owned(),
+        (false, true) => target.to_owned(),
+        (false, false) => format!("{target}/{rel}"),
     }
 }
 
@@ -703,7 +708,11 @@ fn stream_dir(
                 seal_dir(out_dir, seals, &mut times, p)?;
             }
         }
-        seals.seal("");
+        // The layer root holds the first of them; when it is the destination itself, its
+        // entries come from the walk, and it is sealed as the others are.
+        if !target.is_empty() {
+            seals.seal("");
+        }
     }
     let mut timed = done.dir_times.len();
     let mut crossed = false;
@@ -763,11 +772,7 @@ fn stream_dir(
             }
             timed = done.dir_times.len();
             for rel in whole {
-                let dir = if rel.is_empty() {
-                    target.clone()
-                } else {
-                    format!("{target}/{rel}")
-                };
+                let dir = dest_below(target, &rel);
                 if !done.link_dirs.contains(&dir)
                     && let Err(e) = seal_dir(out_dir, seals, &mut times, &dir)
                 {
@@ -807,8 +812,11 @@ fn seal_dir(
     times: &mut std::collections::HashMap<String, (i64, i64)>,
     dir: &str,
 ) -> Result<(), BuildError> {
-    // A directory with no time here is left to the end (see `DirectWriter::finish`).
-    if let Some((sec, nsec)) = times.remove(dir) {
+    // The layer root's own time is in no tar; a directory with no time here is left to the
+    // end (see `DirectWriter::finish`).
+    if dir.is_empty() {
+        seals.seal(dir);
+    } else if let Some((sec, nsec)) = times.remove(dir) {
         set_mtime(&out_dir.join(dir), sec, nsec)?;
         seals.seal(dir);
     }
@@ -957,7 +965,8 @@ struct Written {
     /// (device, inode) of a multiply-linked source → the first destination written for it.
     first_of: std::collections::HashMap<(u64, u64), String>,
     links: Vec<(String, String)>,
-    /// The directories `links` go into: final only once they are made.
+    /// The directories that hold a name of a multiply-linked source: final only once the
+    /// links are made (see `DirectWriter::finish`).
     link_dirs: std::collections::HashSet<String>,
 }
 
@@ -1188,10 +1197,12 @@ impl<'a> DirectWriter<'a> {
                     done.dir_times.push((m.dest.clone(), mtime));
                 }
                 Item::Path { meta, .. } if meta.is_file() && meta.nlink() > 1 => {
+                    // The first name too: a tar reads a file as linked by its link count,
+                    // which a later name raises.
+                    done.link_dirs.insert(split_dest(&m.dest).0.to_owned());
                     match done.first_of.entry((meta.dev(), meta.ino())) {
                         std::collections::hash_map::Entry::Occupied(first) => {
                             done.links.push((first.get().clone(), m.dest.clone()));
-                            done.link_dirs.insert(split_dest(&m.dest).0.to_owned());
                         }
                         std::collections::hash_map::Entry::Vacant(v) => {
                             v.insert(m.dest.clone());

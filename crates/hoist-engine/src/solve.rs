@@ -740,12 +740,34 @@ impl Solver<'_, '_> {
         let copied = copy(&seals);
         drop(ending);
         copied?;
-        Ok(if seals.whole() {
-            following
-        } else {
+        if !seals.whole() {
             let _ = following.join();
-            spawn_digest(scope, self.store(), upper.to_owned(), earlier, None)
-        })
+            return Ok(spawn_digest(
+                scope,
+                self.store(),
+                upper.to_owned(),
+                earlier,
+                None,
+            ));
+        }
+        if cfg!(debug_assertions) {
+            // Every test build checks the digest that followed the copy against one of the
+            // finished layer.
+            let followed = following
+                .join()
+                .map_err(|_| BuildError::Invalid("the layer digest thread panicked".into()))??;
+            let finished = self.store().digest_snapshot(upper, None, None)?;
+            if followed.summary() != finished.summary() {
+                return Err(BuildError::Invalid(format!(
+                    "the digest that followed the copy into {} is {:?}, the finished layer's {:?}",
+                    upper.display(),
+                    followed.summary(),
+                    finished.summary()
+                )));
+            }
+            return Ok(scope.spawn(move || Ok(followed)));
+        }
+        Ok(following)
     }
 
     /// A COPY into the fresh layer directory `upper`: straight in when it can be (doing

@@ -66,6 +66,13 @@ pub struct DigestedSnapshot {
     checkpoints: hoist_layer::Checkpoints,
 }
 
+impl DigestedSnapshot {
+    /// The layer's diff id, size and counts.
+    pub fn summary(&self) -> &hoist_layer::LayerSummary {
+        &self.summary
+    }
+}
+
 /// A layer the store holds, unpacked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerInfo {

@@ -1057,6 +1057,9 @@ fn an_early_copys_digest_is_the_saved_layers() {
     let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
     let ctx = context(&h, "ctx", &files);
     std::fs::hard_link(ctx.join("top.txt"), ctx.join("a/b1/linked.txt")).unwrap();
+    // Its first name comes first in the tar, in a directory finished long before the second.
+    std::fs::create_dir(ctx.join("zz")).unwrap();
+    std::fs::hard_link(ctx.join("a/z.txt"), ctx.join("zz/link.txt")).unwrap();
     std::os::unix::fs::symlink("../top.txt", ctx.join("a/to-top")).unwrap();
     std::fs::write(
         ctx.join("Dockerfile"),
@@ -1102,6 +1105,63 @@ fn an_early_copys_digest_is_the_saved_layers() {
         assert_eq!(saved, diff_ids, "{image}");
         assert_eq!(diff_ids.len(), 4, "{image}: busybox and three copies");
     }
+    // Two names of one file, the first in a directory finished long before the second's: the
+    // first must be read as linked (it is once the copy ends).
+    let linked = h.path("linked");
+    for dir in ["a", "m", "zz"] {
+        std::fs::create_dir_all(linked.join(dir)).unwrap();
+    }
+    std::fs::write(linked.join("a/x"), "linked").unwrap();
+    // A chunk of their own for `a`, several for `m`.
+    for (dir, n) in [("a", 5000), ("m", 10_000)] {
+        for i in 0..n {
+            std::fs::write(linked.join(format!("{dir}/f{i:05}")), i.to_string()).unwrap();
+        }
+    }
+    std::fs::hard_link(linked.join("a/x"), linked.join("zz/y")).unwrap();
+    std::fs::write(linked.join("Dockerfile"), "FROM busybox\nCOPY . /app\n").unwrap();
+    let out = build(
+        &h,
+        &["--no-cache", "-t", "linked", linked.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (layers, _) = common::saved_layers(&h, "linked");
+    let y = layers[1].iter().find(|e| e.path == "app/zz/y").unwrap();
+    assert_eq!(y.header.entry_type(), tar::EntryType::Link);
+    // A copy into the layer root: the root's own listing is the walk's first, 3000 files
+    // long, and nothing may read it before it is whole.
+    let wide = h.path("wide");
+    std::fs::create_dir_all(&wide).unwrap();
+    for i in 0..3000 {
+        std::fs::write(wide.join(format!("f{i:04}")), i.to_string()).unwrap();
+    }
+    std::fs::write(wide.join("Dockerfile"), "FROM busybox\nCOPY . /\n").unwrap();
+    let out = build(&h, &["--no-cache", "-t", "wide", wide.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&h.ok(&["inspect", "--format", "{{json .RootFS}}", "wide"])).unwrap();
+    let (layers, _) = common::saved_layers(&h, "wide");
+    assert_eq!(layers[1].len(), 3001, "every file and the Dockerfile");
+    let (_, raw) = common::saved_layers(&h, "wide");
+    let mut blobs = std::collections::BTreeMap::new();
+    for e in tar::Archive::new(&raw[..]).entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut buf).unwrap();
+        blobs.insert(name, buf);
+    }
+    let top = config["Layers"][1].as_str().unwrap();
+    let blob = &blobs[&format!("blobs/sha256/{}", top.trim_start_matches("sha256:"))];
+    assert_eq!(format!("sha256:{}", hex_sha256(blob)), top);
     assert_eq!(
         file_in(&h, "reincluded", "new/app/ignored/kept.txt").as_deref(),
         Some("re-included")
