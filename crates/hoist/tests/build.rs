@@ -995,6 +995,36 @@ fn add_downloads_urls_with_checksums() {
     );
 }
 
+/// The image's diff ids, each checked to be the sha256 of the layer tar `hoist save` writes.
+fn diff_ids_are_the_saved_tars(h: &Hoist, image: &str) -> Vec<String> {
+    let config: serde_json::Value =
+        serde_json::from_str(&h.ok(&["inspect", "--format", "{{json .RootFS}}", image])).unwrap();
+    let (_, raw) = common::saved_layers(h, image);
+    let mut blobs = std::collections::BTreeMap::new();
+    for e in tar::Archive::new(&raw[..]).entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut buf).unwrap();
+        blobs.insert(name, buf);
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(&blobs["manifest.json"]).unwrap();
+    let saved: Vec<String> = manifest[0]["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| format!("sha256:{}", hex_sha256(&blobs[l.as_str().unwrap()])))
+        .collect();
+    let diff_ids: Vec<String> = config["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(saved, diff_ids, "{image}");
+    diff_ids
+}
+
 fn hex_sha256(data: &[u8]) -> String {
     let mut child = std::process::Command::new("sha256sum")
         .stdin(Stdio::piped())
@@ -1077,32 +1107,7 @@ fn an_early_copys_digest_is_the_saved_layers() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let config: serde_json::Value =
-            serde_json::from_str(&h.ok(&["inspect", "--format", "{{json .RootFS}}", image]))
-                .unwrap();
-        let (_, raw) = common::saved_layers(&h, image);
-        let mut blobs = std::collections::BTreeMap::new();
-        for e in tar::Archive::new(&raw[..]).entries().unwrap() {
-            let mut e = e.unwrap();
-            let name = e.path().unwrap().to_string_lossy().into_owned();
-            let mut buf = Vec::new();
-            std::io::Read::read_to_end(&mut e, &mut buf).unwrap();
-            blobs.insert(name, buf);
-        }
-        let manifest: serde_json::Value = serde_json::from_slice(&blobs["manifest.json"]).unwrap();
-        let saved: Vec<String> = manifest[0]["Layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| format!("sha256:{}", hex_sha256(&blobs[l.as_str().unwrap()])))
-            .collect();
-        let diff_ids: Vec<String> = config["Layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_str().unwrap().to_owned())
-            .collect();
-        assert_eq!(saved, diff_ids, "{image}");
+        let diff_ids = diff_ids_are_the_saved_tars(&h, image);
         assert_eq!(diff_ids.len(), 4, "{image}: busybox and three copies");
     }
     // Two names of one file, the first in a directory finished long before the second's: the
@@ -1132,6 +1137,7 @@ fn an_early_copys_digest_is_the_saved_layers() {
     let (layers, _) = common::saved_layers(&h, "linked");
     let y = layers[1].iter().find(|e| e.path == "app/zz/y").unwrap();
     assert_eq!(y.header.entry_type(), tar::EntryType::Link);
+    diff_ids_are_the_saved_tars(&h, "linked");
     // A copy into the layer root: the root's own listing is the walk's first, 3000 files
     // long, and nothing may read it before it is whole.
     let wide = h.path("wide");
@@ -1146,22 +1152,9 @@ fn an_early_copys_digest_is_the_saved_layers() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let config: serde_json::Value =
-        serde_json::from_str(&h.ok(&["inspect", "--format", "{{json .RootFS}}", "wide"])).unwrap();
     let (layers, _) = common::saved_layers(&h, "wide");
     assert_eq!(layers[1].len(), 3001, "every file and the Dockerfile");
-    let (_, raw) = common::saved_layers(&h, "wide");
-    let mut blobs = std::collections::BTreeMap::new();
-    for e in tar::Archive::new(&raw[..]).entries().unwrap() {
-        let mut e = e.unwrap();
-        let name = e.path().unwrap().to_string_lossy().into_owned();
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut e, &mut buf).unwrap();
-        blobs.insert(name, buf);
-    }
-    let top = config["Layers"][1].as_str().unwrap();
-    let blob = &blobs[&format!("blobs/sha256/{}", top.trim_start_matches("sha256:"))];
-    assert_eq!(format!("sha256:{}", hex_sha256(blob)), top);
+    diff_ids_are_the_saved_tars(&h, "wide");
     assert_eq!(
         file_in(&h, "reincluded", "new/app/ignored/kept.txt").as_deref(),
         Some("re-included")
