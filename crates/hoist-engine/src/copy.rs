@@ -1700,3 +1700,102 @@ mod tests {
         assert!(symbolic_mode("q+x", 0o644, false).is_err());
     }
 }
+
+#[cfg(test)]
+mod seal_tests {
+    use super::{Besides, Seals, copy_into_layer};
+    use crate::context::SourceTree;
+    use hoist_plan::Copy;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
+
+    /// What a layer's tar takes from a directory: its time (but the root's), and its entries'
+    /// names with, for all but directories (which have their own turn), link count and time.
+    fn state(upper: &Path, dir: &str) -> (Option<i64>, Vec<(String, u64, i64)>) {
+        let path = upper.join(dir);
+        let own = (!dir.is_empty()).then(|| std::fs::symlink_metadata(&path).unwrap().mtime());
+        let mut entries: Vec<_> = std::fs::read_dir(&path)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let m = std::fs::symlink_metadata(e.path()).unwrap();
+                let name = e.file_name().to_string_lossy().into_owned();
+                if m.is_dir() {
+                    (name, 0, 0)
+                } else {
+                    (name, m.nlink(), m.mtime())
+                }
+            })
+            .collect();
+        entries.sort();
+        (own, entries)
+    }
+
+    /// A directory the copy seals is final: read the moment its seal lets it through, its
+    /// entries, their link counts and times are those it ends with. Into the layer root and
+    /// below it, with a hard link whose first name lies in a directory sealed long before the
+    /// second's could be.
+    #[test]
+    fn a_sealed_directory_is_final() {
+        for (dest, root) in [("/app", "app"), ("/", "")] {
+            let tmp = tempfile::tempdir().unwrap();
+            let ctx = tmp.path().join("ctx");
+            for dir in ["a", "m", "zz"] {
+                std::fs::create_dir_all(ctx.join(dir)).unwrap();
+            }
+            std::fs::write(ctx.join("a/x"), "x").unwrap();
+            for i in 0..3000 {
+                std::fs::write(ctx.join(format!("m/f{i:04}")), "m").unwrap();
+                std::fs::write(ctx.join(format!("f{i:04}")), "top").unwrap();
+            }
+            std::fs::hard_link(ctx.join("a/x"), ctx.join("zz/y")).unwrap();
+            let (lower, upper) = (tmp.path().join("lower"), tmp.path().join("upper"));
+            std::fs::create_dir_all(&lower).unwrap();
+            std::fs::create_dir_all(&upper).unwrap();
+            let copy = Copy::from_context(vec![".".to_owned()], dest.to_owned());
+            let tree = SourceTree {
+                root: ctx.clone(),
+                ignore: None,
+                exclude: None,
+            };
+            let seals = std::sync::Arc::new(Seals::default());
+            let join = |d: &str| {
+                if root.is_empty() {
+                    d.to_owned()
+                } else {
+                    format!("{root}/{d}")
+                }
+            };
+            let dirs: Vec<String> = ["", root]
+                .into_iter()
+                .map(str::to_owned)
+                .chain(["a", "m", "zz"].map(join))
+                .collect();
+            let seen = std::thread::scope(|s| {
+                let readers: Vec<_> = dirs
+                    .iter()
+                    .map(|d| {
+                        let (gate, upper) = (seals.gate(), &upper);
+                        s.spawn(move || {
+                            gate(d.as_bytes()).unwrap();
+                            (d.clone(), state(upper, d))
+                        })
+                    })
+                    .collect();
+                let besides = Besides {
+                    seals: Some(&seals),
+                    ..Besides::default()
+                };
+                assert!(copy_into_layer(&copy, &tree, &lower, &upper, besides).unwrap());
+                readers
+                    .into_iter()
+                    .map(|r| r.join().unwrap())
+                    .collect::<Vec<_>>()
+            });
+            assert!(seals.whole());
+            for (d, at_seal) in seen {
+                assert_eq!(at_seal, state(&upper, &d), "{dest}: {d:?}");
+            }
+        }
+    }
+}
