@@ -986,11 +986,16 @@ impl Store {
     }
 
     /// Removes the images with no name (dangling), or with `all` every image (hoist keeps no
-    /// containers, so none is in use); returns what each removal did.
-    pub fn prune(&self, all: bool) -> Result<Vec<Removal>, StoreError> {
+    /// containers, so none is in use), of those `select` picks (docker's prune filters);
+    /// returns what each removal did.
+    pub fn prune(
+        &self,
+        all: bool,
+        mut select: impl FnMut(&ImageRecord) -> Result<bool, StoreError>,
+    ) -> Result<Vec<Removal>, StoreError> {
         let mut out = Vec::new();
         for img in self.images()? {
-            if img.tags.is_empty() || all {
+            if (img.tags.is_empty() || all) && select(&img)? {
                 match self.remove(img.id.as_str(), true) {
                     Ok(r) => out.push(r),
                     Err(RemoveError::Store(e)) => return Err(e),

@@ -242,6 +242,9 @@ pub(crate) struct PruneArgs {
     /// Remove all unused images, not just dangling ones
     #[arg(short, long)]
     pub(crate) all: bool,
+    /// Provide filter values (e.g. 'until=<timestamp>', 'label=<key>[=<value>]', 'label!=<key>')
+    #[arg(long = "filter", value_name = "filter")]
+    pub(crate) filters: Vec<String>,
     /// Do not prompt for confirmation
     #[arg(short, long)]
     pub(crate) force: bool,

@@ -504,3 +504,131 @@ fn import_applies_changes_like_docker() {
         "nothing is imported when a change is refused"
     );
 }
+
+/// The ids of every image, as `images -q --no-trunc` lists them, sorted.
+fn all_ids(h: &Hoist) -> Vec<String> {
+    let mut ids: Vec<String> = h
+        .ok(&["images", "-q", "--no-trunc"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// `image prune --filter`: `label`, `label!` and `until` (a duration or a time) pick what
+/// goes, as docker's daemon does; only dangling images without `-a`.
+#[test]
+fn prune_filters_by_label_and_until() {
+    let h = Hoist::new();
+    // The fixture (created long ago, labelled org.example.fixture=yes), under a name.
+    let old = h.load_busybox("old:1");
+    let fresh = h.import_busybox("fresh");
+    let tar = h.rootfs();
+    let import = |changes: &[&str], message: &str| {
+        let mut args = vec!["import", "-m", message];
+        for c in changes {
+            args.extend(["--change", c]);
+        }
+        args.push(tar.to_str().unwrap());
+        h.ok(&args).trim().to_owned()
+    };
+    let tmp = import(&["LABEL tmp=1 team=a"], "tmp");
+    let keep = import(&["LABEL keep=yes"], "keep");
+    let plain = import(&[], "plain");
+    let mut everything = vec![
+        old.clone(),
+        fresh.clone(),
+        tmp.clone(),
+        keep.clone(),
+        plain.clone(),
+    ];
+    everything.sort_unstable();
+    assert_eq!(all_ids(&h), everything);
+
+    // Names that docker's image prune does not know, bad values: an error, nothing removed.
+    for (filter, why) in [
+        ("foo=bar", "Error: Invalid filter 'foo'\n"),
+        ("reference=fresh", "Error: Invalid filter 'reference'\n"),
+        (
+            "until",
+            "Error: bad format of filter (expected name=value)\n",
+        ),
+        (
+            "until=banana",
+            "Error: failed to parse value as time or duration: \"banana\"\n",
+        ),
+    ] {
+        assert_eq!(
+            h.fails(&["image", "prune", "-f", "--filter", filter]),
+            why,
+            "{filter}"
+        );
+    }
+    assert_eq!(
+        h.fails(&[
+            "image", "prune", "-f", "--filter", "until=1h", "--filter", "until=2h"
+        ]),
+        "Error: more than one until filter specified\n"
+    );
+    assert_eq!(all_ids(&h), everything);
+
+    // `label=key=value`: only the dangling image carrying it (its config is all that goes:
+    // its layer is `fresh`'s too).
+    let only = |id: &str| {
+        regex::Regex::new(&format!(
+            r"^Deleted Images:\ndeleted: {id}\n\nTotal reclaimed space: \d+B\n$"
+        ))
+        .unwrap()
+    };
+    let out = h.ok(&["image", "prune", "-f", "--filter", "label=team=a"]);
+    assert!(only(&tmp).is_match(&out), "{out}");
+    everything.retain(|id| *id != tmp);
+    assert_eq!(all_ids(&h), everything);
+    // A value that differs matches nothing.
+    assert_eq!(
+        h.ok(&["image", "prune", "-f", "--filter", "label=keep=no"]),
+        "Total reclaimed space: 0B\n"
+    );
+    // `label!=key`: the dangling images without it; `keep` stays.
+    let out = h.ok(&["image", "prune", "-f", "--filter", "label!=keep"]);
+    assert!(only(&plain).is_match(&out), "{out}");
+    everything.retain(|id| *id != plain);
+    assert_eq!(all_ids(&h), everything);
+
+    // `until=24h` with `-a`: the image created long ago goes, with its name; the ones created
+    // just now stay.
+    let out = h.ok(&["image", "prune", "-a", "-f", "--filter", "until=24h"]);
+    assert!(
+        out.starts_with(&format!(
+            "Deleted Images:\nuntagged: old:1\ndeleted: {old}\n"
+        )),
+        "{out}"
+    );
+    everything.retain(|id| *id != old);
+    assert_eq!(all_ids(&h), everything);
+    // A time in RFC 3339 before they were made, then unix seconds after: `keep` (dangling)
+    // goes only with the second; `fresh` has a name.
+    assert_eq!(
+        h.ok(&[
+            "image",
+            "prune",
+            "-f",
+            "--filter",
+            "until=2020-01-01T00:00:00Z"
+        ]),
+        "Total reclaimed space: 0B\n"
+    );
+    let later = (jiff::Timestamp::now().as_second() + 3600).to_string();
+    let out = h.ok(&[
+        "image",
+        "prune",
+        "-f",
+        "--filter",
+        &format!("until={later}"),
+        "--filter",
+        "label=keep",
+    ]);
+    assert!(only(&keep).is_match(&out), "{out}");
+    assert_eq!(all_ids(&h), [fresh]);
+}

@@ -3,11 +3,13 @@
 
 mod build;
 mod changes;
+mod filters;
 mod history;
 mod images;
 mod import;
 mod inspect;
 mod login;
+mod prune;
 mod pull;
 mod push;
 mod rmi;
@@ -81,10 +83,10 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Image {
             command: ImageCommand::Prune(a),
-        } => rmi::prune(&open()?, &a, &mut out)?,
+        } => prune::image_prune(&open()?, &a, &mut out)?,
         Command::Builder {
             command: crate::cli::BuilderCommand::Prune(a),
-        } => system::builder_prune(&open()?, &a, &mut out)?,
+        } => prune::builder_prune(&open()?, &a, &mut out)?,
         Command::System {
             command: crate::cli::SystemCommand::Df(a),
         } => system::df(&open()?, &a, &mut out)?,

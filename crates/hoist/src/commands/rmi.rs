@@ -1,13 +1,13 @@
-//! `hoist tag`, `hoist rmi`, `hoist image prune`.
+//! `hoist tag`, `hoist rmi`.
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, Write};
 use std::process::ExitCode;
 
 use anyhow::{Result, anyhow, bail};
 use hoist_oci::Reference;
 use hoist_store::{Removal, Store};
 
-use crate::cli::{PruneArgs, RmiArgs, TagArgs};
+use crate::cli::{RmiArgs, TagArgs};
 
 /// Parses a name the user wants to create, with docker's message.
 pub(crate) fn parse_target(s: &str) -> Result<Reference> {
@@ -60,45 +60,4 @@ pub(crate) fn rmi(store: &Store, args: &RmiArgs, out: &mut dyn Write) -> Result<
     } else {
         ExitCode::SUCCESS
     })
-}
-
-pub(crate) fn prune(store: &Store, args: &PruneArgs, out: &mut dyn Write) -> Result<()> {
-    if !args.force {
-        let warning = if args.all {
-            "WARNING! This will remove all images without at least one container associated to them."
-        } else {
-            "WARNING! This will remove all dangling images."
-        };
-        let mut err = io::stderr();
-        write!(err, "{warning}\nAre you sure you want to continue? [y/N] ")?;
-        err.flush()?;
-        let mut answer = String::new();
-        io::stdin().lock().read_line(&mut answer)?;
-        if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-            return Ok(());
-        }
-    }
-    let removals = store.prune(args.all)?;
-    let stats = store.gc()?;
-    if !removals.is_empty() {
-        writeln!(out, "Deleted Images:")?;
-        for r in &removals {
-            for u in &r.untagged {
-                writeln!(out, "untagged: {}", u.familiar())?;
-            }
-            if let Some(id) = &r.deleted {
-                writeln!(out, "deleted: {id}")?;
-            }
-            for l in &r.deleted_layers {
-                writeln!(out, "deleted: {l}")?;
-            }
-        }
-        writeln!(out)?;
-    }
-    writeln!(
-        out,
-        "Total reclaimed space: {}",
-        hoist_format::human_size(stats.bytes as f64)
-    )?;
-    Ok(())
 }
