@@ -77,6 +77,24 @@ pub(crate) enum BuilderCommand {
 pub(crate) enum SystemCommand {
     /// Show disk usage
     Df(SystemDfArgs),
+    /// Remove unused data: dangling images and build cache (with -a, all unused ones)
+    Prune(SystemPruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SystemPruneArgs {
+    /// Remove all unused images not just dangling ones
+    #[arg(short, long)]
+    pub(crate) all: bool,
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    pub(crate) force: bool,
+    /// Prune volumes (an error: hoist keeps no volumes)
+    #[arg(long)]
+    pub(crate) volumes: bool,
+    /// Provide filter values (e.g. 'label=<key>=<value>', 'label!=<key>', 'until=24h')
+    #[arg(long = "filter", value_name = "filter")]
+    pub(crate) filters: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -1313,3 +1313,241 @@ fn the_build_network_and_added_hosts_reach_the_run_key() {
     assert_eq!(build(&h, &ctx, &["--network", "none"]).cached, [run]);
     assert_eq!(build(&h, &ctx, &[]).id, plain.id);
 }
+
+/// Builds `dockerfile` in a context of its own; returns the build and the cache entries it
+/// added.
+fn build_new(h: &Hoist, name: &str, dockerfile: &str, extra: &[&str]) -> (Outcome, Vec<String>) {
+    let before = cache_ids(h);
+    let ctx = h.path(name);
+    write(&ctx, "Dockerfile", dockerfile);
+    let o = build(h, &ctx, extra);
+    let added = cache_ids(h)
+        .into_iter()
+        .filter(|id| !before.contains(id))
+        .collect();
+    (o, added)
+}
+
+fn sorted_ids(h: &Hoist) -> Vec<String> {
+    let mut ids: Vec<String> = h
+        .ok(&["images", "-q", "--no-trunc"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// `system prune`: docker's prompt (answering no removes nothing), then the dangling images
+/// and the build cache no image holds any more, in docker's two sections and one total;
+/// with `-a` every image and all build cache.
+#[test]
+fn system_prune_images_then_build_cache() {
+    let h = with_busybox();
+    let (dangling, dangling_cache) = build_new(
+        &h,
+        "dangling",
+        "FROM busybox\nRUN head -c 300000 /bin/busybox > /a\n",
+        &[],
+    );
+    let (kept, kept_cache) = build_new(
+        &h,
+        "kept",
+        "FROM busybox\nRUN head -c 200000 /bin/busybox > /b\n",
+        &["-t", "kept"],
+    );
+    assert_eq!((dangling_cache.len(), kept_cache.len()), (1, 1));
+    let busybox = h.id("busybox");
+    let mut images = vec![busybox.clone(), dangling.id.clone(), kept.id.clone()];
+    images.sort_unstable();
+    assert_eq!(sorted_ids(&h), images);
+    let mut cache = cache_ids(&h);
+    cache.sort_unstable();
+
+    // Anything but y or yes: nothing goes, and stdout stays empty.
+    for answer in ["n\n", "", "nope\n"] {
+        let out = h.with_stdin(&["system", "prune"], answer);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "WARNING! This will remove:\n  - all dangling images\n  - all dangling build cache\n\
+             \nAre you sure you want to continue? [y/N] "
+        );
+    }
+    let out = h.with_stdin(
+        &[
+            "system",
+            "prune",
+            "-a",
+            "--filter",
+            "until=24h",
+            "--filter",
+            "label=x",
+        ],
+        "no\n",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "WARNING! This will remove:\n\
+         \x20 - all images without at least one container associated to them\n\
+         \x20 - all build cache\n\
+         \n\
+         \x20 Items to be pruned will be filtered with:\n\
+         \x20 - label=x\n\
+         \x20 - until=24h\n\
+         \n\
+         Are you sure you want to continue? [y/N] "
+    );
+    assert_eq!(sorted_ids(&h), images);
+    let mut after = cache_ids(&h);
+    after.sort_unstable();
+    assert_eq!(after, cache);
+
+    // yes: the dangling image (its config: its layers are busybox's and the cache's), then
+    // its step's cache entry, now held by no image, with the layer's 300kB.
+    let out = h.with_stdin(&["system", "prune"], "yes\n");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let expected = regex::Regex::new(&format!(
+        "^Deleted Images:\ndeleted: {}\n\nDeleted build cache objects:\n{}\n\n\
+         Total reclaimed space: 30[0-9](\\.[0-9]+)?kB\n$",
+        dangling.id, dangling_cache[0]
+    ))
+    .unwrap();
+    assert!(expected.is_match(&stdout), "{stdout}");
+    images.retain(|id| *id != dangling.id);
+    assert_eq!(sorted_ids(&h), images);
+    assert_eq!(cache_ids(&h), kept_cache, "the tagged image's entry stays");
+    // Nothing left to take.
+    assert_eq!(
+        h.ok(&["system", "prune", "-f"]),
+        "Total reclaimed space: 0B\n"
+    );
+    let df = h.ok(&["system", "df"]);
+    assert!(
+        df.lines().nth(4).unwrap().starts_with("Build Cache     1 "),
+        "{df}"
+    );
+
+    // -a: every image, by name, and all build cache.
+    let out = h.ok(&["system", "prune", "-a", "-f"]);
+    let (images_part, rest) = out.split_once("\n\n").unwrap();
+    let mut listed: Vec<&str> = images_part.lines().collect();
+    assert_eq!(listed.remove(0), "Deleted Images:");
+    for line in [
+        "untagged: busybox:latest".to_owned(),
+        "untagged: kept:latest".to_owned(),
+        format!("deleted: {busybox}"),
+        format!("deleted: {}", kept.id),
+    ] {
+        assert!(listed.contains(&line.as_str()), "{line}: {out}");
+    }
+    let (cache_part, total) = rest.split_once("\n\n").unwrap();
+    assert_eq!(
+        cache_part,
+        format!("Deleted build cache objects:\n{}", kept_cache[0])
+    );
+    let mb = regex::Regex::new(r"^Total reclaimed space: \d+(\.\d+)?MB\n$").unwrap();
+    assert!(mb.is_match(total), "{out}");
+    assert_eq!(h.ok(&["images", "-q"]), "");
+    assert!(cache_rows(&h).is_empty());
+}
+
+/// `system prune --filter`: `label` and `label!` pick the images (docker applies neither to
+/// the build cache), `until` both; other names, bad values and `--volumes` are errors that
+/// remove nothing.
+#[test]
+fn system_prune_filters_and_errors() {
+    let h = with_busybox();
+    let (labelled, labelled_cache) = build_new(
+        &h,
+        "labelled",
+        "FROM busybox\nLABEL tmp=1\nRUN head -c 100000 /bin/busybox > /l\n",
+        &[],
+    );
+    let (plain, plain_cache) = build_new(
+        &h,
+        "plain",
+        "FROM busybox\nRUN head -c 150000 /bin/busybox > /p\n",
+        &[],
+    );
+    let busybox = h.id("busybox");
+    let mut images = vec![busybox.clone(), labelled.id.clone(), plain.id.clone()];
+    images.sort_unstable();
+    let mut cache = cache_ids(&h);
+    cache.sort_unstable();
+
+    for (args, why) in [
+        (
+            &["--volumes"][..],
+            "Error: hoist has no volumes to prune: it keeps none",
+        ),
+        (
+            &["--filter", "dangling=true"],
+            "Error: Invalid filter 'dangling'\n",
+        ),
+        (&["--filter", "foo=bar"], "Error: Invalid filter 'foo'\n"),
+        (
+            &["--filter", "label"],
+            "Error: bad format of filter (expected name=value)\n",
+        ),
+        // The build cache reads `until` as a duration only, as docker's does.
+        (
+            &["--filter", "until=2020-01-01"],
+            "Error: \"until\" filter expects a duration (e.g., '24h'): time: unknown unit \"-\" in duration \"2020-01-01\"\n",
+        ),
+        (
+            &["--filter", "until=banana"],
+            "Error: failed to parse value as time or duration: \"banana\"\n",
+        ),
+    ] {
+        let mut a = vec!["system", "prune", "-f"];
+        a.extend_from_slice(args);
+        let err = h.fails(&a);
+        assert!(err.starts_with(why), "{args:?}: {err}");
+    }
+    assert_eq!(sorted_ids(&h), images);
+
+    // `until=24h` with `-a`: of the images only busybox, made long ago, goes (its layer is
+    // the built images' too); the build cache, all used just now, stays.
+    let out = h.ok(&["system", "prune", "-f", "-a", "--filter", "until=24h"]);
+    let expected = regex::Regex::new(&format!(
+        "^Deleted Images:\nuntagged: busybox:latest\ndeleted: {busybox}\n\n\
+         Total reclaimed space: \\d+B\n$"
+    ))
+    .unwrap();
+    assert!(expected.is_match(&out), "{out}");
+    images.retain(|id| *id != busybox);
+    assert_eq!(sorted_ids(&h), images);
+    let mut after = cache_ids(&h);
+    after.sort_unstable();
+    assert_eq!(after, cache);
+
+    // `label=tmp`: only the labelled dangling image; then the build cache no image holds,
+    // which is that image's.
+    let out = h.ok(&["system", "prune", "-f", "--filter", "label=tmp"]);
+    let expected = regex::Regex::new(&format!(
+        "^Deleted Images:\ndeleted: {}\n\nDeleted build cache objects:\n{}\n\n\
+         Total reclaimed space: 10[0-9](\\.[0-9]+)?kB\n$",
+        labelled.id,
+        labelled_cache.join("\n")
+    ))
+    .unwrap();
+    assert!(expected.is_match(&out), "{out}");
+    images.retain(|id| *id != labelled.id);
+    assert_eq!(sorted_ids(&h), images);
+    assert_eq!(cache_ids(&h), plain_cache);
+
+    // `label!=tmp` takes the unlabelled one, and with it busybox's layer, which no image
+    // holds any more.
+    let out = h.ok(&["system", "prune", "-f", "--filter", "label!=tmp"]);
+    let expected = regex::Regex::new(&format!(
+        "^Deleted Images:\ndeleted: {}\ndeleted: sha256:[0-9a-f]{{64}}\n\n\
+         Deleted build cache objects:\n{}\n\nTotal reclaimed space: \\d+(\\.\\d+)?MB\n$",
+        plain.id, plain_cache[0]
+    ))
+    .unwrap();
+    assert!(expected.is_match(&out), "{out}");
+    assert_eq!(h.ok(&["images", "-q"]), "");
+    assert!(cache_rows(&h).is_empty());
+}

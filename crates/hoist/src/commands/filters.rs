@@ -2,6 +2,7 @@
 //! 20.10 reads them: its CLI splits `name=value`, and its daemon checks the names, turns
 //! `until` into a time and matches `label` against an image's labels.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -42,6 +43,32 @@ impl Filters {
             Some((name, _)) => bail!("Invalid filter '{name}'"),
             None => Ok(()),
         }
+    }
+
+    /// The filters named `names`, the others dropped.
+    pub(crate) fn only(&self, names: &[&str]) -> Self {
+        Self(
+            self.0
+                .iter()
+                .filter(|(n, _)| names.contains(&n.as_str()))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// `name=value` of the `label`, `label!` and `until` filters in natural order, as
+    /// `docker system prune`'s prompt lists them.
+    pub(crate) fn listed(&self) -> Vec<String> {
+        let mut listed: Vec<String> = ["label", "label!", "until"]
+            .iter()
+            .flat_map(|name| {
+                self.get(name)
+                    .into_iter()
+                    .map(move |v| format!("{name}={v}"))
+            })
+            .collect();
+        listed.sort_by(|a, b| natural_order(a, b));
+        listed
     }
 }
 
@@ -293,13 +320,58 @@ pub(crate) fn parse_go_duration(s: &str) -> Result<i128> {
     Ok(if negative { -total } else { total })
 }
 
+/// The order of `sortorder.NaturalLess`, which docker sorts the prompt's filters by: runs of
+/// digits compare as numbers (and sort before other bytes), the rest byte by byte.
+fn natural_order(a: &str, b: &str) -> Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let (da, db) = (a[i].is_ascii_digit(), b[j].is_ascii_digit());
+        if da != db {
+            return if da {
+                Ordering::Less
+            } else {
+                Ordering::Greater
+            };
+        }
+        if !da {
+            if a[i] != b[j] {
+                return a[i].cmp(&b[j]);
+            }
+            i += 1;
+            j += 1;
+            continue;
+        }
+        let run = |s: &[u8], mut k: usize| {
+            while k < s.len() && s[k] == b'0' {
+                k += 1;
+            }
+            let start = k;
+            while k < s.len() && s[k].is_ascii_digit() {
+                k += 1;
+            }
+            (start, k)
+        };
+        let ((sa, ea), (sb, eb)) = (run(a, i), run(b, j));
+        let order = (ea - sa)
+            .cmp(&(eb - sb))
+            .then_with(|| a[sa..ea].cmp(&b[sb..eb]))
+            .then_with(|| sa.cmp(&sb));
+        if order != Ordering::Equal {
+            return order;
+        }
+        (i, j) = (ea, eb);
+    }
+    (a.len() - i).cmp(&(b.len() - j))
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
     use jiff::Timestamp;
 
-    use super::{Filters, ImageFilter, cache_cutoff, parse_go_duration, until_time};
+    use super::{Filters, ImageFilter, cache_cutoff, natural_order, parse_go_duration, until_time};
 
     fn filters(raw: &[&str]) -> anyhow::Result<Filters> {
         Filters::parse(&raw.iter().map(|s| s.to_string()).collect::<Vec<_>>())
@@ -350,6 +422,27 @@ mod tests {
             "Invalid filter 'label!'"
         );
         assert!(f.accept_only(ImageFilter::ACCEPTED).is_ok());
+        assert_eq!(f.only(&["until"]), filters(&["until=1h"]).unwrap());
+    }
+
+    #[test]
+    fn prompt_lists_filters_in_natural_order() {
+        let f = filters(&[
+            "until=24h",
+            "label=b10",
+            "label=b9",
+            "label!=a",
+            "dangling=x",
+        ]);
+        assert_eq!(
+            f.unwrap().listed(),
+            ["label!=a", "label=b9", "label=b10", "until=24h"]
+        );
+        assert!(natural_order("a2", "a10").is_lt());
+        assert!(natural_order("a02", "a2").is_gt());
+        assert!(natural_order("a1", "ab").is_lt());
+        assert!(natural_order("ab", "abc").is_lt());
+        assert!(natural_order("x", "x").is_eq());
     }
 
     #[test]

@@ -90,6 +90,9 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::System {
             command: crate::cli::SystemCommand::Df(a),
         } => system::df(&open()?, &a, &mut out)?,
+        Command::System {
+            command: crate::cli::SystemCommand::Prune(a),
+        } => prune::system_prune(&open()?, &a, &mut out)?,
         Command::Inspect(a)
         | Command::Image {
             command: ImageCommand::Inspect(a),

@@ -1,5 +1,9 @@
-//! `hoist image prune` and `hoist builder prune`: docker's prompts, then docker's report, a
-//! section for each kind of thing removed and the total reclaimed.
+//! `hoist image prune`, `hoist builder prune` and `hoist system prune`: docker's prompts, then
+//! docker's report, a section for each kind of thing removed and the total reclaimed.
+//!
+//! hoist keeps no containers, networks or volumes (`hoist run` removes its container when it
+//! exits), so `system prune` is the image prune and the build cache prune, in docker's order:
+//! the images go first, so the build cache they held becomes dangling and goes too.
 
 use std::io::{self, BufRead, Write};
 
@@ -9,7 +13,7 @@ use jiff::Timestamp;
 
 use super::filters::{Filters, ImageFilter, cache_cutoff};
 use super::system::cache_id;
-use crate::cli::{BuilderPruneArgs, PruneArgs};
+use crate::cli::{BuilderPruneArgs, PruneArgs, SystemPruneArgs};
 
 pub(crate) fn image_prune(store: &Store, args: &PruneArgs, out: &mut dyn Write) -> Result<()> {
     let filters = Filters::parse(&args.filters)?;
@@ -54,6 +58,66 @@ pub(crate) fn builder_prune(
     };
     let bytes = prune_cache(store, &opts, out)?;
     write_total(out, bytes)
+}
+
+pub(crate) fn system_prune(
+    store: &Store,
+    args: &SystemPruneArgs,
+    out: &mut dyn Write,
+) -> Result<()> {
+    if args.volumes {
+        bail!(
+            "hoist has no volumes to prune: it keeps none (`hoist run` removes its container and \
+             what it made when it exits); leave out --volumes"
+        );
+    }
+    let filters = Filters::parse(&args.filters)?;
+    // docker hands the filters to each prune in turn; the first, the container prune, takes
+    // only these names.
+    filters.accept_only(&["label", "label!", "until"])?;
+    let now = Timestamp::now();
+    let images = ImageFilter::new(&filters, now)?;
+    // docker's build cache prune accepts `label` and `label!` but does not apply them (moby
+    // 20.10: "TODO(tiborvass): handle label"), so only `until` reaches the cache, and there
+    // as a duration. A time there fails, as in docker; docker says so after it has pruned the
+    // images, hoist before it removes anything.
+    let unused_since = cache_cutoff(&filters.only(&["until"]), now.as_second())?;
+    if !args.force && !confirm(&system_prompt(args.all, &filters))? {
+        return Ok(());
+    }
+    let cache = CachePrune {
+        all: args.all,
+        keep_bytes: None,
+        unused_since,
+    };
+    let bytes = prune_images(store, args.all, &images, out)? + prune_cache(store, &cache, out)?;
+    write_total(out, bytes)
+}
+
+/// `docker system prune`'s question. docker lists stopped containers and unused networks
+/// (and, with `--volumes`, volumes) as well; hoist keeps none of those, so only the lines
+/// for images and build cache apply and only they are shown.
+fn system_prompt(all: bool, filters: &Filters) -> String {
+    let removed = if all {
+        [
+            "all images without at least one container associated to them",
+            "all build cache",
+        ]
+    } else {
+        ["all dangling images", "all dangling build cache"]
+    };
+    let mut prompt = String::from("WARNING! This will remove:\n");
+    for what in removed {
+        prompt += &format!("  - {what}\n");
+    }
+    let listed = filters.listed();
+    if !listed.is_empty() {
+        prompt += "\n  Items to be pruned will be filtered with:\n";
+        for filter in listed {
+            prompt += &format!("  - {filter}\n");
+        }
+    }
+    prompt + "\nAre you sure you want to continue?"
 }
 
 /// Asks `message [y/N] ` on stderr (stdout carries only the report); true when the answer
@@ -164,7 +228,7 @@ fn parse_size(s: &str) -> Result<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{Filters, parse_size, system_prompt};
 
     #[test]
     fn sizes() {
@@ -172,5 +236,29 @@ mod tests {
         assert_eq!(parse_size("2g").unwrap(), 2_000_000_000);
         assert_eq!(parse_size("1024").unwrap(), 1024);
         assert!(parse_size("lots").is_err());
+    }
+
+    /// docker 20.10's `confirmationTemplate`, less the containers and networks lines.
+    #[test]
+    fn system_prompts() {
+        assert_eq!(
+            system_prompt(false, &Filters::default()),
+            "WARNING! This will remove:\n  - all dangling images\n  - all dangling build cache\n\
+             \nAre you sure you want to continue?"
+        );
+        let filters = Filters::parse(&["until=24h".into(), "label=a".into(), "label!=b".into()]);
+        assert_eq!(
+            system_prompt(true, &filters.unwrap()),
+            "WARNING! This will remove:\n\
+             \x20 - all images without at least one container associated to them\n\
+             \x20 - all build cache\n\
+             \n\
+             \x20 Items to be pruned will be filtered with:\n\
+             \x20 - label!=b\n\
+             \x20 - label=a\n\
+             \x20 - until=24h\n\
+             \n\
+             Are you sure you want to continue?"
+        );
     }
 }
