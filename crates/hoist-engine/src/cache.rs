@@ -886,6 +886,15 @@ fn finish_inputs(
     store: &Store,
     rec: &Recording,
 ) -> Result<ContextInputs, BuildError> {
+    let inputs = digest_inputs(per_file, store)?;
+    if !rec.racy {
+        store.fingerprint_put(fingerprint, &inputs.digest)?;
+    }
+    Ok(inputs)
+}
+
+/// The digest over per-file inputs, with them.
+fn digest_inputs(per_file: FileInputs, store: &Store) -> Result<ContextInputs, BuildError> {
     let mut h = Sha256Hasher::new();
     per_file
         .visit(|name, value| {
@@ -897,14 +906,96 @@ fn finish_inputs(
             Ok(())
         })
         .map_err(|e| BuildError::io("reading back the inputs set aside in", &store.tmp_dir(), e))?;
-    let digest = h.finish().to_string();
-    if !rec.racy {
-        store.fingerprint_put(fingerprint, &digest)?;
-    }
     Ok(ContextInputs {
-        digest,
+        digest: h.finish().to_string(),
         per_file: Some(per_file),
     })
+}
+
+/// The key of a COPY from a stage or an image by what it copies: each selected path's mode,
+/// content or link target, device number and, unless `--chown` sets them, owner; never its
+/// time, as BuildKit's content checksum. A stage rebuilt to the same files (or an image
+/// retagged to one holding them) is then a hit, and so is every step after it.
+pub(crate) fn copy_content_key(
+    parent: &str,
+    c: &Copy,
+    tree: &SourceTree<'_>,
+    store: &Store,
+) -> Result<Key, BuildError> {
+    let mut k = copy_key_head(parent, c);
+    let mut per_file = FileInputs::spilling_in(store.tmp_dir());
+    let mut meta = Sha256Hasher::new();
+    let mut files: Vec<ContextFile> = Vec::with_capacity(CHUNK);
+    let mut sels: Vec<Selected> = Vec::new();
+    // The tree is the store's own: nothing is remembered of its stats, and every file is read.
+    let mut add = |files: &mut Vec<ContextFile>, sels: &[Selected]| {
+        let regular: Vec<PathBuf> = files
+            .iter()
+            .filter(|f| f.stat.is_file())
+            .map(|f| f.real(sels))
+            .collect();
+        let digests = hash_parallel(regular.len(), |i| regular[i].clone())?;
+        let meta = &mut meta;
+        push_file_inputs(
+            &mut per_file,
+            files,
+            digests.into_iter().map(Some),
+            sels,
+            c,
+            |f| {
+                // A selection is followed, as the copy follows it.
+                let real = f.real(sels);
+                let st = if f.walked {
+                    rustix::fs::lstat(&real)
+                } else {
+                    rustix::fs::stat(&real)
+                }
+                .map_err(|e| BuildError::io("reading", &real, e.into()))?;
+                meta.update(&(f.rel.len() as u64).to_le_bytes());
+                meta.update(f.rel.as_bytes());
+                if c.chown.is_none() {
+                    meta.update(&st.st_uid.to_le_bytes());
+                    meta.update(&st.st_gid.to_le_bytes());
+                }
+                let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+                if matches!(
+                    kind,
+                    rustix::fs::FileType::CharacterDevice | rustix::fs::FileType::BlockDevice
+                ) {
+                    meta.update(&st.st_rdev.to_le_bytes());
+                }
+                Ok(())
+            },
+        )
+    };
+    for src in &c.sources {
+        for sel in tree.select(src)? {
+            let origin = sels.len();
+            let stat =
+                Stat::of(&sel.real, true).map_err(|e| BuildError::io("reading", &sel.real, e))?;
+            files.push(ContextFile::selected(&sel, stat, origin));
+            sels.push(sel);
+            if !stat.is_dir() {
+                continue;
+            }
+            let sel = &sels[origin];
+            walk_stats(tree, &sel.real, &sel.in_tree, &sel.rel, None).paths_chunked(
+                &mut files,
+                ContextFile::walked(origin),
+                CHUNK,
+                |chunk| add(chunk, &sels),
+            )?;
+        }
+    }
+    add(&mut files, &sels)?;
+    let inputs = digest_inputs(per_file, store)?;
+    k.field("files", &inputs.digest);
+    k.field("meta", &meta.finish().to_string());
+    // Covered by the digest field: recorded for explanations, not hashed again.
+    if let Some(files) = inputs.per_file {
+        k.inputs.files = files;
+    }
+    Ok(k)
 }
 
 fn stat_of(s: &Stat) -> FileStat {
@@ -979,11 +1070,24 @@ fn add_file_inputs(
     for (j, d) in fresh {
         known[j] = Some(d);
     }
-    let mut known = known.into_iter();
+    push_file_inputs(inputs, files, known.into_iter(), selected, c, |_| Ok(()))
+}
+
+/// Adds each of `files` to `inputs` (taking them out) with the digests of its regular files in
+/// order, after showing each to `also`.
+fn push_file_inputs(
+    inputs: &mut FileInputs,
+    files: &mut Vec<ContextFile>,
+    mut digests: impl Iterator<Item = Option<Digest>>,
+    selected: &[Selected],
+    c: &Copy,
+    mut also: impl FnMut(&ContextFile) -> Result<(), BuildError>,
+) -> Result<(), BuildError> {
     for f in files.drain(..) {
+        also(&f)?;
         let mode = input_mode(&f.stat, c.chmod.as_ref())?;
         let what = if f.stat.is_file() {
-            known
+            digests
                 .next()
                 .flatten()
                 .and_then(|d| d.raw(CONTENT))
@@ -1305,6 +1409,7 @@ fn describe(name: &str, how: &str) -> String {
         _ if name == "parent" => "a previous step or the base image changed".to_owned(),
         _ if name == "files" => "the selected files changed".to_owned(),
         _ if name == "from" => format!("the --from source {how}"),
+        _ if name == "meta" => "the owner or device number of a copied file changed".to_owned(),
         _ => format!("{name} {how}"),
     }
 }

@@ -552,6 +552,28 @@ impl Solver<'_, '_> {
                     })??;
                     copied_early = Some(made);
                     (key, c.history.clone())
+                } else if let Some(from_key) = &from_key {
+                    // A stage or an image: named by its key, cached by what it copies. The
+                    // name found standing for the key this step had last time is a hit
+                    // without reading the files; else they are hashed.
+                    let named =
+                        cache::copy_key(&parent, c, &t, Some(from_key), self.store(), false)?
+                            .peek();
+                    if use_cache
+                        && let Some(content) = self.store().cache_alias(&named)?
+                        && prev_key.as_deref() == Some(content.as_str())
+                        && let Some(hit) = self.store().cache_get(&content)?
+                    {
+                        self.resolve(pending.take(), built)?;
+                        built.key = content;
+                        built.image.layers.push(hit.layer);
+                        history(&mut built.image, c.history.clone(), Some(hit.created));
+                        return Ok(true);
+                    }
+                    let key = cache::copy_content_key(&parent, c, &t, self.store())?;
+                    self.store().cache_alias_put(&named, &key.peek())?;
+                    tree = Some(t);
+                    (key, c.history.clone())
                 } else {
                     let mut key =
                         cache::copy_key(&parent, c, &t, from_key.as_deref(), self.store(), false)?;

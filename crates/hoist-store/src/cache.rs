@@ -130,6 +130,12 @@ CREATE TABLE IF NOT EXISTS cache_mounts (
     last_used INTEGER NOT NULL,
     uses      INTEGER NOT NULL
 );
+-- Another name of a cached step: a COPY from a stage or an image is named by that source's
+-- key, and cached by what it copies (the key it was last found to stand for).
+CREATE TABLE IF NOT EXISTS cache_aliases (
+    key    TEXT PRIMARY KEY,
+    target TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS build_steps (
     identity TEXT PRIMARY KEY,
     key      TEXT NOT NULL,
@@ -221,6 +227,30 @@ impl Store {
                 jiff::Timestamp::now().as_second(),
                 partial
             ],
+        )?;
+        Ok(())
+    }
+
+    /// The key that `name` was last found to stand for (see [`Store::cache_alias_put`]).
+    pub fn cache_alias(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .db()
+            .query_row(
+                "SELECT target FROM cache_aliases WHERE key = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Records that the step named `name` is the one cached as `target`. A COPY from a stage
+    /// is named by the stage's key, known before anything is read, and cached by the digests
+    /// of what it copies: the name spares the next build hashing the same files again.
+    pub fn cache_alias_put(&self, name: &str, target: &str) -> Result<(), StoreError> {
+        self.db().execute(
+            "INSERT INTO cache_aliases (key, target) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET target = excluded.target",
+            params![name, target],
         )?;
         Ok(())
     }
@@ -625,6 +655,10 @@ impl Store {
                 tx.execute("DELETE FROM build_cache WHERE key = ?1", [&key])?;
                 removed.push(key);
             }
+            tx.execute(
+                "DELETE FROM cache_aliases WHERE target NOT IN (SELECT key FROM build_cache)",
+                [],
+            )?;
             // Everything goes: what the steps recorded for explaining and reusing goes too.
             let everything = CachePrune {
                 all: true,

@@ -1246,6 +1246,91 @@ fn a_stage_rebuilt_with_no_cache_filter_reaches_the_stages_that_use_it() {
     assert_eq!(third.id, second.id);
 }
 
+/// A COPY from a stage is cached by what it copies, never by the files' times (as BuildKit):
+/// a stage rebuilt to the same files leaves that COPY and every step after it cached, and the
+/// image as it was. A file of the stage whose content, mode or owner changed misses there,
+/// named; an owner that `--chown` replaces does not count.
+#[test]
+fn a_copy_from_a_stage_rebuilt_to_the_same_files_hits() {
+    let h = with_busybox();
+    let ctx = h.path("ctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox AS a\n\
+         ARG MODE=644 OWNER=5:6\n\
+         COPY in.txt /in.txt\n\
+         RUN wc -c < /in.txt > /out && mkdir -p /d/e && echo x > /d/e/f && ln -s f /d/e/l \
+             && chmod $MODE /d/e/f && chown $OWNER /d/e/f\n\
+         FROM busybox\n\
+         COPY --from=a /out /out\n\
+         COPY --chown=1:1 --from=a /d /owned\n\
+         COPY --from=a /d /d\n\
+         RUN cat /out /d/e/f > /both\n",
+    );
+    let run_a = "RUN wc -c < /in.txt > /out && mkdir -p /d/e && echo x > /d/e/f && ln -s f /d/e/l \
+                 && chmod $MODE /d/e/f && chown $OWNER /d/e/f";
+    let copies = [
+        "COPY --from=a /out /out",
+        "COPY --chown=1:1 --from=a /d /owned",
+        "COPY --from=a /d /d",
+        "RUN cat /out /d/e/f > /both",
+    ];
+    write(&ctx, "in.txt", "hello");
+    let first = build(&h, &ctx, &[]);
+    assert_eq!(first.cached, Vec::<String>::new());
+
+    // Same length, so the same /out; the stage's RUN writes every file again, a second later.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    write(&ctx, "in.txt", "jello");
+    let second = build(&h, &ctx, &[]);
+    assert_eq!(second.ran, ["COPY in.txt /in.txt", run_a]);
+    assert_eq!(second.cached, copies, "{:?}", second.misses);
+    assert_eq!(second.id, first.id, "the same files make the same image");
+    // Nothing changed: every step hits.
+    let third = build(&h, &ctx, &[]);
+    assert_eq!(third.ran, Vec::<String>::new());
+    assert_eq!(third.id, first.id);
+
+    // Content.
+    write(&ctx, "in.txt", "hello world");
+    let o = build(&h, &ctx, &[]);
+    assert_eq!(o.ran[2..], copies);
+    assert_eq!(o.misses[2], "COPY --from=a /out /out: file out changed");
+    assert_eq!(cat(&h, &o.id, "/out").trim(), "11");
+
+    // Mode: only the copies of /d miss, and the image has the new mode.
+    let o = build(&h, &ctx, &["--build-arg", "MODE=600"]);
+    assert_eq!(o.ran, [run_a, copies[1], copies[2], copies[3]]);
+    assert_eq!(o.cached, ["COPY in.txt /in.txt", copies[0]]);
+    assert!(
+        o.misses
+            .contains(&"COPY --chown=1:1 --from=a /d /owned: file d/e/f changed".to_owned()),
+        "{:?}",
+        o.misses
+    );
+    let stat = |id: &str, path: &str| h.ok(&["run", "--rm", id, "stat", "-c", "%a %u:%g", path]);
+    assert_eq!(stat(&o.id, "/d/e/f").trim(), "600 5:6");
+
+    // Owner: the copy that keeps it misses; the one that sets its own hits.
+    let o = build(
+        &h,
+        &ctx,
+        &["--build-arg", "MODE=600", "--build-arg", "OWNER=7:8"],
+    );
+    assert_eq!(o.cached, ["COPY in.txt /in.txt", copies[0], copies[1]]);
+    assert_eq!(o.ran, [run_a, copies[2], copies[3]]);
+    assert!(
+        o.misses.contains(
+            &"COPY --from=a /d /d: the owner or device number of a copied file changed".to_owned()
+        ),
+        "{:?}",
+        o.misses
+    );
+    assert_eq!(stat(&o.id, "/d/e/f").trim(), "600 7:8");
+    assert_eq!(stat(&o.id, "/owned/e/f").trim(), "600 1:1");
+}
+
 #[test]
 fn a_run_replaced_by_a_build_that_failed_later_is_not_built_on_with_old_layers() {
     let h = with_busybox();
