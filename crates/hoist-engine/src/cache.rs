@@ -199,6 +199,14 @@ fn copy_key_with(
     Ok(k)
 }
 
+/// What names a bind mount of `source` from the stage whose key (or the image whose id) is
+/// `from`, for [`Store::cache_alias`].
+pub(crate) fn mount_name(from: &str, source: &str) -> String {
+    let mut k = Key::new(from, "mount");
+    k.field("source", source);
+    k.peek()
+}
+
 /// A COPY from the context's key before its files go in: what [`Store::cache_may_hold`]
 /// is asked before the files are hashed.
 pub(crate) fn copy_partial_key(parent: &str, c: &Copy) -> String {

@@ -1184,16 +1184,45 @@ impl Solver<'_, '_> {
                     }
                     SourceRef::Stage(i) => {
                         let k = run.deps.get(i).map_or("", |b| b.key.as_str()).to_owned();
-                        key.field(&format!("mount {n} stage"), &k);
+                        let what = self.mount_content(from, source, &k, run)?;
+                        key.field(&format!("mount {n} stage"), &what);
                     }
                     SourceRef::Image(r) => {
                         let id = self.image_id(r, &Platform::host())?;
-                        key.field(&format!("mount {n} image"), id.as_str());
+                        let what = self.mount_content(from, source, id.as_str(), run)?;
+                        key.field(&format!("mount {n} image"), &what);
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// The digest of what a bind mount shows of a stage or an image (`named` is its key or
+    /// id): its key, as a COPY of `source` from there would have it. A stage rebuilt to the
+    /// same files leaves the RUN cached, as in BuildKit. The stage's key stands for its files,
+    /// so the digest found for it once is taken again without reading them.
+    fn mount_content(
+        &self,
+        from: &SourceRef,
+        source: &str,
+        named: &str,
+        run: &StageRun<'_>,
+    ) -> Result<String, BuildError> {
+        let name = cache::mount_name(named, source);
+        if let Some(known) = self.store().cache_alias(&name)? {
+            return Ok(known);
+        }
+        let mut guards = Guards::default();
+        let tree = context::SourceTree {
+            root: self.mount_source_root(from, run, &mut guards)?,
+            ignore: None,
+            exclude: None,
+        };
+        let copy = Copy::from_context(vec![source.to_owned()], "/".into());
+        let (digest, _) = cache::copy_content_key("", &copy, &tree, self.store())?.finish();
+        self.store().cache_alias_put(&name, &digest)?;
+        Ok(digest)
     }
 
     fn prepare_mount(

@@ -131,7 +131,8 @@ CREATE TABLE IF NOT EXISTS cache_mounts (
     uses      INTEGER NOT NULL
 );
 -- Another name of a cached step: a COPY from a stage or an image is named by that source's
--- key, and cached by what it copies (the key it was last found to stand for).
+-- key, and cached by what it copies (the key it was last found to stand for); a bind mount
+-- of a stage, named so, stands for the digest of what it shows.
 CREATE TABLE IF NOT EXISTS cache_aliases (
     key    TEXT PRIMARY KEY,
     target TEXT NOT NULL
@@ -231,7 +232,7 @@ impl Store {
         Ok(())
     }
 
-    /// The key that `name` was last found to stand for (see [`Store::cache_alias_put`]).
+    /// What `name` was last found to stand for (see [`Store::cache_alias_put`]).
     pub fn cache_alias(&self, name: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .db()
@@ -245,7 +246,8 @@ impl Store {
 
     /// Records that the step named `name` is the one cached as `target`. A COPY from a stage
     /// is named by the stage's key, known before anything is read, and cached by the digests
-    /// of what it copies: the name spares the next build hashing the same files again.
+    /// of what it copies: the name spares the next build hashing the same files again. (A
+    /// bind mount of a stage is named so too, its target the digest of what it shows.)
     pub fn cache_alias_put(&self, name: &str, target: &str) -> Result<(), StoreError> {
         self.db().execute(
             "INSERT INTO cache_aliases (key, target) VALUES (?1, ?2)
@@ -655,6 +657,8 @@ impl Store {
                 tx.execute("DELETE FROM build_cache WHERE key = ?1", [&key])?;
                 removed.push(key);
             }
+            // A name whose step is gone is of no use (a mount's digest goes too: it is
+            // found again by hashing).
             tx.execute(
                 "DELETE FROM cache_aliases WHERE target NOT IN (SELECT key FROM build_cache)",
                 [],

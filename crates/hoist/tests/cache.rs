@@ -1331,6 +1331,41 @@ fn a_copy_from_a_stage_rebuilt_to_the_same_files_hits() {
     assert_eq!(stat(&o.id, "/owned/e/f").trim(), "600 1:1");
 }
 
+/// A RUN's bind mount of a stage counts by what it shows, as a COPY from there: the stage
+/// rebuilt to the same files leaves the RUN cached; other files there miss.
+#[test]
+fn a_bind_mount_of_a_stage_rebuilt_to_the_same_files_hits() {
+    let h = with_busybox();
+    let ctx = h.path("ctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox AS a\n\
+         COPY in.txt /in.txt\n\
+         RUN wc -c < /in.txt > /out\n\
+         FROM busybox\n\
+         RUN --mount=type=bind,from=a,source=/out,target=/m cat /m > /got\n",
+    );
+    let mounted = "RUN --mount=type=bind,from=a,source=/out,target=/m cat /m > /got";
+    write(&ctx, "in.txt", "hello");
+    let first = build(&h, &ctx, &[]);
+    write(&ctx, "in.txt", "jello");
+    let second = build(&h, &ctx, &[]);
+    assert_eq!(second.cached, [mounted], "{:?}", second.misses);
+    assert_eq!(second.id, first.id);
+    write(&ctx, "in.txt", "hello world");
+    let third = build(&h, &ctx, &[]);
+    assert_eq!(third.cached, Vec::<String>::new());
+    assert!(
+        third
+            .misses
+            .contains(&format!("{mounted}: mount 0 stage changed")),
+        "{:?}",
+        third.misses
+    );
+    assert_eq!(cat(&h, &third.id, "/got").trim(), "11");
+}
+
 #[test]
 fn a_run_replaced_by_a_build_that_failed_later_is_not_built_on_with_old_layers() {
     let h = with_busybox();
