@@ -1448,16 +1448,6 @@ fn build_new(h: &Hoist, name: &str, dockerfile: &str, extra: &[&str]) -> (Outcom
     (o, added)
 }
 
-fn sorted_ids(h: &Hoist) -> Vec<String> {
-    let mut ids: Vec<String> = h
-        .ok(&["images", "-q", "--no-trunc"])
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    ids.sort_unstable();
-    ids
-}
-
 /// `system prune`: docker's prompt (answering no removes nothing), then the dangling images
 /// and the build cache no image holds any more, in docker's two sections and one total;
 /// with `-a` every image and all build cache.
@@ -1480,7 +1470,7 @@ fn system_prune_images_then_build_cache() {
     let busybox = h.id("busybox");
     let mut images = vec![busybox.clone(), dangling.id.clone(), kept.id.clone()];
     images.sort_unstable();
-    assert_eq!(sorted_ids(&h), images);
+    assert_eq!(h.image_ids(), images);
     let mut cache = cache_ids(&h);
     cache.sort_unstable();
 
@@ -1519,7 +1509,7 @@ fn system_prune_images_then_build_cache() {
          \n\
          Are you sure you want to continue? [y/N] "
     );
-    assert_eq!(sorted_ids(&h), images);
+    assert_eq!(h.image_ids(), images);
     let mut after = cache_ids(&h);
     after.sort_unstable();
     assert_eq!(after, cache);
@@ -1536,7 +1526,7 @@ fn system_prune_images_then_build_cache() {
     .unwrap();
     assert!(expected.is_match(&stdout), "{stdout}");
     images.retain(|id| *id != dangling.id);
-    assert_eq!(sorted_ids(&h), images);
+    assert_eq!(h.image_ids(), images);
     assert_eq!(cache_ids(&h), kept_cache, "the tagged image's entry stays");
     // Nothing left to take.
     assert_eq!(
@@ -1626,7 +1616,7 @@ fn system_prune_filters_and_errors() {
         let err = h.fails(&a);
         assert!(err.starts_with(why), "{args:?}: {err}");
     }
-    assert_eq!(sorted_ids(&h), images);
+    assert_eq!(h.image_ids(), images);
 
     // `until=24h` with `-a`: of the images only busybox, made long ago, goes (its layer is
     // the built images' too); the build cache, all used just now, stays.
@@ -1638,7 +1628,7 @@ fn system_prune_filters_and_errors() {
     .unwrap();
     assert!(expected.is_match(&out), "{out}");
     images.retain(|id| *id != busybox);
-    assert_eq!(sorted_ids(&h), images);
+    assert_eq!(h.image_ids(), images);
     let mut after = cache_ids(&h);
     after.sort_unstable();
     assert_eq!(after, cache);
@@ -1655,7 +1645,7 @@ fn system_prune_filters_and_errors() {
     .unwrap();
     assert!(expected.is_match(&out), "{out}");
     images.retain(|id| *id != labelled.id);
-    assert_eq!(sorted_ids(&h), images);
+    assert_eq!(h.image_ids(), images);
     assert_eq!(cache_ids(&h), plain_cache);
 
     // `label!=tmp` takes the unlabelled one, and with it busybox's layer, which no image

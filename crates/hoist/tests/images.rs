@@ -505,17 +505,6 @@ fn import_applies_changes_like_docker() {
     );
 }
 
-/// The ids of every image, as `images -q --no-trunc` lists them, sorted.
-fn all_ids(h: &Hoist) -> Vec<String> {
-    let mut ids: Vec<String> = h
-        .ok(&["images", "-q", "--no-trunc"])
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    ids.sort_unstable();
-    ids
-}
-
 /// `image prune --filter`: `label`, `label!` and `until` (a duration or a time) pick what
 /// goes, as docker's daemon does; only dangling images without `-a`.
 #[test]
@@ -544,7 +533,7 @@ fn prune_filters_by_label_and_until() {
         plain.clone(),
     ];
     everything.sort_unstable();
-    assert_eq!(all_ids(&h), everything);
+    assert_eq!(h.image_ids(), everything);
 
     // Names that docker's image prune does not know, bad values: an error, nothing removed.
     for (filter, why) in [
@@ -571,7 +560,7 @@ fn prune_filters_by_label_and_until() {
         ]),
         "Error: more than one until filter specified\n"
     );
-    assert_eq!(all_ids(&h), everything);
+    assert_eq!(h.image_ids(), everything);
 
     // `label=key=value`: only the dangling image carrying it (its config is all that goes:
     // its layer is `fresh`'s too).
@@ -584,7 +573,7 @@ fn prune_filters_by_label_and_until() {
     let out = h.ok(&["image", "prune", "-f", "--filter", "label=team=a"]);
     assert!(only(&tmp).is_match(&out), "{out}");
     everything.retain(|id| *id != tmp);
-    assert_eq!(all_ids(&h), everything);
+    assert_eq!(h.image_ids(), everything);
     // A value that differs matches nothing.
     assert_eq!(
         h.ok(&["image", "prune", "-f", "--filter", "label=keep=no"]),
@@ -594,7 +583,7 @@ fn prune_filters_by_label_and_until() {
     let out = h.ok(&["image", "prune", "-f", "--filter", "label!=keep"]);
     assert!(only(&plain).is_match(&out), "{out}");
     everything.retain(|id| *id != plain);
-    assert_eq!(all_ids(&h), everything);
+    assert_eq!(h.image_ids(), everything);
 
     // `until=24h` with `-a`: the image created long ago goes, with its name; the ones created
     // just now stay.
@@ -606,7 +595,7 @@ fn prune_filters_by_label_and_until() {
         "{out}"
     );
     everything.retain(|id| *id != old);
-    assert_eq!(all_ids(&h), everything);
+    assert_eq!(h.image_ids(), everything);
     // A time in RFC 3339 before they were made, then unix seconds after: `keep` (dangling)
     // goes only with the second; `fresh` has a name.
     assert_eq!(
@@ -630,5 +619,5 @@ fn prune_filters_by_label_and_until() {
         "label=keep",
     ]);
     assert!(only(&keep).is_match(&out), "{out}");
-    assert_eq!(all_ids(&h), [fresh]);
+    assert_eq!(h.image_ids(), [fresh]);
 }

@@ -115,6 +115,17 @@ impl Hoist {
             .to_owned()
     }
 
+    /// The ids of every image, as `images -q --no-trunc` lists them, sorted.
+    pub fn image_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .ok(&["images", "-q", "--no-trunc"])
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     pub fn output(&self, args: &[&str]) -> Output {
         self.cmd()
             .args(args)
