@@ -69,6 +69,10 @@ fi
 now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 results=()
+settle() { # context directory
+    sync
+    tar -C "$1" -cf - . | cat >/dev/null
+}
 run_pair() { # name, docker args…, --, hoist args…
     local name=$1; shift
     local dargs=() hargs=()
@@ -76,12 +80,15 @@ run_pair() { # name, docker args…, --, hoist args…
     hargs=("$@")
     local dt="-" ht r="-"
     # Each builder starts with nothing left to write back from the one before (outside the
-    # timing): neither pays for the other's dirty pages.
+    # timing): neither pays for the other's dirty pages. And with its context read into the
+    # page cache: a context idle for a minute may have been paged out (some VMs reclaim idle
+    # page cache, as this machine's DAMON does), and the first builder would read it from the
+    # disk for the second.
     if [ -z "${NO_DOCKER:-}" ]; then
-        sync
+        settle "${dargs[-1]}"
         local t0; t0=$(now); /usr/bin/docker build --network host -q "${dargs[@]}" >/dev/null; dt=$(secs "$t0" "$(now)")
     fi
-    sync
+    settle "${hargs[-1]}"
     local t0; t0=$(now); "$HOIST" build -q "${hargs[@]}" >/dev/null; ht=$(secs "$t0" "$(now)")
     [ "$dt" != "-" ] && r=$(python3 -c "print(f'{$dt / max($ht, 0.001):.1f}x')")
     results+=("$(printf '%-34s %10s %10s %8s' "$name" "$dt" "$ht" "$r")")
