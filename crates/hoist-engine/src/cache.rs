@@ -924,57 +924,66 @@ fn digest_inputs(per_file: FileInputs, store: &Store) -> Result<ContextInputs, B
 /// content or link target, device number and, unless `--chown` sets them, owner; never its
 /// time, as BuildKit's content checksum. A stage rebuilt to the same files (or an image
 /// retagged to one holding them) is then a hit, and so is every step after it.
+///
+/// Beside a copy that reads the same tree, the digests come from `fed` (see [`Fed`]).
 pub(crate) fn copy_content_key(
     parent: &str,
     c: &Copy,
     tree: &SourceTree<'_>,
     store: &Store,
+    fed: Option<&Fed>,
 ) -> Result<Key, BuildError> {
     let mut k = copy_key_head(parent, c);
+    k.partial = Some(k.peek());
     let mut per_file = FileInputs::spilling_in(store.tmp_dir());
     let mut meta = Sha256Hasher::new();
     let mut files: Vec<ContextFile> = Vec::with_capacity(CHUNK);
     let mut sels: Vec<Selected> = Vec::new();
-    // The tree is the store's own: nothing is remembered of its stats, and every file is read.
+    // The tree is the store's own: nothing is remembered of its stats, and every file the copy
+    // did not hash is read.
     let mut add = |files: &mut Vec<ContextFile>, sels: &[Selected]| {
+        let mut digests: Vec<Option<Digest>> = files
+            .iter()
+            .filter(|f| f.stat.is_file())
+            .map(|f| fed.and_then(|fed| fed.take(&stat_of(&f.stat))))
+            .collect();
         let regular: Vec<PathBuf> = files
             .iter()
             .filter(|f| f.stat.is_file())
             .map(|f| f.real(sels))
             .collect();
-        let digests = hash_parallel(regular.len(), |i| regular[i].clone())?;
+        let misses: Vec<usize> = (0..digests.len())
+            .filter(|&j| digests[j].is_none())
+            .collect();
+        let hashed = hash_parallel(misses.len(), |m| regular[misses[m]].clone())?;
+        for (j, d) in misses.into_iter().zip(hashed) {
+            digests[j] = Some(d);
+        }
         let meta = &mut meta;
-        push_file_inputs(
-            &mut per_file,
-            files,
-            digests.into_iter().map(Some),
-            sels,
-            c,
-            |f| {
-                // A selection is followed, as the copy follows it.
-                let real = f.real(sels);
-                let st = if f.walked {
-                    rustix::fs::lstat(&real)
-                } else {
-                    rustix::fs::stat(&real)
-                }
-                .map_err(|e| BuildError::io("reading", &real, e.into()))?;
-                meta.update(&(f.rel.len() as u64).to_le_bytes());
-                meta.update(f.rel.as_bytes());
-                if c.chown.is_none() {
-                    meta.update(&st.st_uid.to_le_bytes());
-                    meta.update(&st.st_gid.to_le_bytes());
-                }
-                let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
-                if matches!(
-                    kind,
-                    rustix::fs::FileType::CharacterDevice | rustix::fs::FileType::BlockDevice
-                ) {
-                    meta.update(&st.st_rdev.to_le_bytes());
-                }
-                Ok(())
-            },
-        )
+        push_file_inputs(&mut per_file, files, digests.into_iter(), sels, c, |f| {
+            // A selection is followed, as the copy follows it.
+            let real = f.real(sels);
+            let st = if f.walked {
+                rustix::fs::lstat(&real)
+            } else {
+                rustix::fs::stat(&real)
+            }
+            .map_err(|e| BuildError::io("reading", &real, e.into()))?;
+            meta.update(&(f.rel.len() as u64).to_le_bytes());
+            meta.update(f.rel.as_bytes());
+            if c.chown.is_none() {
+                meta.update(&st.st_uid.to_le_bytes());
+                meta.update(&st.st_gid.to_le_bytes());
+            }
+            let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+            if matches!(
+                kind,
+                rustix::fs::FileType::CharacterDevice | rustix::fs::FileType::BlockDevice
+            ) {
+                meta.update(&st.st_rdev.to_le_bytes());
+            }
+            Ok(())
+        })
     };
     for src in &c.sources {
         for sel in tree.select(src)? {

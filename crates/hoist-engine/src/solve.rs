@@ -509,29 +509,58 @@ impl Solver<'_, '_> {
                             .store()
                             .cache_may_hold(&cache::copy_partial_key(&parent, c))?)
                 };
-                if c.from == SourceRef::Context
-                    && !self.opts.explain_cache
-                    && (!use_cache || cannot_hit()?)
+                // A stage or an image: named by its key, cached by what it copies. The name
+                // found standing for the key this step had last time is a hit without reading
+                // the files; else they are hashed.
+                let named = match &from_key {
+                    Some(from_key) => Some(
+                        cache::copy_key(&parent, c, &t, Some(from_key), self.store(), false)?
+                            .peek(),
+                    ),
+                    None => None,
+                };
+                if use_cache
+                    && let Some(named) = &named
+                    && let Some(content) = self.store().cache_alias(named)?
+                    && prev_key.as_deref() == Some(content.as_str())
+                    && let Some(hit) = self.store().cache_get(&content)?
                 {
+                    self.resolve(pending.take(), built)?;
+                    built.key = content;
+                    built.image.layers.push(hit.layer);
+                    history(&mut built.image, c.history.clone(), Some(hit.created));
+                    return Ok(true);
+                }
+                if !self.opts.explain_cache && (!use_cache || cannot_hit()?) {
                     // The key is only recorded, not looked up first: it is made beside the
                     // copy, from the digests of what the copy reads. A full copy: with the
                     // cache off nothing is reused, and a step never built here has no earlier
                     // layer.
                     let made = self.upper()?;
-                    // The stat cache's rows are written beside the next step; the recorder
-                    // ends when `fed` goes, with the key.
-                    let (rows, recorder) = mpsc::sync_channel::<cache::StatRows>(2);
-                    let store = self.store();
-                    recording.push(scope.spawn(move || {
-                        for rows in recorder {
-                            store.stat_record(rows.iter().map(|(p, s, d)| (p.as_str(), s, d)))?;
-                        }
-                        Ok(())
-                    }));
-                    let fed = cache::Fed::recording_to(rows);
+                    let fed = if named.is_none() {
+                        // The stat cache's rows are written beside the next step; the recorder
+                        // ends when `fed` goes, with the key.
+                        let (rows, recorder) = mpsc::sync_channel::<cache::StatRows>(2);
+                        let store = self.store();
+                        recording.push(scope.spawn(move || {
+                            for rows in recorder {
+                                store
+                                    .stat_record(rows.iter().map(|(p, s, d)| (p.as_str(), s, d)))?;
+                            }
+                            Ok(())
+                        }));
+                        cache::Fed::recording_to(rows)
+                    } else {
+                        // A stage's files are the store's own: no stat of them is remembered.
+                        cache::Fed::default()
+                    };
                     let (key, digest) = std::thread::scope(|s| {
-                        let key =
-                            s.spawn(|| cache::copy_key_fed(&parent, c, &t, self.store(), &fed));
+                        let key = s.spawn(|| match named {
+                            None => cache::copy_key_fed(&parent, c, &t, self.store(), &fed),
+                            Some(_) => {
+                                cache::copy_content_key(&parent, c, &t, self.store(), Some(&fed))
+                            }
+                        });
                         let feeding = fed.feeding();
                         let digest = self.copy_followed(scope, &made.1, None, |seals| {
                             let besides = copy::Besides {
@@ -550,28 +579,14 @@ impl Solver<'_, '_> {
                     let key = key.map_err(|_| {
                         BuildError::Invalid("the cache key thread panicked".into())
                     })??;
+                    if let Some(named) = &named {
+                        self.store().cache_alias_put(named, &key.peek())?;
+                    }
                     copied_early = Some(made);
                     (key, c.history.clone())
-                } else if let Some(from_key) = &from_key {
-                    // A stage or an image: named by its key, cached by what it copies. The
-                    // name found standing for the key this step had last time is a hit
-                    // without reading the files; else they are hashed.
-                    let named =
-                        cache::copy_key(&parent, c, &t, Some(from_key), self.store(), false)?
-                            .peek();
-                    if use_cache
-                        && let Some(content) = self.store().cache_alias(&named)?
-                        && prev_key.as_deref() == Some(content.as_str())
-                        && let Some(hit) = self.store().cache_get(&content)?
-                    {
-                        self.resolve(pending.take(), built)?;
-                        built.key = content;
-                        built.image.layers.push(hit.layer);
-                        history(&mut built.image, c.history.clone(), Some(hit.created));
-                        return Ok(true);
-                    }
-                    let key = cache::copy_content_key(&parent, c, &t, self.store())?;
-                    self.store().cache_alias_put(&named, &key.peek())?;
+                } else if let Some(named) = &named {
+                    let key = cache::copy_content_key(&parent, c, &t, self.store(), None)?;
+                    self.store().cache_alias_put(named, &key.peek())?;
                     tree = Some(t);
                     (key, c.history.clone())
                 } else {
@@ -1220,7 +1235,7 @@ impl Solver<'_, '_> {
             exclude: None,
         };
         let copy = Copy::from_context(vec![source.to_owned()], "/".into());
-        let (digest, _) = cache::copy_content_key("", &copy, &tree, self.store())?.finish();
+        let (digest, _) = cache::copy_content_key("", &copy, &tree, self.store(), None)?.finish();
         self.store().cache_alias_put(&name, &digest)?;
         Ok(digest)
     }

@@ -1331,6 +1331,53 @@ fn a_copy_from_a_stage_rebuilt_to_the_same_files_hits() {
     assert_eq!(stat(&o.id, "/owned/e/f").trim(), "600 1:1");
 }
 
+/// A COPY from a stage that cannot hit (a first build, or `--no-cache`) hashes what it copies
+/// as it copies it; the key it records must be the one a later build makes by hashing (the
+/// stage run again, so not found by the stage's key).
+#[test]
+fn a_copy_from_a_stage_hashed_as_it_copies_records_the_key_a_later_build_makes() {
+    for flags in [&[][..], &["--no-cache"][..]] {
+        let h = with_busybox();
+        let ctx = h.path("ctx");
+        write(
+            &ctx,
+            "Dockerfile",
+            "FROM busybox AS a\n\
+             RUN mkdir -p /o/d/e && echo 1 > /o/f && head -c 300000 /bin/busybox > /o/d/big \
+                 && ln -s f /o/l && ln /o/f /o/d/e/hard && chown 3:4 /o/d/big\n\
+             FROM busybox\n\
+             COPY --from=a /o /o\n\
+             RUN ls -lnR /o > /listing\n",
+        );
+        // Without --explain-cache, which compares inputs first and so hashes first.
+        let iid = h.path("first-iid");
+        let mut args = vec!["build", "--iidfile", iid.to_str().unwrap()];
+        args.extend_from_slice(flags);
+        args.push(ctx.to_str().unwrap());
+        let out = h.output(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Run a second later, the stage's files get other times: another layer, another
+        // stage key, so the COPY's key is made again by hashing.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let second = build(&h, &ctx, &["--no-cache-filter", "a"]);
+        assert_eq!(
+            second.cached,
+            ["COPY --from=a /o /o", "RUN ls -lnR /o > /listing"],
+            "{flags:?}: {:?}",
+            second.misses
+        );
+        assert_eq!(
+            second.id,
+            std::fs::read_to_string(&iid).unwrap(),
+            "{flags:?}"
+        );
+    }
+}
+
 /// A RUN's bind mount of a stage counts by what it shows, as a COPY from there: the stage
 /// rebuilt to the same files leaves the RUN cached; other files there miss.
 #[test]
